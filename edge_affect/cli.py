@@ -1,0 +1,75 @@
+"""``edge-affect`` command line: thin — parses, calls the library, prints.
+
+User errors (bad files, bad values) become one line ``edge-affect: error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from edge_affect import __version__
+
+# Each area registers its own subcommands; a missing optional dependency only disables that area.
+_COMMAND_MODULES = (
+    "edge_affect.data.cli",
+    "edge_affect.train.cli",
+    "edge_affect.export.cli",
+    "edge_affect.runtime.cli",
+    "edge_affect.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-affect",
+        description="Multi-task face affect: train, export (ONNX/FP16/INT8/TensorRT), run on the edge.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-affect {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("edge_affect"):
+                continue  # area not built yet
+            raise
+        mod.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"edge-affect: error: {msg}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        print(
+            f"edge-affect: error: missing dependency {e.name!r} for '{args.command}' "
+            "(install the matching extra, e.g. pip install 'edge-affect[train,export]')",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print("edge-affect: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Dataclass configs. Unknown keys fail with a close-match suggestion instead of being ignored."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _check_keys(cls: type, d: dict[str, Any], where: str) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in d:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {known}"
+            raise ValueError(f"{where}: unknown key {key!r}{hint}")
+
+
+def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``d``, rejecting unknown keys (with a suggestion)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+    _check_keys(cls, d, where)
+    kw = {}
+    for f in fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            if isinstance(v, list) and "tuple" in str(f.type):
+                v = tuple(v)
+            kw[f.name] = v
+    return cls(**kw)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a ``TaskTokenTransformer`` (stored in checkpoints)."""
+
+    backbone: str = "resnet18"
+    pretrained: str | None = None  # local weights file for the backbone (hubs are unreachable)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: int = 112
+    color: str = "rgb"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    dim: int = 128
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    encoder_layers: int = 1
+    decoder_layers: int = 2
+    token_mode: str = "task"  # "task": 3 tokens; "label": one token per output (2 + 1 + 12)
+    dropout: float = 0.1
+    drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.token_mode not in ("task", "label"):
+            raise ValueError(f"token_mode {self.token_mode!r} is not 'task' or 'label'")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.color not in ("rgb", "gray"):
+            raise ValueError(f"color {self.color!r} is not 'rgb' or 'gray'")
+        self.mean = tuple(float(x) for x in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(x) for x in self.std)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+@dataclass
+class LossConfig:
+    """Per-task losses and how they are combined (see ``edge_affect.losses``)."""
+
+    weighting: str = "uncertainty"  # or "fixed"
+    fixed_weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
+    va_mse: float = 0.0  # weight of an extra MSE term added to 1 - CCC
+    expr_class_weights: list[float] | None = None
+    au_pos_weight: list[float] | None = None
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.weighting not in ("uncertainty", "fixed"):
+            raise ValueError(f"loss weighting {self.weighting!r} is not 'uncertainty' or 'fixed'")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and data settings for ``edge-affect train``."""
+
+    model: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    backbone_lr_scale: float = 1.0
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    ema: float = 0.0  # EMA decay; 0 disables
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    channels_last: bool = True
+    workers: int = 0
+    seed: int = 0
+    augment: bool = True
+    eval_every: int = 1
+    max_steps_per_epoch: int = 0  # 0 = full epoch
+    loss: LossConfig = field(default_factory=LossConfig)
+    skip_bad_rows: bool = False
+    label_schema: str = "abaw4"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> TrainConfig:
+        d = dict(d)
+        loss = d.pop("loss", {})
+        cfg = from_dict(cls, d, where)
+        cfg.loss = loss if isinstance(loss, LossConfig) else from_dict(LossConfig, loss, f"{where}.loss")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict, with a clear error for bad files."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".toml":
+            try:
+                import tomllib  # Python >= 3.11
+            except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            return tomllib.loads(text)
+        return json.loads(text)
+    except ValueError as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ValueError(f"{p}: not valid {p.suffix.lstrip('.') or 'JSON'}: {e}") from None

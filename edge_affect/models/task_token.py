@@ -1,0 +1,217 @@
+"""The task-token transformer of arXiv 2208.03506 (ABAW4 multi-task): timm backbone → image tokens →
+token decoder with learned task tokens → VA / expression / AU heads.
+
+Each decoder layer (pre-norm): self-attention among the task tokens, cross-attention from the tokens to
+the image tokens, then an MLP. ``forward`` has no data-dependent Python control flow so it exports to
+ONNX (opset 17, ``LayerNormalization``) and builds in TensorRT.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_affect.config import ModelConfig
+from edge_affect.schema import NUM_AU, NUM_EXPR, NUM_VA, Preprocess
+
+log = logging.getLogger(__name__)
+
+
+class Attention(nn.Module):
+    """Multi-head attention written with plain matmuls (exports cleanly, FP16-friendly softmax)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        n, lq, d = x.shape
+        lk = context.shape[1]
+        h = self.heads
+        q = self.q(x).reshape(n, lq, h, d // h).transpose(1, 2)
+        kv = self.kv(context).reshape(n, lk, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]
+        attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+        out = (self.drop(attn) @ v).transpose(1, 2).reshape(n, lq, d)
+        return self.proj(out)
+
+
+class Mlp(nn.Sequential):
+    def __init__(self, dim: int, ratio: float, dropout: float) -> None:
+        hidden = int(dim * ratio)
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm self-attention over the image tokens."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attn(y, y)
+        return x + self.mlp(self.norm2(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm: self-attention among task tokens, cross-attention tokens → image tokens, MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.self_attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm2, self.norm_ctx, self.cross_attn = nn.LayerNorm(dim), nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm3, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio, dropout)
+
+    def forward(self, tokens: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(tokens)
+        tokens = tokens + self.self_attn(y, y)
+        tokens = tokens + self.cross_attn(self.norm2(tokens), self.norm_ctx(image))
+        return tokens + self.mlp(self.norm3(tokens))
+
+
+class PerTokenLinear(nn.Module):
+    """``k`` tokens → ``k`` scalars, each token with its own 1-unit head (label-token mode)."""
+
+    def __init__(self, k: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(k, dim) * dim**-0.5)
+        self.bias = nn.Parameter(torch.zeros(k))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens * self.weight).sum(-1) + self.bias
+
+
+def _build_backbone(cfg: ModelConfig) -> nn.Module:
+    import timm
+
+    kwargs = dict(cfg.backbone_kwargs)
+    stage = int(kwargs.pop("feature_index", -1))
+    if cfg.drop_path > 0:
+        kwargs["drop_path_rate"] = cfg.drop_path
+    if cfg.pretrained:
+        path = Path(cfg.pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained backbone weights {path} do not exist (hubs are not used)")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+    try:
+        return timm.create_model(
+            cfg.backbone, pretrained=bool(cfg.pretrained), features_only=True, out_indices=(stage,), **kwargs
+        )
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ValueError(f"backbone {cfg.backbone!r} is not a timm model name") from None
+        raise
+
+
+class TaskTokenTransformer(nn.Module):
+    """Multi-task affect model. ``forward(x) -> {"va": N×2 (tanh), "expr": N×8 logits, "au": N×12 logits}``."""
+
+    def __init__(self, config: ModelConfig, model_name: str = "custom") -> None:
+        super().__init__()
+        self.config = config
+        self.model_name = model_name
+        c = config
+        self.backbone = _build_backbone(c)
+        with torch.no_grad():
+            was_training = self.backbone.training
+            self.backbone.eval()
+            fmap = self.backbone(torch.zeros(1, 3, c.input_size, c.input_size))[-1]
+            self.backbone.train(was_training)
+        _, ch, fh, fw = fmap.shape
+        self.grid = (int(fh), int(fw))
+        self.proj = nn.Sequential(nn.Linear(ch, c.dim), nn.LayerNorm(c.dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, fh * fw, c.dim) * 0.02)
+        self.encoder = nn.ModuleList(
+            EncoderLayer(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.encoder_layers)
+        )
+        self.num_tokens = 3 if c.token_mode == "task" else NUM_VA + 1 + NUM_AU
+        self.task_tokens = nn.Parameter(torch.randn(1, self.num_tokens, c.dim) * 0.02)
+        self.decoder = nn.ModuleList(
+            DecoderLayer(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.decoder_layers)
+        )
+        self.norm = nn.LayerNorm(c.dim)
+        if c.token_mode == "task":
+            self.va_head: nn.Module = nn.Linear(c.dim, NUM_VA)
+            self.au_head: nn.Module = nn.Linear(c.dim, NUM_AU)
+        else:
+            self.va_head = PerTokenLinear(NUM_VA, c.dim)
+            self.au_head = PerTokenLinear(NUM_AU, c.dim)
+        self.expr_head = nn.Linear(c.dim, NUM_EXPR)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        c = self.config
+        return Preprocess(input_size=c.input_size, color=c.color, mean=tuple(c.mean), std=tuple(c.std))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image → image tokens (N × H'W' × dim) after the token encoder."""
+        fmap = self.backbone(x)[-1]
+        tokens = self.proj(fmap.flatten(2).transpose(1, 2)) + self.pos_embed
+        for layer in self.encoder:
+            tokens = layer(tokens)
+        return tokens
+
+    def forward_head(self, image_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Image tokens → task tokens → the three task outputs."""
+        tokens = self.task_tokens.expand(image_tokens.shape[0], -1, -1)
+        for layer in self.decoder:
+            tokens = layer(tokens, image_tokens)
+        tokens = self.norm(tokens)
+        if self.config.token_mode == "task":
+            va_t, expr_t, au_t = tokens[:, 0], tokens[:, 1], tokens[:, 2]
+        else:
+            va_t, expr_t, au_t = tokens[:, :NUM_VA], tokens[:, NUM_VA], tokens[:, NUM_VA + 1 :]
+        return {"va": torch.tanh(self.va_head(va_t)), "expr": self.expr_head(expr_t), "au": self.au_head(au_t)}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(x))
+
+    def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
+        """AdamW groups: no decay on norms/biases/embeddings; optional lower LR for the backbone."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_backbone = name.startswith("backbone.")
+            no_decay = p.ndim <= 1 or name.endswith(("pos_embed", "task_tokens"))
+            groups.setdefault((is_backbone, no_decay), []).append(p)
+        return [
+            {
+                "params": ps,
+                "lr": lr * (backbone_lr_scale if bb else 1.0),
+                "lr_scale": backbone_lr_scale if bb else 1.0,
+                "weight_decay": 0.0 if nd else weight_decay,
+            }
+            for (bb, nd), ps in groups.items()
+        ]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: TaskTokenTransformer) -> int:
+    """Multiply-accumulates for one face, counted with torch's FLOP counter (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    s = model.config.input_size
+    was = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, 3, s, s))
+    model.train(was)
+    return int(fc.get_total_flops() // 2)
+
+
+__all__ = ["TaskTokenTransformer", "count_params", "count_macs"]

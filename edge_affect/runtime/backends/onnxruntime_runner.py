@@ -1,0 +1,152 @@
+"""ONNX Runtime runner: CPU, CUDA or TensorRT execution provider, chosen explicitly and reported."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_affect.runtime.backends.base import BaseRunner, TensorSpec
+
+log = logging.getLogger(__name__)
+
+#: Short names accepted in ``providers`` (CLI ``--providers``) → ONNX Runtime provider names.
+PROVIDER_ALIASES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(bool)": np.bool_,
+}
+
+ProviderArg = str | tuple[str, dict[str, Any]]
+
+
+def import_onnxruntime() -> Any:
+    """Import onnxruntime or fail with the install hint."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("ONNX Runtime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from None
+    return ort
+
+
+def cuda_device_present() -> bool:
+    """Whether a CUDA driver with at least one device is usable here (no CUDA toolkit needed)."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        try:
+            return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+        except AttributeError:
+            return False
+    return False
+
+
+def resolve_providers(providers: Sequence[ProviderArg] | str | None) -> list[ProviderArg]:
+    """Turn short names / ``"auto"`` / ``None`` into an explicit ONNX Runtime provider list.
+
+    ``None``/``"auto"``: CUDA then CPU when a CUDA build and a CUDA device are both present, else CPU
+    only (the TensorRT provider builds engines on first run, so it is used only when asked for).
+    A requested provider this ONNX Runtime build lacks is a ``ValueError`` naming what it has.
+    """
+    ort = import_onnxruntime()
+    available = list(ort.get_available_providers())
+    if providers is None or providers == "auto" or list(providers) == ["auto"]:
+        if "CUDAExecutionProvider" in available and cuda_device_present():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [p for p in providers.split(",") if p]
+    out: list[ProviderArg] = []
+    for p in providers:
+        name, opts = (p if isinstance(p, tuple) else (p, None))
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise ValueError(
+                f"ONNX Runtime provider {name!r} is not in this onnxruntime build (available: {', '.join(available)})"
+            )
+        out.append((full, opts) if opts else full)
+    names = [p[0] if isinstance(p, tuple) else p for p in out]
+    if "CPUExecutionProvider" not in names:
+        out.append("CPUExecutionProvider")  # for nodes the accelerator provider does not take
+    return out
+
+
+class OnnxRuntimeRunner(BaseRunner):
+    """Runs an ONNX file (or bytes) in an ``onnxruntime.InferenceSession`` with explicit providers."""
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        providers: Sequence[ProviderArg] | str | None = None,
+        *,
+        intra_op_threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name or (str(model) if not isinstance(model, bytes) else "onnx-bytes"))
+        self._model = model
+        self._requested = resolve_providers(providers)
+        self._threads = intra_op_threads
+        self.session: Any = None
+        #: The providers the session actually uses, best first (``device`` is the first of them).
+        self.providers: list[str] = []
+        self.custom_metadata: dict[str, str] = {}
+
+    def _activate(self) -> None:
+        ort = import_onnxruntime()
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        threads = self._threads if self._threads is not None else int(os.environ.get("EDGE_AFFECT_ORT_THREADS", 0))
+        so.intra_op_num_threads = threads  # 0 = ONNX Runtime's default (physical cores)
+        model = self._model if isinstance(self._model, bytes) else str(self._model)
+        try:
+            self.session = ort.InferenceSession(model, sess_options=so, providers=self._requested)
+        except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{self.name}: ONNX Runtime cannot load it: {first}") from None
+        self.providers = list(self.session.get_providers())
+        self.device = self.providers[0]
+        wanted = self._requested[0] if isinstance(self._requested[0], str) else self._requested[0][0]
+        if wanted != self.device:
+            log.warning("%s: asked for %s, ONNX Runtime runs it on %s", self.name, wanted, self.device)
+        self.custom_metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.inputs = {
+            i.name: TensorSpec(i.name, tuple(d if d is not None else -1 for d in i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
+            for i in self.session.get_inputs()
+        }
+        self.outputs = {
+            o.name: TensorSpec(o.name, tuple(d if d is not None else -1 for d in o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))
+            for o in self.session.get_outputs()
+        }
+        self._output_names = list(self.outputs)
+        first_in = next(iter(self.inputs.values()))
+        self.max_batch = first_in.static_dim(0)
+        log.info("%s: ONNX Runtime on %s", self.name, self.device)
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self._output_names, {k: feed[k] for k in self.inputs})
+        return dict(zip(self._output_names, outs, strict=True))

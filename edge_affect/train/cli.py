@@ -1,0 +1,89 @@
+"""CLI for ``train`` and ``eval`` (torch is imported only when they run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a task-token transformer on an ABAW-layout dataset")
+    p.add_argument("--data", required=True, help="dataset root (training_set_annotations.txt, ...)")
+    p.add_argument("--images", help="image folder (default: DATA/cropped_aligned)")
+    p.add_argument("--config", help="TrainConfig as JSON or TOML")
+    p.add_argument("--model", help="registered model name (see --list-models)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--cache-dir", help="where the packed image cache lives (default: OUT/cache)")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on an ABAW split (P = VA + EXPR + AU)")
+    e.add_argument("ckpt")
+    e.add_argument("--data", required=True)
+    e.add_argument("--images")
+    e.add_argument("--split", choices=["train", "val"], default="val")
+    e.add_argument("--json", help="write the metrics as JSON here")
+    e.add_argument("--submission", help="write an ABAW-format submission file here")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from edge_affect.config import TrainConfig, load_config_file
+    from edge_affect.train.loop import train
+
+    d = load_config_file(args.config) if args.config else {}
+    cfg = TrainConfig.from_dict(d, where=args.config or "config")
+    for flag, key in (("model", "model"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            setattr(cfg, key, getattr(args, flag))
+    logging.getLogger("edge_affect").setLevel(logging.INFO)
+    best = train(
+        cfg,
+        args.data,
+        args.out,
+        images=args.images,
+        resume=args.resume,
+        device=None if args.device == "auto" else args.device,
+        cache_dir=args.cache_dir,
+    )
+    if best.is_file():
+        from rich.console import Console
+
+        summary = json.loads((Path(args.out) / "best.json").read_text())
+        v = summary["val"]
+        Console().print(
+            f"best epoch {summary['epoch']}: val P {v['p']:.4f} (VA {v['va']:.3f}, EXPR {v['expr']:.3f}, "
+            f"AU {v['au']:.3f}) -> {best}"
+        )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge_affect.artifact import atomic_write_text
+    from edge_affect.train.evaluate import evaluate_checkpoint, write_submission
+
+    metrics, pred, ann = evaluate_checkpoint(
+        args.ckpt, args.data, args.split, images=args.images, device=None if args.device == "auto" else args.device
+    )
+    t = Table(title=f"{args.ckpt} on {args.split} ({metrics['rows']} frames)")
+    for col in ("metric", "value"):
+        t.add_column(col)
+    for k in ("valence", "arousal", "va", "expr", "au", "p", "au_at_0.5", "p_at_0.5"):
+        t.add_row(k, f"{metrics[k]:.4f}")
+    Console().print(t)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(metrics, indent=2))
+    if args.submission:
+        write_submission(args.submission, ann.paths, pred, metrics["au_thresholds"])
+    return 0
