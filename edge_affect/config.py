@@ -141,3 +141,55 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return json.loads(text)
     except ValueError as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         raise ValueError(f"{p}: not valid {p.suffix.lstrip('.') or 'JSON'}: {e}") from None
+
+
+@dataclass
+class ExportProfile:
+    """A per-target export recipe (``export/<target>.toml``), consumed by ``edge-affect export --profile``.
+
+    ``build_engine_here = False`` means engines must be built on the device itself (TensorRT engines are
+    specific to the GPU and TensorRT version): export writes the ONNX artifacts and says so.
+    """
+
+    target: str = "generic"
+    description: str = ""
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
+    batch: tuple[int, int, int] = (1, 1, 8)
+    workspace_mib: int = 1024
+    dla_core: int | None = None
+    gpu_fallback: bool = True
+    version_compatible: bool = False
+    build_engine_here: bool = True
+    cuda_graph: bool = False
+    tensorrt: str = ""  # the TensorRT version the target ships, for the record
+    triton: bool = False
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.precisions if p not in ("fp32", "fp16", "int8")]
+        if bad or not self.precisions:
+            raise ValueError(f"{self.target}: precisions {self.precisions} must be a non-empty subset of fp32, fp16, int8")
+        b = tuple(int(x) for x in self.batch)
+        if len(b) != 3 or not (1 <= b[0] <= b[1] <= b[2]):
+            raise ValueError(f"{self.target}: batch {list(self.batch)} must be [min, opt, max] with 1 <= min <= opt <= max")
+        self.batch = b  # type: ignore[assignment]
+        if self.workspace_mib < 16:
+            raise ValueError(f"{self.target}: workspace_mib {self.workspace_mib} is too small (>= 16)")
+        if self.dla_core is not None:
+            if self.dla_core not in (0, 1):
+                raise ValueError(f"{self.target}: dla_core {self.dla_core} must be 0 or 1 (Jetson Orin has two DLAs)")
+            if "int8" not in self.precisions and "fp16" not in self.precisions:
+                raise ValueError(f"{self.target}: DLA runs only FP16 or INT8; add one of them to precisions")
+            if self.version_compatible:
+                raise ValueError(f"{self.target}: version-compatible engines cannot target the DLA")
+        if self.cuda_graph and self.batch[0] != self.batch[2]:
+            raise ValueError(f"{self.target}: cuda_graph needs a fixed batch (min = max), got {list(self.batch)}")
+
+
+def load_export_profile(path: str | Path) -> ExportProfile:
+    """Read an ``export/<target>.toml`` recipe; unknown keys or impossible combinations are errors."""
+    d = load_config_file(path)
+    try:
+        return from_dict(ExportProfile, d, where=str(path))
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None

@@ -47,8 +47,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     mpath = d / MANIFEST
     if not mpath.is_file():
         if not any(d.iterdir()):
-            raise ValueError(f"calibration folder {d} is empty (expected PNG frames and {MANIFEST}; build one with "
-                             "'edge-affect calib build')")
+            raise ValueError(
+                f"calibration folder {d} is empty (expected PNG frames and {MANIFEST}; build one with "
+                "'edge-affect calib build')"
+            )
         raise FileNotFoundError(f"calibration folder {d} has no {MANIFEST} (build it with 'edge-affect calib build')")
     try:
         m = json.loads(mpath.read_text(encoding="utf-8"))
@@ -61,7 +63,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         if key not in m:
             raise ValueError(f"{mpath}: lacks key {key!r}")
     files = m["files"]
-    if not isinstance(files, list) or any(not isinstance(f, dict) or "name" not in f or "sha256" not in f for f in files):
+    if not isinstance(files, list) or any(
+        not isinstance(f, dict) or "name" not in f or "sha256" not in f for f in files
+    ):
         raise ValueError(f"{mpath}: 'files' must be a list of {{'name', 'sha256', ...}} entries")
     if int(m["count"]) != len(files):
         raise ValueError(f"{mpath}: count {m['count']} but {len(files)} files listed")
@@ -107,7 +111,7 @@ def check_compatible(manifest: dict[str, Any], pp: Preprocess, where: str = "cal
     if color not in ("rgb", "gray"):
         raise ValueError(f"{where}: preprocess.color {color!r}, expected 'rgb' or 'gray'")
     if color == "gray" and pp.color == "rgb":
-        log.warning("%s: grayscale frames calibrate an RGB model (channels are replicated)", where)
+        log.info("%s: grayscale frames calibrate an RGB model (channels are replicated)", where)
     if max(size) * 4 < pp.input_size:
         raise ValueError(
             f"{where}: frames are {size[1]}×{size[0]}, too small for a {pp.input_size}×{pp.input_size} model "

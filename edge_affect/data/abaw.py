@@ -111,13 +111,13 @@ class Annotations:
     def expr_counts(self) -> dict[str, int]:
         """Labelled frames per expression class, in ``schema.EXPRESSIONS`` order."""
         hist = np.bincount(self.expr[self.expr_mask], minlength=len(EXPRESSIONS))
-        return {name: int(c) for name, c in zip(EXPRESSIONS, hist)}
+        return {name: int(c) for name, c in zip(EXPRESSIONS, hist, strict=True)}
 
     def au_positive_rates(self) -> dict[str, float]:
         """Share of AU-labelled frames where each AU is active (NaN when none is labelled)."""
         lab = self.au[self.au_mask]
         rates = lab.mean(axis=0) if len(lab) else np.full(NUM_AU, np.nan)
-        return {name: float(r) for name, r in zip(AUS, rates)}
+        return {name: float(r) for name, r in zip(AUS, rates, strict=True)}
 
     def videos(self) -> list[str]:
         """Sorted distinct video folders (the parent folder of each image path)."""
@@ -137,6 +137,9 @@ class Annotations:
             variant=self.variant,
             images_root=self.images_root,
         )
+
+
+_AU_VALUES = frozenset((MISSING_AU, 0, 1))
 
 
 class _BadRow(Exception):
@@ -181,7 +184,7 @@ def _parse_row(cols: list[str], variant: str) -> tuple[str, float, float, int, l
     path = cols[0].strip()
     if not path:
         raise _BadRow("empty image path, expected a path like 'video/00001.jpg'")
-    if path.startswith("/") or path.startswith("\\") or ".." in Path(path).parts:
+    if path[0] in "/\\" or ".." in path.replace("\\", "/").split("/"):
         raise _BadRow(f"image path {path!r} leaves the image folder, expected a relative path like 'video/00001.jpg'")
     v = _number(cols[1], "valence")
     a = _number(cols[2], "arousal")
@@ -192,14 +195,23 @@ def _parse_row(cols: list[str], variant: str) -> tuple[str, float, float, int, l
         for name, x in (("valence", v), ("arousal", a)):
             if not -1.0 <= x <= 1.0:
                 raise _BadRow(f"{name} {x:g} out of range, expected a value in [-1, 1] or {MISSING_VA:g} (missing)")
-    e = _integer(cols[3], "expression")
+    try:
+        e = int(cols[3])  # fast path; "4.0", "nan" etc. go through the checked parser below
+    except ValueError:
+        e = _integer(cols[3], "expression")
     if not MISSING_EXPR <= e < len(EXPRESSIONS):
         raise _BadRow(f"expression {e} out of range, expected {MISSING_EXPR} (missing) or 0..{len(EXPRESSIONS) - 1}")
     au_fields = cols[4:] if variant == VARIANT_PER_FRAME else cols[4].split()
     if len(au_fields) != NUM_AU:
         raise _BadRow(f"{len(au_fields)} AU values, expected {NUM_AU}")
-    aus: list[int] = []
-    for name, text in zip(AUS, au_fields):
+    try:
+        aus = [int(x) for x in au_fields]  # fast path for well-formed rows
+        if _AU_VALUES.issuperset(aus):
+            return path, v, a, e, aus
+    except ValueError:
+        pass
+    aus = []
+    for name, text in zip(AUS, au_fields, strict=True):
         try:
             x = _integer(text, name)
         except _BadRow:
@@ -315,7 +327,9 @@ def format_annotations(paths: list[str], va: np.ndarray, expr: np.ndarray, au: n
     au = np.asarray(au, dtype=np.int64)
     n = len(paths)
     if va.shape != (n, 2) or expr.shape != (n,) or au.shape != (n, NUM_AU):
-        raise ValueError(f"label shapes va {va.shape}, expr {expr.shape}, au {au.shape}, expected ({n}, 2), ({n},), ({n}, {NUM_AU})")
+        raise ValueError(
+            f"label shapes va {va.shape}, expr {expr.shape}, au {au.shape}, expected ({n}, 2), ({n},), ({n}, {NUM_AU})"
+        )
     out = [",".join(PER_FRAME_COLUMNS)]
     for i, p in enumerate(paths):
         v, a = (f"{x:g}" if x == MISSING_VA else f"{x:.6f}" for x in va[i])
@@ -342,9 +356,7 @@ def split_file(root: str | Path, split: str) -> Path:
     for name in SPLIT_FILES[split]:
         if (r / name).is_file():
             return r / name
-    raise FileNotFoundError(
-        f"no {split} annotation file in {r}: expected {' or '.join(SPLIT_FILES[split])}"
-    )
+    raise FileNotFoundError(f"no {split} annotation file in {r}: expected {' or '.join(SPLIT_FILES[split])}")
 
 
 def load_split(

@@ -10,10 +10,10 @@ frame. Everything is seeded per sample, so output is identical for any number of
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_affect.data._mp import pool_context
 from edge_affect.data.abaw import IMAGES_DIR, SPLIT_FILES, write_annotations
 from edge_affect.schema import AUS, EXPRESSIONS, MISSING_AU, MISSING_EXPR, MISSING_VA, NUM_AU
 
@@ -47,14 +48,14 @@ EXPR_PROBS = np.array([0.16, 0.123, 0.123, 0.123, 0.123, 0.123, 0.125, 0.10])
 VA_BIAS = np.array([0.0, -0.1], dtype=np.float64)
 VA_WEIGHTS = np.zeros((NUM_AU, 2))
 for _name, (_v, _a) in {
-    "AU1": (-0.05, 0.35),
+    "AU1": (-0.05, 0.25),
     "AU2": (0.05, 0.35),
     "AU4": (-0.4, 0.2),
     "AU6": (0.2, 0.2),
     "AU7": (-0.1, 0.3),
     "AU10": (-0.5, 0.1),
     "AU12": (0.7, 0.15),
-    "AU15": (-0.5, -0.6),
+    "AU15": (-0.5, -0.8),
     "AU23": (-0.2, 0.15),
     "AU24": (-0.2, 0.15),
     "AU25": (0.0, 0.2),
@@ -166,14 +167,20 @@ def _curve(x0: float, x1: float, y_end0: float, y_end1: float, y_mid: float, cx:
     return np.stack([xs, base + (y_mid - mid_base) * (1 - t**2)], axis=1)
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / np.float32(size)
+    return yy, xx
+
+
 def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator, size: int = 112) -> np.ndarray:
     """Draw one face (H×W×3 uint8 RGB) whose geometry follows the 12 AU intensities in [0, 1]."""
     import cv2
 
-    au = {name: float(v) for name, v in zip(AUS, np.clip(intensity, 0, 1))}
+    au = {name: float(v) for name, v in zip(AUS, np.clip(intensity, 0, 1), strict=True)}
     u = float(size)
     aa = cv2.LINE_AA
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / u
+    yy, xx = _grid(size)
     ang = rng.uniform(0, 2 * np.pi)
     g = np.clip(0.5 + (np.cos(ang) * (xx - 0.5) + np.sin(ang) * (yy - 0.5)), 0, 1)[..., None]
     img = (np.asarray(ident.bg1, np.float32) * (1 - g) + np.asarray(ident.bg2, np.float32) * g).astype(np.uint8)
@@ -192,19 +199,58 @@ def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator
     if ident.hair_style != 2:
         hh = fh * (1.08 if ident.hair_style == 0 else 1.15)
         ax = (int(fw * 1.12 * _ONE), int(hh * _ONE))
-        cv2.ellipse(img, (int(cx * _ONE), int((cy - 0.04 * u) * _ONE)), ax, 0, 180 if ident.hair_style == 0 else 0, 360, ident.hair, -1, aa, _SHIFT)
+        cv2.ellipse(
+            img,
+            (int(cx * _ONE), int((cy - 0.04 * u) * _ONE)),
+            ax,
+            0,
+            180 if ident.hair_style == 0 else 0,
+            360,
+            ident.hair,
+            -1,
+            aa,
+            _SHIFT,
+        )
     for s in (-1, 1):
-        cv2.ellipse(img, (int((cx + s * fw * 0.98) * _ONE), int((cy - 0.04 * u) * _ONE)), (int(0.05 * u * _ONE), int(0.09 * u * _ONE)), 0, 0, 360, tuple(0.9 * c for c in skin), -1, aa, _SHIFT)
-    cv2.rectangle(img, (int(cx - 0.6 * fw), int(cy + 0.6 * fh)), (int(cx + 0.6 * fw), size), tuple(0.85 * c for c in skin), -1)
+        cv2.ellipse(
+            img,
+            (int((cx + s * fw * 0.98) * _ONE), int((cy - 0.04 * u) * _ONE)),
+            (int(0.05 * u * _ONE), int(0.09 * u * _ONE)),
+            0,
+            0,
+            360,
+            tuple(0.9 * c for c in skin),
+            -1,
+            aa,
+            _SHIFT,
+        )
+    cv2.rectangle(
+        img, (int(cx - 0.6 * fw), int(cy + 0.6 * fh)), (int(cx + 0.6 * fw), size), tuple(0.85 * c for c in skin), -1
+    )
 
     # Face outline: upper half-ellipse + a lower half that the jaw drop (AU26) lengthens.
     chin = fh + 0.07 * u * au["AU26"]
     top = cv2.ellipse2Poly((int(cx * _ONE), int(cy * _ONE)), (int(fw * _ONE), int(fh * _ONE)), 0, 180, 360, 10)
-    low = cv2.ellipse2Poly((int(cx * _ONE), int(cy * _ONE)), (int(fw * _ONE), int(chin * _ONE)), 0, 0, 180, 10).astype(np.float64)
-    low[:, 0] = cx * _ONE + (low[:, 0] - cx * _ONE) * (ident.jaw + (1 - ident.jaw) * np.clip((cy * _ONE + chin * _ONE - low[:, 1]) / (chin * _ONE), 0, 1))
+    low = cv2.ellipse2Poly((int(cx * _ONE), int(cy * _ONE)), (int(fw * _ONE), int(chin * _ONE)), 0, 0, 180, 10).astype(
+        np.float64
+    )
+    low[:, 0] = cx * _ONE + (low[:, 0] - cx * _ONE) * (
+        ident.jaw + (1 - ident.jaw) * np.clip((cy * _ONE + chin * _ONE - low[:, 1]) / (chin * _ONE), 0, 1)
+    )
     cv2.fillPoly(img, [np.concatenate([top, low.astype(np.int32)]).reshape(-1, 1, 2)], skin, aa, _SHIFT)
     if ident.hair_style == 0:  # fringe
-        cv2.ellipse(img, (int(cx * _ONE), int((cy - fh * 0.95) * _ONE)), (int(fw * 0.95 * _ONE), int(0.10 * u * _ONE)), 0, 0, 360, ident.hair, -1, aa, _SHIFT)
+        cv2.ellipse(
+            img,
+            (int(cx * _ONE), int((cy - fh * 0.95) * _ONE)),
+            (int(fw * 0.95 * _ONE), int(0.10 * u * _ONE)),
+            0,
+            0,
+            360,
+            ident.hair,
+            -1,
+            aa,
+            _SHIFT,
+        )
 
     def line(p: np.ndarray, col: tuple[float, ...], w: float, closed: bool = False) -> None:
         cv2.polylines(img, [_pts(p)], closed, col, max(1, int(round(w))), aa, _SHIFT)
@@ -239,16 +285,41 @@ def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator
         cv2.circle(img, (int(ex * _ONE), int(eye_y * _ONE)), int(ir * _ONE), ident.iris, -1, aa, _SHIFT)
         cv2.circle(img, (int(ex * _ONE), int(eye_y * _ONE)), int(0.45 * ir * _ONE), (10, 10, 10), -1, aa, _SHIFT)
         # Mask the iris outside the lids by redrawing skin above/below the eye outline.
-        above = np.concatenate([_curve(ex - ew, ex + ew, eye_y, eye_y, eye_y - eh_up, ex), [[ex + ew, eye_y - 0.06 * u], [ex - ew, eye_y - 0.06 * u]]])
-        below = np.concatenate([_curve(ex - ew, ex + ew, eye_y, eye_y, eye_y + max(eh_lo, 0.002 * u), ex), [[ex + ew, eye_y + 0.06 * u], [ex - ew, eye_y + 0.06 * u]]])
+        above = np.concatenate(
+            [
+                _curve(ex - ew, ex + ew, eye_y, eye_y, eye_y - eh_up, ex),
+                [[ex + ew, eye_y - 0.06 * u], [ex - ew, eye_y - 0.06 * u]],
+            ]
+        )
+        below = np.concatenate(
+            [
+                _curve(ex - ew, ex + ew, eye_y, eye_y, eye_y + max(eh_lo, 0.002 * u), ex),
+                [[ex + ew, eye_y + 0.06 * u], [ex - ew, eye_y + 0.06 * u]],
+            ]
+        )
         cv2.fillPoly(img, [_pts(above)], skin, aa, _SHIFT)
         cv2.fillPoly(img, [_pts(below)], skin, aa, _SHIFT)
         line(_curve(ex - ew, ex + ew, eye_y, eye_y, eye_y - eh_up, ex), (40, 30, 30), 0.014 * u)
-        line(_curve(ex - ew, ex + ew, eye_y, eye_y, eye_y + max(eh_lo, 0.002 * u), ex), dark, 0.008 * u * (1 + 1.5 * au["AU7"]))
+        line(
+            _curve(ex - ew, ex + ew, eye_y, eye_y, eye_y + max(eh_lo, 0.002 * u), ex),
+            dark,
+            0.008 * u * (1 + 1.5 * au["AU7"]),
+        )
         # Cheek raise (AU6): a raised cheek bulge under the eye and crow's feet at the outer corner.
         if au["AU6"] > 0.1:
             cheek_col = tuple(min(255.0, c * (1 + 0.18 * au["AU6"])) for c in skin)
-            cv2.ellipse(img, (int((ex + s * 0.01 * u) * _ONE), int((eye_y + (0.085 - 0.03 * au["AU6"]) * u) * _ONE)), (int(0.06 * u * _ONE), int(0.03 * u * _ONE)), 0, 0, 360, cheek_col, -1, aa, _SHIFT)
+            cv2.ellipse(
+                img,
+                (int((ex + s * 0.01 * u) * _ONE), int((eye_y + (0.085 - 0.03 * au["AU6"]) * u) * _ONE)),
+                (int(0.06 * u * _ONE), int(0.03 * u * _ONE)),
+                0,
+                0,
+                360,
+                cheek_col,
+                -1,
+                aa,
+                _SHIFT,
+            )
             col = tuple(c * (1 - 0.4 * au["AU6"]) for c in skin)
             ox = ex + s * (ew + 0.01 * u)
             for dy in (-0.015, 0.0, 0.015):
@@ -266,10 +337,25 @@ def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator
 
     # Nose: bridge shading, nostrils lifted and widened by AU10, nasolabial folds deepened by AU10/AU6/AU12.
     nose_y = cy + 0.08 * u - 0.012 * u * au["AU10"]
-    line(np.array([[cx - 0.015 * u, eye_y + 0.02 * u], [cx - 0.025 * u, nose_y - 0.01 * u]]), tuple(0.8 * c for c in skin), 0.01 * u)
+    line(
+        np.array([[cx - 0.015 * u, eye_y + 0.02 * u], [cx - 0.025 * u, nose_y - 0.01 * u]]),
+        tuple(0.8 * c for c in skin),
+        0.01 * u,
+    )
     nw = 0.035 * u * (1 + 0.3 * au["AU10"])
     for s in (-1, 1):
-        cv2.ellipse(img, (int((cx + s * nw * 0.6) * _ONE), int(nose_y * _ONE)), (int(0.014 * u * _ONE), int(0.008 * u * _ONE)), 0, 0, 360, tuple(0.45 * c for c in skin), -1, aa, _SHIFT)
+        cv2.ellipse(
+            img,
+            (int((cx + s * nw * 0.6) * _ONE), int(nose_y * _ONE)),
+            (int(0.014 * u * _ONE), int(0.008 * u * _ONE)),
+            0,
+            0,
+            360,
+            tuple(0.45 * c for c in skin),
+            -1,
+            aa,
+            _SHIFT,
+        )
     line(_curve(cx - nw, cx + nw, nose_y, nose_y, nose_y + 0.018 * u, cx), tuple(0.7 * c for c in skin), 0.01 * u)
 
     mouth_y = cy + 0.22 * u - 0.01 * u * au["AU10"]
@@ -282,7 +368,13 @@ def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator
     fold = 0.3 + 0.7 * max(au["AU10"], au["AU6"], au["AU12"])
     for s in (-1, 1):
         col = tuple(c * (1 - 0.35 * fold) for c in skin)
-        line(np.array([[cx + s * (nw + 0.005 * u), nose_y + 0.005 * u], [cx + s * (mw + 0.02 * u), corner_y + 0.01 * u]]), col, 0.01 * u)
+        line(
+            np.array(
+                [[cx + s * (nw + 0.005 * u), nose_y + 0.005 * u], [cx + s * (mw + 0.02 * u), corner_y + 0.01 * u]]
+            ),
+            col,
+            0.01 * u,
+        )
     xl, xr = cx - mw, cx + mw
     up_in = _curve(xl, xr, corner_y, corner_y, mouth_y - opening / 2 - raise10 * 0.8, cx)
     lo_in = _curve(xl, xr, corner_y, corner_y, mouth_y + opening / 2, cx)
@@ -290,7 +382,14 @@ def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator
     lo_out = _curve(xl, xr, corner_y, corner_y, mouth_y + opening / 2 + lt, cx)
     if opening > 0.004 * u:
         cv2.fillPoly(img, [_pts(np.concatenate([up_in, lo_in[::-1]]))], (60, 20, 25), aa, _SHIFT)
-        teeth = _curve(xl + 0.2 * mw, xr - 0.2 * mw, corner_y, corner_y, mouth_y - opening / 2 - raise10 * 0.8 + min(opening, 0.02 * u), cx)
+        teeth = _curve(
+            xl + 0.2 * mw,
+            xr - 0.2 * mw,
+            corner_y,
+            corner_y,
+            mouth_y - opening / 2 - raise10 * 0.8 + min(opening, 0.02 * u),
+            cx,
+        )
         cv2.fillPoly(img, [_pts(np.concatenate([up_in[2:-2], teeth[::-1]]))], (235, 232, 220), aa, _SHIFT)
     cv2.fillPoly(img, [_pts(np.concatenate([up_out, up_in[::-1]]))], ident.lip, aa, _SHIFT)
     cv2.fillPoly(img, [_pts(np.concatenate([lo_in, lo_out[::-1]]))], ident.lip, aa, _SHIFT)
@@ -299,7 +398,11 @@ def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator
         col = tuple(c * (1 - 0.3 * au["AU15"]) for c in skin)
         for s in (-1, 1):
             x0 = cx + s * mw
-            line(np.array([[x0, corner_y + 0.005 * u], [x0 + s * 0.01 * u, corner_y + 0.04 * u * au["AU15"]]]), col, 0.008 * u)
+            line(
+                np.array([[x0, corner_y + 0.005 * u], [x0 + s * 0.01 * u, corner_y + 0.04 * u * au["AU15"]]]),
+                col,
+                0.008 * u,
+            )
     if au["AU24"] > 0.3 or au["AU23"] > 0.3:  # pressed lips bulge the skin below
         col = tuple(c * (1 - 0.25 * max(au["AU24"], au["AU23"])) for c in skin)
         y = mouth_y + opening / 2 + lt + 0.025 * u
@@ -313,12 +416,12 @@ def render_face(intensity: np.ndarray, ident: Identity, rng: np.random.Generator
     m[:, 2] += shift
     img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     la = rng.uniform(0, 2 * np.pi)
-    light = 1.0 + rng.uniform(0, 0.35) * (np.cos(la) * (xx - 0.5) + np.sin(la) * (yy - 0.5)) * 2
-    gain = rng.uniform(0.8, 1.15)
-    out = img.astype(np.float32) * (light * gain)[..., None]
+    strength, gain = np.float32(rng.uniform(0, 0.7)), np.float32(rng.uniform(0.8, 1.15))
+    light = (1.0 + strength * (np.float32(np.cos(la)) * (xx - 0.5) + np.float32(np.sin(la)) * (yy - 0.5))) * gain
+    out = img.astype(np.float32) * light[..., None]
     if rng.random() < 0.3:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
-    out += rng.normal(0, rng.uniform(1.5, 6.0), out.shape).astype(np.float32)
+    out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(rng.uniform(1.5, 6.0))
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -333,7 +436,7 @@ def _render_chunk(task: tuple[Any, ...]) -> int:
     images_root, seed, size, quality, start, videos, rels, intensity = task
     root = Path(images_root)
     idents: dict[int, Identity] = {}
-    for k, (video, rel, x) in enumerate(zip(videos, rels, intensity)):
+    for k, (video, rel, x) in enumerate(zip(videos, rels, intensity, strict=True)):
         if video not in idents:
             idents[video] = Identity.sample(seed, video)
         ident = idents[video]
@@ -402,7 +505,7 @@ def synth_dataset(
         n_videos = math.ceil(n / video_len)
     video_of = np.arange(n) // video_len
     frame_of = np.arange(n) % video_len
-    rels = [f"synth_{v:04d}/{f + 1:05d}.jpg" for v, f in zip(video_of, frame_of)]
+    rels = [f"synth_{v:04d}/{f + 1:05d}.jpg" for v, f in zip(video_of, frame_of, strict=True)]
     n_val_videos = min(max(1, int(round(val_fraction * n_videos))), n_videos - 1)
     val_videos = np.sort(np.random.default_rng([seed, 4]).choice(n_videos, n_val_videos, replace=False))
     is_val = np.isin(video_of, val_videos)
@@ -414,12 +517,21 @@ def synth_dataset(
         workers = min(4, os.cpu_count() or 1) if n >= 400 else 0
     chunk = 64
     tasks = [
-        (str(images_root), seed, size, quality, s, video_of[s : s + chunk].tolist(), rels[s : s + chunk], labels["intensity"][s : s + chunk])
+        (
+            str(images_root),
+            seed,
+            size,
+            quality,
+            s,
+            video_of[s : s + chunk].tolist(),
+            rels[s : s + chunk],
+            labels["intensity"][s : s + chunk],
+        )
         for s in range(0, n, chunk)
     ]
     done = 0
     if workers > 0:
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with pool_context().Pool(workers) as pool:
             for k in pool.imap(_render_chunk, tasks):
                 done += k
                 if progress:
@@ -459,5 +571,12 @@ def synth_dataset(
 
     atomic_write_text(root / "synth.json", json.dumps(summary, indent=2, sort_keys=True))
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("synthetic dataset: %d faces (%d train / %d val) in %s, %.1f s", n, summary["train"], summary["val"], root, summary["seconds"])
+    log.info(
+        "synthetic dataset: %d faces (%d train / %d val) in %s, %.1f s",
+        n,
+        summary["train"],
+        summary["val"],
+        root,
+        summary["seconds"],
+    )
     return summary

@@ -131,9 +131,13 @@ def _fix_graph(path: Path, meta: ArtifactMeta, opset: int) -> None:
     s = meta.preprocess.input_size
     in_dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim][1:]
     if [i.name for i in m.graph.input] != [INPUT_NAME] or in_dims != [3, s, s]:
-        raise RuntimeError(f"{path}: exported input is {[i.name for i in m.graph.input]} {in_dims}, expected image [N,3,{s},{s}]")
+        raise RuntimeError(
+            f"{path}: exported input is {[i.name for i in m.graph.input]} {in_dims}, expected image [N,3,{s},{s}]"
+        )
     if [o.name for o in m.graph.output] != list(OUTPUT_NAMES):
-        raise RuntimeError(f"{path}: exported outputs are {[o.name for o in m.graph.output]}, expected {list(OUTPUT_NAMES)}")
+        raise RuntimeError(
+            f"{path}: exported outputs are {[o.name for o in m.graph.output]}, expected {list(OUTPUT_NAMES)}"
+        )
     m.producer_name = "edge-affect"
     set_onnx_meta(m, meta)
     onnx.checker.check_model(m, full_check=True)
@@ -157,7 +161,7 @@ def run_onnx(path: str | Path, x: np.ndarray, batch: int = 64) -> dict[str, np.n
     outs: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_NAMES}
     for i in range(0, len(x), batch):
         res = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x[i : i + batch], dtype=np.float32)})
-        for k, v in zip(OUTPUT_NAMES, res):
+        for k, v in zip(OUTPUT_NAMES, res, strict=True):
             outs[k].append(np.asarray(v, dtype=np.float32))
     return {k: np.concatenate(v) for k, v in outs.items()}
 
@@ -196,7 +200,9 @@ def verify_against_torch(
     got = run_onnx(onnx_path, x)
     for k in OUTPUT_NAMES:
         if got[k].shape != (len(x), OUTPUT_DIMS[k]):
-            raise RuntimeError(f"{onnx_path}: output {k!r} has shape {got[k].shape}, expected ({len(x)}, {OUTPUT_DIMS[k]})")
+            raise RuntimeError(
+                f"{onnx_path}: output {k!r} has shape {got[k].shape}, expected ({len(x)}, {OUTPUT_DIMS[k]})"
+            )
     diffs = max_abs_diffs(ref, got)
     bad = {k: v for k, v in diffs.items() if not v <= atol}
     if bad:

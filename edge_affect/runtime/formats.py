@@ -16,15 +16,23 @@ class Format:
 
 FORMATS: tuple[Format, ...] = (
     Format("onnxruntime", (".onnx",), "ONNX model (FP32, FP16-typed or INT8 Q/DQ)", "onnxruntime"),
-    Format("tensorrt", (".engine", ".plan", ".trt"), "serialized TensorRT engine + <engine>.json sidecar",
-           "tensorrt + cuda-python"),
+    Format(
+        "tensorrt",
+        (".engine", ".plan", ".trt"),
+        "serialized TensorRT engine + <engine>.json sidecar",
+        "tensorrt + cuda-python",
+    ),
     Format("torch", (".pt", ".pth", ".ckpt"), "PyTorch checkpoint (reference)", "torch"),
 )
 BACKENDS: tuple[str, ...] = tuple(f.backend for f in FORMATS)
 BACKEND_ALIASES: dict[str, str] = {
-    "ort": "onnxruntime", "onnx": "onnxruntime", "onnxruntime": "onnxruntime",
-    "trt": "tensorrt", "tensorrt": "tensorrt",
-    "torch": "torch", "pytorch": "torch",
+    "ort": "onnxruntime",
+    "onnx": "onnxruntime",
+    "onnxruntime": "onnxruntime",
+    "trt": "tensorrt",
+    "tensorrt": "tensorrt",
+    "torch": "torch",
+    "pytorch": "torch",
 }
 
 

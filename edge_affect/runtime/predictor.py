@@ -64,7 +64,7 @@ class Predictor:
         self.expressions = list(meta.labels.expressions)
         self.aus = list(meta.labels.aus)
         self.au_thresholds = np.asarray(meta.au_thresholds, dtype=np.float32)
-        self.max_batch = min(runner.max_batch or max_batch, max_batch) if runner.max_batch else max_batch
+        self.max_batch = min(runner.max_batch, max_batch) if runner.max_batch else max_batch
         self.min_batch = 1
         pr = getattr(runner, "profile_range", {}).get(INPUT_NAME)
         if pr:
@@ -85,8 +85,12 @@ class Predictor:
         return self.preprocess_cfg.input_size
 
     def describe(self) -> dict[str, Any]:
-        return {"artifact": self.source, "model_name": self.meta.model_name, "precision": self.meta.precision,
-                **self.runner.describe()}
+        return {
+            "artifact": self.source,
+            "model_name": self.meta.model_name,
+            "precision": self.meta.precision,
+            **self.runner.describe(),
+        }
 
     def check_tensors(self) -> None:
         """Metadata must match the network's tensors (input size, output widths): one-line ``ValueError``."""
@@ -135,7 +139,9 @@ class Predictor:
         return self.runner.infer(feed)
 
     # -- steps -----------------------------------------------------------------------------------
-    def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray | None, list[dict[str, Any] | None]]:
+    def preprocess(
+        self, faces: np.ndarray | Sequence[np.ndarray]
+    ) -> tuple[np.ndarray | None, list[dict[str, Any] | None]]:
         """Crops → (N_ok×3×S×S input, per-face slot: ``None`` if it went in, else a failed record)."""
         items = _as_face_list(faces)
         resized, slots = [], []
@@ -182,20 +188,24 @@ class Predictor:
                 records.append(failed_record(STATUS_NONFINITE, f"network output {', '.join(bad)} has NaN/Inf"))
                 continue
             p = probs_l[i]
-            records.append({
-                "status": STATUS_OK,
-                "error": None,
-                "valence": va_l[i][0],
-                "arousal": va_l[i][1],
-                "expression": self.expressions[top_l[i]],
-                "expression_score": p[top_l[i]],
-                "expression_probs": dict(zip(self.expressions, p, strict=True)),
-                "au_probs": dict(zip(self.aus, au_l[i], strict=True)),
-                "au_active": dict(zip(self.aus, act_l[i], strict=True)),
-            })
+            records.append(
+                {
+                    "status": STATUS_OK,
+                    "error": None,
+                    "valence": va_l[i][0],
+                    "arousal": va_l[i][1],
+                    "expression": self.expressions[top_l[i]],
+                    "expression_score": p[top_l[i]],
+                    "expression_probs": dict(zip(self.expressions, p, strict=True)),
+                    "au_probs": dict(zip(self.aus, au_l[i], strict=True)),
+                    "au_active": dict(zip(self.aus, act_l[i], strict=True)),
+                }
+            )
         return records
 
-    def predict(self, faces: np.ndarray | Sequence[np.ndarray], timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self, faces: np.ndarray | Sequence[np.ndarray], timings: dict[str, float] | None = None
+    ) -> list[dict[str, Any]]:
         """Already-cropped faces (one image, a list, or an N×H×W[×C] batch; any size, gray/RGB/RGBA,
         uint8/uint16) → one dict per face, in order. Bad crops and NaN/Inf outputs get a status, not an error.
 
@@ -231,7 +241,9 @@ def _as_face_list(faces: np.ndarray | Sequence[np.ndarray]) -> list[Any]:
 def _meta_from_onnx(runner: Any, where: str) -> ArtifactMeta:
     text = runner.custom_metadata.get(METADATA_KEY)
     if text is None:
-        raise ValueError(f"{where}: no edge-affect metadata (metadata_props key {METADATA_KEY!r}); export it with edge-affect")
+        raise ValueError(
+            f"{where}: no edge-affect metadata (metadata_props key {METADATA_KEY!r}); export it with edge-affect"
+        )
     return ArtifactMeta.from_json(text, where)
 
 
@@ -265,7 +277,11 @@ def load(
         want = format_for_backend(chosen)
         raise ValueError(
             f"backend {chosen!r} runs {'/'.join(want.suffixes)} files ({want.description}); {p.name} is a {detected} artifact"
-            + (" — for TensorRT on an ONNX file use ONNX Runtime's provider (providers='tensorrt')" if chosen == "tensorrt" else "")
+            + (
+                " — for TensorRT on an ONNX file use ONNX Runtime's provider (providers='tensorrt')"
+                if chosen == "tensorrt"
+                else ""
+            )
         )
     runner: BaseRunner
     if chosen == "onnxruntime":
@@ -278,7 +294,7 @@ def load(
 
         side = read_sidecar(p)
         if "metadata" not in side:
-            raise ValueError(f"engine sidecar {p.name}.json lacks 'metadata' (the edge-affect ArtifactMeta)")
+            raise ValueError(f"engine sidecar {p.name}.json lacks the edge-affect metadata ('metadata' or '{METADATA_KEY}')")
         meta = ArtifactMeta.from_dict(side["metadata"], f"{p}.json")
         runner = TensorRTRunner(p, cuda_graph=cuda_graph, allow_device_mismatch=allow_device_mismatch).activate()
     else:

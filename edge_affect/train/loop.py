@@ -327,7 +327,6 @@ def train(
         if info.is_main:
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            _plot(history, out / "metrics.png")
             ship_sd = ema.shadow if ema is not None else None
             extra = {"val": val, "epoch": epoch + 1, "train_config": cfg.to_dict(), "data_root": str(data_root)}
             state = {
@@ -347,6 +346,7 @@ def train(
             if val["p"] > best_p:
                 save_checkpoint(best_path, model, au_thresholds=list(au_th), extra=extra, state_dict=ship_sd)
                 atomic_write_text(out / "best.json", json.dumps(record, indent=2))
+            _plot(history, out / "metrics.png")
         best_p = max(best_p, val["p"])
         dist_utils.barrier(info)
 

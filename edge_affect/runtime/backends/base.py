@@ -86,8 +86,10 @@ class BaseRunner:
         """Run a few zero inputs so the first real call pays no one-off costs."""
         feed = {}
         for spec in self.inputs.values():
-            shape = [batch if i == 0 and spec.static_dim(0) is None else (spec.static_dim(i) or 1)
-                     for i in range(len(spec.shape))]
+            shape = [
+                batch if i == 0 and spec.static_dim(0) is None else (spec.static_dim(i) or 1)
+                for i in range(len(spec.shape))
+            ]
             feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
         for _ in range(max(iters, 1)):
             self.infer(feed)

@@ -77,7 +77,7 @@ def resolve_providers(providers: Sequence[ProviderArg] | str | None) -> list[Pro
         providers = [p for p in providers.split(",") if p]
     out: list[ProviderArg] = []
     for p in providers:
-        name, opts = (p if isinstance(p, tuple) else (p, None))
+        name, opts = p if isinstance(p, tuple) else (p, None)
         full = PROVIDER_ALIASES.get(name.lower(), name)
         if full not in available:
             raise ValueError(
@@ -132,21 +132,26 @@ class OnnxRuntimeRunner(BaseRunner):
             log.warning("%s: asked for %s, ONNX Runtime runs it on %s", self.name, wanted, self.device)
         self.custom_metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.inputs = {
-            i.name: TensorSpec(i.name, tuple(d if d is not None else -1 for d in i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
+            i.name: TensorSpec(
+                i.name, tuple(d if d is not None else -1 for d in i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32))
+            )
             for i in self.session.get_inputs()
         }
         self.outputs = {
-            o.name: TensorSpec(o.name, tuple(d if d is not None else -1 for d in o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))
+            o.name: TensorSpec(
+                o.name, tuple(d if d is not None else -1 for d in o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32))
+            )
             for o in self.session.get_outputs()
         }
         self._output_names = list(self.outputs)
         first_in = next(iter(self.inputs.values()))
         self.max_batch = first_in.static_dim(0)
-        log.info("%s: ONNX Runtime on %s", self.name, self.device)
+        log.debug("%s: ONNX Runtime on %s", self.name, self.device)
 
     def _deactivate(self) -> None:
         self.session = None
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self._output_names, {k: feed[k] for k in self.inputs})
+        inputs = {k: np.asarray(feed[k]).astype(spec.dtype, copy=False) for k, spec in self.inputs.items()}
+        outs = self.session.run(self._output_names, inputs)
         return dict(zip(self._output_names, outs, strict=True))

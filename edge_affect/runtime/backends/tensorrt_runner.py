@@ -42,7 +42,9 @@ def import_cudart() -> Any:
         try:
             from cuda import cudart  # cuda-python < 12.6
         except ImportError:
-            raise RuntimeError("cuda-python is not installed: pip install 'cuda-python>=12.6,<13' (JetPack 6)") from None
+            raise RuntimeError(
+                "cuda-python is not installed: pip install 'cuda-python>=12.6,<13' (JetPack 6)"
+            ) from None
     return cudart
 
 
@@ -85,14 +87,35 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     p = Path(engine_path)
     side = p.with_name(p.name + ".json")
     if not side.is_file():
-        raise FileNotFoundError(f"engine {p} has no sidecar {side.name} (it records TensorRT version, GPU and metadata)")
+        raise FileNotFoundError(
+            f"engine {p} has no sidecar {side.name} (it records TensorRT version, GPU and metadata)"
+        )
     try:
         data = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"engine sidecar {side}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"engine sidecar {side}: expected a JSON object")
-    return data
+    return normalize_sidecar(data)
+
+
+def normalize_sidecar(data: dict[str, Any]) -> dict[str, Any]:
+    """Canonical keys (``metadata``, ``gpu_name``, ``batch_range``) whichever spelling the builder used.
+
+    The contract names ``metadata``/``gpu_name``/``batch_range``; the export step's builder writes the
+    metadata under ``edge_affect``, the GPU as ``gpu`` and ``batch`` as ``{min, opt, max}``: both are read.
+    """
+    from edge_affect.schema import METADATA_KEY
+
+    out = dict(data)
+    if "metadata" not in out and METADATA_KEY in out:
+        out["metadata"] = out[METADATA_KEY]
+    if "gpu_name" not in out and "gpu" in out:
+        out["gpu_name"] = out["gpu"]
+    if "batch_range" not in out and isinstance(out.get("batch"), dict):
+        b = out["batch"]
+        out["batch_range"] = [b.get("min"), b.get("opt"), b.get("max")]
+    return out
 
 
 def check_engine_compat(
@@ -108,7 +131,14 @@ def check_engine_compat(
     built_cc, run_cc = _cc_str(sidecar.get("compute_capability", "?")), _cc_str(running["compute_capability"])
     built = f"TensorRT {built_v} on {built_gpu} (sm {built_cc})"
     here = f"TensorRT {run_v} on {run_gpu} (sm {run_cc})"
-    if _version3(built_v) != _version3(run_v):
+    if sidecar.get("version_compatible"):
+        # Version-compatible plans run on the same or a later TensorRT of the same major version.
+        def key(v: str) -> tuple[int, ...]:
+            return tuple(int(x) for x in _version3(v).split(".") if x.isdigit())
+
+        if key(built_v)[:1] != key(run_v)[:1] or key(run_v) < key(built_v):
+            raise ValueError(f"{where}: version-compatible engine built with {built} cannot run on {here}: rebuild it")
+    elif _version3(built_v) != _version3(run_v):
         raise ValueError(f"{where}: engine built with {built}, but this is {here}: rebuild the engine here")
     if built_cc != run_cc or built_gpu != run_gpu:
         msg = f"{where}: engine built for {built}, but this is {here}: rebuild the engine on this GPU"
@@ -158,11 +188,15 @@ class TensorRTRunner(BaseRunner):
         if self._check:
             self.sidecar = read_sidecar(self.path)
             check_engine_compat(
-                self.sidecar, {"tensorrt_version": trt.__version__, **gpu}, str(self.path),
+                self.sidecar,
+                {"tensorrt_version": trt.__version__, **gpu},
+                str(self.path),
                 allow_device_mismatch=self._allow_mismatch,
             )
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._trt_runtime = trt.Runtime(self._trt_logger)
+        if self.sidecar.get("version_compatible"):
+            self._trt_runtime.engine_host_code_allowed = True  # the plan embeds its own lean runtime
         self.engine = self._trt_runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"{self.path}: TensorRT could not deserialize the engine (see the TensorRT log above)")
@@ -188,7 +222,9 @@ class TensorRTRunner(BaseRunner):
             else:
                 self.profile_range[n] = (shape, shape, shape)
                 max_shapes[n] = shape
-            self.inputs[n] = TensorSpec(n, tuple(int(d) for d in shape), np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))))
+            self.inputs[n] = TensorSpec(
+                n, tuple(int(d) for d in shape), np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
+            )
         for n in out_names:
             max_shapes[n] = tuple(self.context.get_tensor_shape(n))
             shape = tuple(int(d) for d in self.engine.get_tensor_shape(n))
@@ -207,7 +243,7 @@ class TensorRTRunner(BaseRunner):
             if not self.context.set_tensor_address(n, int(dev_ptr)):
                 raise RuntimeError(f"{self.path}: set_tensor_address failed for tensor {n!r}")
         self._shapes = {n: max_shapes[n] for n in in_names}
-        log.info("%s: TensorRT %s on %s, profile %s", self.path, trt.__version__, self.device, self.profile_range)
+        log.debug("%s: TensorRT %s on %s, profile %s", self.path, trt.__version__, self.device, self.profile_range)
 
     def _deactivate(self) -> None:
         cudart = self._cudart
@@ -247,13 +283,17 @@ class TensorRTRunner(BaseRunner):
         for n in self.inputs:
             b = self._bufs[n]
             nbytes = int(np.prod(self._shapes[n])) * self.inputs[n].dtype.itemsize
-            _cuda_check(cudart, cudart.cudaMemcpyAsync(b["dev_ptr"], b["host_ptr"], nbytes, h2d, self.stream), "H2D copy")
+            _cuda_check(
+                cudart, cudart.cudaMemcpyAsync(b["dev_ptr"], b["host_ptr"], nbytes, h2d, self.stream), "H2D copy"
+            )
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError(f"{self.path}: execute_async_v3 failed (see the TensorRT log)")
         for n, shape in out_shapes.items():
             b = self._bufs[n]
             nbytes = int(np.prod(shape)) * self.outputs[n].dtype.itemsize
-            _cuda_check(cudart, cudart.cudaMemcpyAsync(b["host_ptr"], b["dev_ptr"], nbytes, d2h, self.stream), "D2H copy")
+            _cuda_check(
+                cudart, cudart.cudaMemcpyAsync(b["host_ptr"], b["dev_ptr"], nbytes, d2h, self.stream), "D2H copy"
+            )
 
     def _capture(self, out_shapes: dict[str, tuple[int, ...]]) -> None:
         """Capture copy-in → execute → copy-out for the current shapes as one CUDA graph."""
@@ -301,9 +341,14 @@ class TensorRTRunner(BaseRunner):
         return out
 
 
-def build_engine_from_onnx(onnx_path: str | Path, engine_path: str | Path) -> Path:
-    """Build a static-shape FP32 engine from a small ONNX (used for the YuNet detector) plus its sidecar.
+def build_engine_from_onnx(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None = None,
+) -> Path:
+    """Build an FP32 engine from a small ONNX (used for the YuNet detector) plus its sidecar.
 
+    ``profile`` gives (min, opt, max) shapes per dynamic input.
     The edge-affect model's engines come from the export step; this covers helper networks that ship
     as ONNX inside the package, so detection runs on the GPU where only TensorRT is installed.
     """
@@ -318,13 +363,25 @@ def build_engine_from_onnx(onnx_path: str | Path, engine_path: str | Path) -> Pa
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{onnx_path}: TensorRT cannot parse it: {errs}")
     config = builder.create_builder_config()
+    if profile:
+        prof = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profile.items():
+            prof.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(prof)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log)")
     out = Path(engine_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, bytes(serialized))
-    side = {"tensorrt_version": trt.__version__, **current_gpu(), "precision": "fp32", "batch_range": [1, 1, 1],
-            "onnx_sha256": sha256_file(onnx_path), "metadata": {}}
+    side = {
+        "tensorrt_version": trt.__version__,
+        **current_gpu(),
+        "precision": "fp32",
+        "batch_range": [1, 1, 1],
+        "profile": {k: [list(x) for x in v] for k, v in (profile or {}).items()},
+        "onnx_sha256": sha256_file(onnx_path),
+        "metadata": {},
+    }
     atomic_write_text(out.with_name(out.name + ".json"), json.dumps(side, indent=2, sort_keys=True))
     return out

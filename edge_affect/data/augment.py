@@ -1,0 +1,129 @@
+"""Batch augmentation in torch on the batch's own device (the GPU when there is one).
+
+``GpuAugment``: uint8 N×S×S×3 → normalised float32 N×3×S×S with a random affine (scale, shift,
+rotation, horizontal flip; one ``affine_grid``/``grid_sample``), brightness/contrast jitter and
+random grayscale. ``to_input``: the eval path, normalisation only, equal to
+``edge_affect.runtime.preprocess.normalize`` (tested to 1e-6). A horizontal flip keeps every label
+valid here: valence/arousal and expressions are symmetric, and the 12 ABAW AUs are scored bilaterally.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from edge_affect.schema import Preprocess
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _check_batch(batch: torch.Tensor) -> None:
+    if not isinstance(batch, torch.Tensor) or batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
+        got = f"{batch.dtype} {tuple(batch.shape)}" if isinstance(batch, torch.Tensor) else type(batch).__name__
+        raise ValueError(f"expected a uint8 N×H×W×3 tensor, got {got}")
+
+
+def _mean_std(pp: Preprocess, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(pp.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(pp.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
+def _to_unit(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC → float32 NCHW in [0, 1], with the same float32 ops as the numpy ``normalize``."""
+    return batch.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)
+
+
+def to_input(batch_uint8: torch.Tensor, pp: Preprocess) -> torch.Tensor:
+    """Eval path: uint8 N×S×S×3 → N×3×S×S float32 ``(x/255 - mean)/std`` (no augmentation)."""
+    _check_batch(batch_uint8)
+    mean, std = _mean_std(pp, batch_uint8.device)
+    return ((_to_unit(batch_uint8) - mean) / std).contiguous()
+
+
+class GpuAugment:
+    """Random train-time augmentation of a uint8 N×S×S×3 batch, returned normalised (N×3×S×S).
+
+    Parameters are drawn on the CPU (``seed`` makes them reproducible on any device) and applied
+    where the batch lives. ``scale`` < 1 zooms in; ``max_shift`` is a fraction of the image size.
+    """
+
+    def __init__(
+        self,
+        pp: Preprocess,
+        scale: tuple[float, float] = (0.85, 1.0),
+        max_shift: float = 0.06,
+        max_rotate_deg: float = 10.0,
+        flip: bool = True,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        gray_prob: float = 0.1,
+        seed: int | None = None,
+    ) -> None:
+        lo, hi = scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale={scale}, expected 0 < low <= high")
+        for name, v in (
+            ("max_shift", max_shift),
+            ("max_rotate_deg", max_rotate_deg),
+            ("brightness", brightness),
+            ("contrast", contrast),
+        ):
+            if v < 0:
+                raise ValueError(f"{name}={v}, expected >= 0")
+        if brightness >= 1 or contrast >= 1:
+            raise ValueError(f"brightness={brightness}, contrast={contrast}: expected values < 1")
+        if not 0 <= gray_prob <= 1:
+            raise ValueError(f"gray_prob={gray_prob}, expected a probability in [0, 1]")
+        self.pp = pp
+        self.scale = (float(lo), float(hi))
+        self.max_shift = float(max_shift)
+        self.max_rotate_deg = float(max_rotate_deg)
+        self.flip = flip
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self.gray_prob = float(gray_prob)
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.geometric = self.scale != (1.0, 1.0) or self.max_shift > 0 or self.max_rotate_deg > 0 or flip
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.generator)
+
+    def affine(self, n: int) -> torch.Tensor:
+        """N×2×3 ``affine_grid`` matrices (output → input coordinates), drawn on the CPU."""
+        lo, hi = self.scale
+        s = lo + (hi - lo) * self._rand(n)
+        a = (2 * self._rand(n) - 1) * math.radians(self.max_rotate_deg)
+        t = (2 * self._rand(n, 2) - 1) * (2 * self.max_shift)  # grid coordinates span 2 per image
+        f = torch.where(self._rand(n) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n)
+        cos, sin = torch.cos(a) * s, torch.sin(a) * s
+        return torch.stack([torch.stack([cos * f, -sin, t[:, 0]], 1), torch.stack([sin * f, cos, t[:, 1]], 1)], 1)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        _check_batch(batch)
+        n, dev = batch.shape[0], batch.device
+        x = _to_unit(batch)
+        if self.geometric:
+            theta = self.affine(n).to(dev)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if self.brightness or self.contrast or self.gray_prob:
+            x = self._color(x)
+        mean, std = _mean_std(self.pp, dev)
+        return x.sub_(mean).div_(std).contiguous()  # x is a fresh float tensor here, never the input
+
+    def _color(self, x: torch.Tensor) -> torch.Tensor:
+        """Brightness and contrast jitter (per sample), then grayscale with ``gray_prob``; clamped to [0, 1]."""
+        n, dev = x.shape[0], x.device
+        b = (1 + (2 * self._rand(n) - 1) * self.brightness).to(dev).view(n, 1, 1, 1)
+        c = (1 + (2 * self._rand(n) - 1) * self.contrast).to(dev).view(n, 1, 1, 1)
+        gray = torch.nonzero(self._rand(n) < self.gray_prob).flatten().to(dev)
+        luma_w = torch.tensor(_LUMA, dtype=x.dtype, device=dev).view(1, 3, 1, 1)
+        # brightness x*b, then contrast around the mean luma m of x*b: (x*b - m)*c + m, in one pass.
+        m = b * (x.mean((2, 3), keepdim=True) * luma_w).sum(1, keepdim=True)
+        x = torch.addcmul(m * (1 - c), x, b * c)
+        if gray.numel():
+            x[gray] = (x[gray] * luma_w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        return x.clamp_(0.0, 1.0)

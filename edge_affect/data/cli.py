@@ -1,0 +1,95 @@
+"""``edge-affect data``: ``synth`` (write a synthetic ABAW-layout dataset) and ``check`` (health report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register the ``data`` command and its subcommands on the top-level ``subparsers``."""
+    data = subparsers.add_parser("data", help="synthesize or check ABAW-layout datasets")
+    data.set_defaults(func=lambda args: _no_subcommand(data))
+    sub = data.add_subparsers(dest="data_command", metavar="{synth,check}")
+
+    p = sub.add_parser("synth", help="write a synthetic ABAW-layout dataset of procedural faces")
+    p.add_argument("out", type=Path, help="output dataset root")
+    p.add_argument("--n", type=int, required=True, help="number of faces")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=112, help="image side in pixels (default 112)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of videos in the validation split")
+    p.add_argument("--missing-fraction", type=float, default=0.15, help="share of each task's labels set missing")
+    p.add_argument("--video-len", type=int, default=50, help="frames per video folder")
+    p.add_argument("--workers", type=int, default=None, help="render processes (default: automatic)")
+    p.set_defaults(func=cmd_synth)
+
+    c = sub.add_parser("check", help="count labels, class balance and bad rows of an ABAW-layout dataset")
+    c.add_argument("root", type=Path, help="dataset root holding the annotation files")
+    c.add_argument("--images", type=Path, default=None, help="image folder (default ROOT/cropped_aligned)")
+    c.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    c.set_defaults(func=cmd_check)
+
+
+def _no_subcommand(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from edge_affect.data.synth import synth_dataset
+
+    con = Console()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=con,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("rendering faces", total=args.n)
+        summary = synth_dataset(
+            args.out,
+            args.n,
+            seed=args.seed,
+            size=args.size,
+            val_fraction=args.val_fraction,
+            missing_fraction=args.missing_fraction,
+            video_len=args.video_len,
+            workers=args.workers,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    t = Table(title=f"synthetic dataset {summary['root']}")
+    t.add_column("split")
+    t.add_column("faces", justify="right")
+    t.add_column("videos", justify="right")
+    t.add_column("annotations")
+    for split in ("train", "val"):
+        t.add_row(split, str(summary[split]), str(summary["videos"][split]), summary["files"][split])
+    con.print(t)
+    con.print(
+        f"{summary['n']} faces of {summary['size']}×{summary['size']} in {summary['seconds']:.1f} s (seed {summary['seed']})"
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edge_affect.artifact import atomic_write_text
+    from edge_affect.data.check import check_dataset, print_report
+
+    con = Console()
+    with con.status(f"reading {args.root}"):
+        report = check_dataset(args.root, images=args.images)
+    print_report(report, console=con)
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+        con.print(f"report written to {args.json}")
+    return 0 if report["ok"] else 1

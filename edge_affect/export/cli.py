@@ -1,0 +1,222 @@
+"""CLI: ``edge-affect export``, ``edge-affect calib build``, ``edge-affect parity`` (thin: parse, call, print).
+
+Imports nothing heavy at module level, so the base (runtime-only) install still builds the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the export, calibration and parity subcommands."""
+    p = sub.add_parser("export", help="checkpoint → ONNX (FP32, FP16, INT8), TensorRT engines, Triton repo")
+    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt or safetensors) written by edge-affect train")
+    p.add_argument("--out", type=Path, required=True, help="output folder (model.onnx, model.fp16.onnx, ...)")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (FP16 inside, FP32 I/O)")
+    p.add_argument(
+        "--int8", action="store_true", help="also write model.int8.onnx (explicit Q/DQ from calibration frames)"
+    )
+    p.add_argument(
+        "--calib", type=Path, default=None, help="calibration set folder (default: the shipped calibration/default)"
+    )
+    p.add_argument(
+        "--engine", action="store_true", help="build TensorRT engines from the typed ONNX (needs TensorRT + GPU)"
+    )
+    p.add_argument("--batch", default="1:8:32", help="engine/Triton batch range MIN:OPT:MAX (default 1:8:32)")
+    p.add_argument("--workspace", type=int, default=1024, metavar="MIB", help="TensorRT workspace limit in MiB")
+    p.add_argument("--timing-cache", type=Path, default=None, help="TensorRT timing cache file (reused across builds)")
+    p.add_argument("--version-compatible", action="store_true", help="build version-compatible engines")
+    p.add_argument(
+        "--dla", type=int, default=None, metavar="CORE", help="Jetson: build for DLA core CORE (GPU fallback)"
+    )
+    p.add_argument("--triton", action="store_true", help="write a Triton model repository under OUT/triton/")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto", help="torch ONNX exporter")
+    p.add_argument(
+        "--int8-exclude",
+        action="append",
+        default=[],
+        metavar="OP_OR_NODE",
+        help="op type (e.g. MatMul) or node name to keep in FP16 in the INT8 model (repeatable)",
+    )
+    p.add_argument(
+        "--parity-frames", type=int, default=None, help="calibration frames used for the parity gates (default all)"
+    )
+    p.set_defaults(func=_export)
+
+    c = sub.add_parser("calib", help="calibration frame sets")
+    csub = c.add_subparsers(dest="calib_command", metavar="SUBCOMMAND")
+    b = csub.add_parser("build", help="sample face crops from an image folder, video, ABAW root or .npz")
+    b.add_argument("src", type=Path, help="image folder, video file, ABAW dataset root or .npz with 'images'")
+    b.add_argument("--out", type=Path, required=True, help="output folder, e.g. calibration/NAME")
+    b.add_argument("--n", type=int, default=512, help="frames to sample (default 512)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--size", type=int, default=None, help="resize crops to SIZE×SIZE (default: keep their size)")
+    b.add_argument("--split", default="train", help="ABAW split to sample (train or val)")
+    b.add_argument("--no-stratify", action="store_true", help="do not balance expression classes")
+    b.add_argument("--provenance", default="", help="where the frames come from (licence, URL, commit)")
+    b.add_argument(
+        "--detect-faces",
+        action="store_true",
+        help="the source holds full frames: crop the best face with the runtime's YuNet detector",
+    )
+    b.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
+    b.set_defaults(func=_calib_build)
+    v = csub.add_parser("verify", help="verify a calibration set's manifest and hashes")
+    v.add_argument("folder", type=Path)
+    v.set_defaults(func=_calib_verify)
+    c.set_defaults(func=lambda args: (c.print_help(), 2)[1])
+
+    q = sub.add_parser(
+        "parity", help="compare an export folder's artifacts with the PyTorch model; exit 1 if a gate fails"
+    )
+    q.add_argument("dir", type=Path, help="export folder (with model.onnx and export_report.json)")
+    q.add_argument(
+        "--data", type=Path, default=None, help="calibration folder, ABAW root or .npz (default: calibration frames)"
+    )
+    q.add_argument("--split", default="val", help="ABAW split when --data is a dataset root")
+    q.add_argument(
+        "--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the one in export_report.json)"
+    )
+    q.add_argument("--limit", type=int, default=None, help="use only the first N frames")
+    q.add_argument("--no-engines", action="store_true", help="skip TensorRT engines")
+    q.set_defaults(func=_parity)
+
+
+def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*header)
+    for r in rows:
+        t.add_row(*r)
+    Console().print(t)
+
+
+def _gate_rows(comparisons: list) -> list[tuple[str, ...]]:
+    rows = []
+    for c in comparisons:
+        if c.skipped:
+            rows.append((c.artifact, c.backend, "-", "-", "-", f"skipped: {c.skipped}"))
+        for g in c.gates:
+            rows.append(
+                (
+                    c.artifact,
+                    c.backend,
+                    g.name,
+                    f"{g.value:.6g}",
+                    f"{g.op} {g.threshold:g}",
+                    "pass" if g.passed else "FAIL",
+                )
+            )
+    return rows
+
+
+def _export(args: argparse.Namespace) -> int:
+    from edge_affect.export.pipeline import ExportRequest, export_all
+    from edge_affect.export.tensorrt_build import BatchRange
+
+    req = ExportRequest(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        fp16=args.fp16,
+        int8=args.int8,
+        calib=args.calib,
+        engine=args.engine,
+        batch=BatchRange.parse(args.batch),
+        triton=args.triton,
+        exporter=args.exporter,
+        workspace_mib=args.workspace,
+        version_compatible=args.version_compatible,
+        dla_core=args.dla,
+        timing_cache=args.timing_cache,
+        parity_frames=args.parity_frames,
+        int8_exclude=args.int8_exclude,
+    )
+    rep = export_all(req)
+    _print_table(_gate_rows(rep.comparisons), ("artifact", "backend", "gate", "value", "threshold", "result"))
+    for name, a in rep.artifacts.items():
+        print(f"{args.out / name}  {a['size_bytes'] / 1024:.1f} KiB  ({a['precision']})")
+    if rep.engines_skipped:
+        print(f"TensorRT engines skipped: {rep.engines_skipped}")
+    print(f"exporter: {rep.exporter}; report: {args.out / 'export_report.md'}; {'PASS' if rep.passed else 'FAIL'}")
+    return 0 if rep.passed else 1
+
+
+def _calib_build(args: argparse.Namespace) -> int:
+    from edge_affect.calibration.build import build_calibration, yunet_face_cropper
+
+    cropper = yunet_face_cropper(args.size or 112) if args.detect_faces else None
+    out = build_calibration(
+        args.src,
+        args.out,
+        args.n,
+        seed=args.seed,
+        size=args.size,
+        split=args.split,
+        stratify=not args.no_stratify,
+        provenance=args.provenance,
+        command=_calib_command(args),
+        overwrite=args.force,
+        face_cropper=cropper,
+        frames=True if args.detect_faces else None,
+    )
+    from edge_affect.calibration import read_manifest
+
+    m = read_manifest(out)
+    print(
+        f"{out}: {m['count']} frames {m['preprocess']['frame_size']} {m['preprocess']['color']} from {m['source']['kind']}"
+    )
+    return 0
+
+
+def _calib_command(args: argparse.Namespace) -> str:
+    """The command line that rebuilds this set (recorded in the manifest)."""
+    parts = [
+        "edge-affect",
+        "calib",
+        "build",
+        str(args.src),
+        "--out",
+        str(args.out),
+        "--n",
+        str(args.n),
+        "--seed",
+        str(args.seed),
+    ]
+    if args.size is not None:
+        parts += ["--size", str(args.size)]
+    if args.split != "train":
+        parts += ["--split", args.split]
+    if args.no_stratify:
+        parts.append("--no-stratify")
+    if args.detect_faces:
+        parts.append("--detect-faces")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _calib_verify(args: argparse.Namespace) -> int:
+    from edge_affect.calibration import verify_calibration
+
+    m = verify_calibration(args.folder, min_frames=1)
+    print(f"{args.folder}: OK, {m['count']} frames, hashes match")
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from edge_affect.parity import run_parity
+
+    rep = run_parity(
+        args.dir,
+        data=args.data,
+        split=args.split,
+        checkpoint=args.checkpoint,
+        limit=args.limit,
+        engines=not args.no_engines,
+    )
+    j, _ = rep.save(args.dir)
+    _print_table(_gate_rows(rep.comparisons), ("artifact", "backend", "gate", "value", "threshold", "result"))
+    print(f"data: {rep.data}; report: {j}; {'PASS' if rep.passed else 'FAIL'}")
+    return 0 if rep.passed else 1

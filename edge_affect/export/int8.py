@@ -1,0 +1,105 @@
+"""FP32 ONNX + calibration frames → INT8 Q/DQ ONNX for TensorRT (symmetric int8, per-channel weights, FP16
+elsewhere, FP32 I/O), with NVIDIA ModelOpt ONNX PTQ; the result must pass ``qdq_check.check_trt_qdq``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_affect.artifact import ArtifactMeta, atomic_write_bytes
+from edge_affect.export.fp16 import INSTALL_HINT
+from edge_affect.export.onnx_export import read_onnx_meta, set_onnx_meta
+from edge_affect.export.qdq_check import assert_trt_qdq
+from edge_affect.schema import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_modelopt(level: int = logging.INFO) -> Iterator[None]:
+    """Silence log records at ``level`` and below while ModelOpt runs (it reconfigures its own loggers per call)."""
+    previous = logging.root.manager.disable
+    logging.disable(max(level, previous))
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def require_modelopt() -> Any:
+    """Import ``modelopt.onnx.quantization`` or raise a one-line ``RuntimeError`` naming the extra."""
+    try:
+        from modelopt.onnx import quantization
+    except ImportError:
+        raise RuntimeError(f"INT8 export needs NVIDIA ModelOpt: {INSTALL_HINT}") from None
+    return quantization
+
+
+def quantize_int8(
+    src: str | Path,
+    dst: str | Path,
+    calib: np.ndarray,
+    meta: ArtifactMeta | None = None,
+    calib_info: dict[str, Any] | None = None,
+    exclude: list[str] | None = None,
+) -> Path:
+    """Quantize FP32 ONNX ``src`` with ``calib`` (float32 N×3×S×S, preprocessed) into ``dst``.
+
+    ModelOpt ``quantize(quantize_mode="int8", calibration_method="max", high_precision_dtype="fp16")`` on
+    CPU; the output is checked structurally for TensorRT and carries ``meta`` with precision ``int8``.
+    ``exclude``: op types (e.g. ``MatMul``) or node names kept in FP16, for layers INT8 hurts too much.
+    """
+    import onnx
+
+    quantization = require_modelopt()
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"ONNX file {src} does not exist")
+    meta = meta or read_onnx_meta(src)
+    s = meta.preprocess.input_size
+    calib = np.ascontiguousarray(calib, dtype=np.float32)
+    if calib.ndim != 4 or calib.shape[1:] != (3, s, s) or len(calib) == 0:
+        raise ValueError(f"calibration array has shape {calib.shape}, expected (N, 3, {s}, {s})")
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=str(dst.parent)) as tmp:
+        tmp_in = Path(tmp) / "fp32.onnx"
+        tmp_in.write_bytes(src.read_bytes())  # ModelOpt writes intermediates beside its input
+        tmp_out = Path(tmp) / "int8.onnx"
+        exclude = list(exclude or [])
+        op_types = [e for e in exclude if e[:1].isupper() and "/" not in e]
+        nodes = [e for e in exclude if e not in op_types]
+        with quiet_modelopt():
+            quantization.quantize(
+                str(tmp_in),
+                quantize_mode="int8",
+                calibration_data={INPUT_NAME: calib},
+                calibration_method="max",
+                calibration_eps=["cpu"],
+                high_precision_dtype="fp16",
+                output_path=str(tmp_out),
+                log_level="WARNING",
+                op_types_to_exclude=op_types or None,
+                nodes_to_exclude=nodes or None,
+            )
+        if not tmp_out.is_file():
+            raise RuntimeError(f"ModelOpt produced no INT8 model for {src}")
+        model = onnx.load(str(tmp_out))
+    m = ArtifactMeta.from_dict(meta.to_dict())
+    m.precision = "int8"
+    m.extra = {
+        **m.extra,
+        "quantizer": "nvidia-modelopt onnx ptq",
+        "quantize": {"mode": "int8", "calibration_method": "max", "high_precision_dtype": "fp16"},
+        "calibration": {**(calib_info or {}), "frames": int(len(calib))},
+        "excluded": exclude,
+    }
+    set_onnx_meta(model, m)
+    onnx.checker.check_model(model)
+    assert_trt_qdq(model)
+    atomic_write_bytes(dst, model.SerializeToString())
+    return dst

@@ -1,0 +1,317 @@
+"""``edge-affect export``: checkpoint → FP32/FP16/INT8 ONNX (+ engines, + Triton) with parity gates and a report.
+
+Everything is produced in a temporary folder beside ``out`` and moved into place only when all steps
+succeeded, so a failure never leaves half-written artifacts. Each step is timed; the report
+(``export_report.json`` / ``.md``) records sizes, timings, the exporter used and each parity gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_affect.artifact import atomic_write_text, sha256_file
+from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD
+from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
+from edge_affect.parity import Comparison, Gates, comparisons_markdown
+
+log = logging.getLogger(__name__)
+
+#: Frames of the calibration set used for the FP32 export check (all of them feed INT8 and parity).
+CHECK_FRAMES = 32
+
+
+@dataclass
+class ExportRequest:
+    """What ``edge-affect export`` was asked to produce."""
+
+    checkpoint: Path
+    out: Path
+    fp16: bool = False
+    int8: bool = False
+    calib: Path | None = None  # None: the shipped default set
+    engine: bool = False
+    batch: BatchRange = field(default_factory=BatchRange)
+    triton: bool = False
+    exporter: str = "auto"
+    workspace_mib: int = 1024
+    version_compatible: bool = False
+    dla_core: int | None = None
+    timing_cache: Path | None = None
+    parity_frames: int | None = None  # None: every calibration frame
+    int8_exclude: list[str] = field(default_factory=list)  # op types / node names kept FP16 in the INT8 model
+    gates: Gates = field(default_factory=Gates)
+
+
+@dataclass
+class ExportReport:
+    """The outcome of one export (saved as ``export_report.json`` and ``.md``)."""
+
+    checkpoint: str
+    checkpoint_sha256: str
+    out: str
+    exporter: str = ""
+    exporter_attempts: dict[str, str] = field(default_factory=dict)
+    opset: int = OPSET
+    calibration: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+    engines_skipped: str = ""
+    triton: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons if not c.skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["comparisons"] = [c.to_dict() for c in self.comparisons]
+        d["passed"] = self.passed
+        return d
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Export report: {Path(self.out).name}",
+            "",
+            f"- checkpoint: `{self.checkpoint}` (sha256 `{self.checkpoint_sha256[:16]}…`)",
+            f"- exporter: **{self.exporter}** (attempts: {self.exporter_attempts}), opset {self.opset}",
+            f"- calibration: {self.calibration.get('dir', '')} ({self.calibration.get('frames', 0)} frames)",
+            f"- result: **{'PASS' if self.passed else 'FAIL'}**",
+        ]
+        if self.engines_skipped:
+            lines.append(f"- TensorRT engines skipped: {self.engines_skipped}")
+        if self.triton:
+            lines.append(f"- Triton model: `{self.triton}`")
+        lines += ["", "## Artifacts", "", "| file | precision | size (KiB) | sha256 |", "|---|---|---|---|"]
+        for name, a in self.artifacts.items():
+            lines.append(f"| {name} | {a['precision']} | {a['size_bytes'] / 1024:.1f} | `{a['sha256'][:16]}…` |")
+        lines += ["", "## Step timings", "", "| step | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in self.timings_s.items()]
+        lines += ["", "## Parity gates (vs PyTorch FP32)", "", comparisons_markdown(self.comparisons), ""]
+        return "\n".join(lines)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("edge-affect", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "nvidia-modelopt", "tensorrt"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        import onnxruntime
+
+        out["onnxruntime_module"] = onnxruntime.__version__  # onnxruntime and -gpu share one module folder
+    except ImportError:
+        pass
+    return out
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+    parent = out if out.exists() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"output {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {parent} is not writable")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Move every file/folder of ``tmp`` into ``out`` (replacing same-named ones)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in sorted(tmp.iterdir()):
+        target = out / item.name
+        if item.is_dir():
+            if target.exists():
+                shutil.rmtree(target)
+            item.rename(target)
+        else:
+            os.replace(item, target)
+
+
+def export_all(req: ExportRequest) -> ExportReport:
+    """Run the whole export described by ``req``; returns the report (also written to ``req.out``)."""
+    from edge_affect.calibration import default_calibration_dir, load_calibration, manifest_labels, read_manifest
+    from edge_affect.export.onnx_export import export_onnx_detailed, run_onnx, run_torch
+    from edge_affect.models import load_checkpoint
+    from edge_affect.parity import EvalSet, Labels, compare_artifact
+
+    out = Path(req.out)
+    _check_out(out)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    model, meta = load_checkpoint(req.checkpoint)
+    timings["load_checkpoint"] = time.perf_counter() - t
+    report = ExportReport(
+        checkpoint=str(Path(req.checkpoint).resolve()), checkpoint_sha256=meta.checkpoint_sha256, out=str(out.resolve())
+    )
+    report.versions = _versions()
+
+    t = time.perf_counter()
+    calib_dir = Path(req.calib) if req.calib is not None else default_calibration_dir()
+    calib = load_calibration(calib_dir, meta.preprocess)
+    manifest = read_manifest(calib_dir)
+    report.calibration = {"dir": str(calib_dir), "name": manifest.get("name", ""), "frames": int(len(calib))}
+    timings["load_calibration"] = time.perf_counter() - t
+
+    fp16 = req.fp16 or (req.engine and not req.int8)  # an engine needs a typed ONNX
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
+    try:
+        fp32_path = tmp / FORMATS["onnx"].filename
+        res = export_onnx_detailed(
+            model, meta, fp32_path, opset=OPSET, exporter=req.exporter, sample=calib[:CHECK_FRAMES]
+        )
+        report.exporter, report.exporter_attempts = res.exporter, res.attempts
+        timings.update({f"onnx_{k}": v for k, v in res.seconds.items()})
+        if fp16:
+            from edge_affect.export.fp16 import convert_fp16
+
+            t = time.perf_counter()
+            _, used = convert_fp16(fp32_path, tmp / FORMATS["onnx-fp16"].filename)
+            timings["fp16_convert"] = time.perf_counter() - t
+        if req.int8:
+            from edge_affect.export.int8 import quantize_int8
+
+            t = time.perf_counter()
+            quantize_int8(
+                fp32_path,
+                tmp / FORMATS["onnx-int8"].filename,
+                calib,
+                None,
+                calib_info=report.calibration,
+                exclude=req.int8_exclude,
+            )
+            timings["int8_quantize"] = time.perf_counter() - t
+
+        # parity of every ONNX artifact on the calibration frames
+        t = time.perf_counter()
+        n = req.parity_frames or len(calib)
+        labels = manifest_labels(manifest)
+        labels = labels[:n] if labels is not None else None
+        ev = EvalSet(calib[:n], Labels(expr=labels) if labels is not None else None, f"calibration set {calib_dir}")
+        ref = run_torch(model, ev.x)
+        for key in ("onnx", "onnx-fp16", "onnx-int8"):
+            p = tmp / FORMATS[key].filename
+            if p.is_file():
+                tk = time.perf_counter()
+                report.comparisons.append(
+                    compare_artifact(
+                        FORMATS[key].filename,
+                        FORMATS[key].precision,
+                        "onnxruntime-cpu",
+                        lambda x, p=p: run_onnx(p, x),
+                        ref,
+                        ev,
+                        meta.au_thresholds,
+                        req.gates,
+                    )
+                )
+                timings[f"parity_{key}"] = time.perf_counter() - tk
+        timings["parity"] = time.perf_counter() - t
+
+        if req.engine:
+            _build_engines(req, tmp, out, meta, report, timings, ref, ev)
+        if req.triton:
+            _write_triton(req, tmp, report)
+
+        for f in sorted(tmp.iterdir()):
+            if f.is_file():
+                fmt = next((x for x in FORMATS.values() if x.filename == f.name), None)
+                if fmt is not None:
+                    report.artifacts[f.name] = {
+                        "precision": fmt.precision,
+                        "size_bytes": f.stat().st_size,
+                        "sha256": sha256_file(f),
+                    }
+        report.timings_s = {k: round(v, 3) for k, v in timings.items()}
+        atomic_write_text(tmp / REPORT_JSON, json.dumps(report.to_dict(), indent=1, allow_nan=True) + "\n")
+        atomic_write_text(tmp / REPORT_MD, report.to_markdown())
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("export to %s: %s", out, "PASS" if report.passed else "FAIL")
+    return report
+
+
+def _build_engines(
+    req: ExportRequest,
+    tmp: Path,
+    out: Path,
+    meta: Any,
+    report: ExportReport,
+    timings: dict[str, float],
+    ref: Any,
+    ev: Any,
+) -> None:
+    from edge_affect.export.onnx_export import read_onnx_meta
+    from edge_affect.export.tensorrt_build import (
+        build_engine,
+        default_timing_cache,
+        tensorrt_unavailable_reason,
+        trt_run,
+    )
+    from edge_affect.parity import compare_artifact
+
+    why = tensorrt_unavailable_reason()
+    if why:
+        report.engines_skipped = why
+        log.warning("TensorRT engines skipped: %s; ONNX artifacts are still written", why)
+        return
+    opts = EngineOptions(
+        batch=req.batch,
+        workspace_mib=req.workspace_mib,
+        timing_cache=req.timing_cache or default_timing_cache(out),
+        version_compatible=req.version_compatible,
+        dla_core=req.dla_core,
+    )
+    if opts.timing_cache is not None:
+        opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+    for key, src_key in ENGINE_SOURCE.items():
+        src = tmp / FORMATS[src_key].filename
+        if not src.is_file():
+            continue
+        t = time.perf_counter()
+        engine = build_engine(src, tmp / FORMATS[key].filename, opts, read_onnx_meta(src))
+        timings[f"engine_{FORMATS[key].precision}"] = time.perf_counter() - t
+        report.comparisons.append(
+            compare_artifact(
+                engine.name,
+                FORMATS[key].precision,
+                "tensorrt",
+                lambda x, e=engine: trt_run(e, x),
+                ref,
+                ev,
+                meta.au_thresholds,
+                req.gates,
+            )
+        )
+
+
+def _write_triton(req: ExportRequest, tmp: Path, report: ExportReport) -> None:
+    from edge_affect.export.onnx_export import read_onnx_meta
+    from edge_affect.export.triton import write_triton_repo
+
+    order = ("engine-int8", "engine-fp16", "onnx")  # the fastest artifact that exists
+    key = next(k for k in order if (tmp / FORMATS[k].filename).is_file())
+    art = tmp / FORMATS[key].filename
+    meta = read_onnx_meta(tmp / FORMATS["onnx"].filename)
+    if FORMATS[key].backend == "tensorrt":
+        meta = read_onnx_meta(tmp / FORMATS[ENGINE_SOURCE[key]].filename)
+    b = req.batch
+    d = write_triton_repo(tmp, art, FORMATS[key], meta, b.max, sorted({b.opt, b.max}))
+    report.triton = str(Path(req.out) / d.relative_to(tmp))

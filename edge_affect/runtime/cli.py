@@ -1,0 +1,253 @@
+"""``edge-affect run`` and ``edge-affect bench``: the runtime's commands (thin: parse, call the library, print).
+
+``add_commands(subparsers)`` is called by ``edge_affect.cli``; ``python -m edge_affect.runtime.cli`` runs
+these two commands on their own with the same one-line error contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NO_ARTIFACT = "no model given: pass ARTIFACT (a .onnx, .engine + .json sidecar, or .pt checkpoint); no default model is bundled yet"
+
+
+def _console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "artifact",
+        nargs="?",
+        default=None,
+        metavar="ARTIFACT",
+        help="model: .onnx, .engine (+ .json sidecar) or .pt checkpoint",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "onnxruntime", "tensorrt", "torch"],
+        help="runtime backend (default: from the artifact)",
+    )
+    p.add_argument(
+        "--providers",
+        default=None,
+        help="ONNX Runtime providers, comma-separated: cpu, cuda, tensorrt (default: cuda if usable, else cpu)",
+    )
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay a captured CUDA graph per batch shape")
+    p.add_argument("--device", default=None, help="torch backend device (cpu, cuda:0)")
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``run`` and ``bench`` on an argparse subparsers object."""
+    run = subparsers.add_parser(
+        "run",
+        help="detect faces and predict affect on images, videos, cameras or streams",
+        description="Detect, align and predict affect for every face; write JSON Lines.",
+    )
+    _add_backend_args(run)
+    run.add_argument(
+        "--source", required=True, help='image, folder, video file, cam:N, rtsp://…, or gst:"<GStreamer pipeline>"'
+    )
+    run.add_argument("--out", default=None, help="JSON Lines output (default: stdout)")
+    run.add_argument("--overlay", default=None, help="draw results into out.mp4, out.png (single image) or a folder")
+    run.add_argument("--smooth", action="store_true", help="EMA-smooth predictions per track (videos and streams)")
+    run.add_argument("--alpha", type=float, default=0.4, help="EMA weight of the newest frame (default 0.4)")
+    run.add_argument("--max-faces", type=int, default=None, help="keep at most this many faces per frame (best first)")
+    run.add_argument("--score-threshold", type=float, default=0.6, help="face detector score threshold (default 0.6)")
+    run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    bench = subparsers.add_parser(
+        "bench",
+        help="latency and throughput per stage (decode … post)",
+        description="Per-stage p50/p90/p99 latency and throughput, as a table and JSON.",
+    )
+    _add_backend_args(bench)
+    bench.add_argument("--batch", default="1,8,32", help="batch sizes, comma-separated (default 1,8,32)")
+    bench.add_argument("--iters", type=int, default=50, help="timed calls per stage (default 50)")
+    bench.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON here")
+    bench.add_argument("--source", default=None, metavar="IMG", help="photo with a face (default: bundled astronaut)")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from edge_affect.runtime.predictor import load
+
+    if not args.artifact:
+        raise ValueError(NO_ARTIFACT)
+    return load(
+        args.artifact, backend=args.backend, providers=args.providers, cuda_graph=args.cuda_graph, device=args.device
+    )
+
+
+def _parse_batches(text: str) -> list[int]:
+    try:
+        out = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--batch {text!r}: expected comma-separated integers, e.g. 1,8,32") from None
+    if not out or min(out) < 1:
+        raise ValueError(f"--batch {text!r}: batch sizes must be ≥ 1")
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edge_affect.runtime.faces import RECORD_FIELDS, FacePipeline, YuNetDetector, yunet_runner
+    from edge_affect.runtime.overlay import OverlayWriter, draw
+    from edge_affect.runtime.sources import open_source
+
+    con = _console()
+    if not args.artifact:
+        raise ValueError(NO_ARTIFACT)
+    if args.alpha <= 0 or args.alpha > 1:
+        raise ValueError(f"--alpha {args.alpha}: expected a value in (0, 1]")
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None and not out_path.parent.is_dir():
+        raise FileNotFoundError(f"--out {out_path}: folder {out_path.parent} does not exist")
+    source = open_source(args.source)
+    try:
+        predictor = _load(args)
+    except BaseException:
+        source.close()
+        raise
+    smooth = args.smooth and source.kind != "images"
+    if args.smooth and not smooth:
+        con.print("[yellow]--smooth ignored: still images are not smoothed[/]")
+    providers = getattr(predictor.runner, "providers", None) or None
+    detector = YuNetDetector(yunet_runner(predictor.backend, providers), score_threshold=args.score_threshold)
+    pipe = FacePipeline(predictor, detector, smooth=smooth, alpha=args.alpha, max_faces=args.max_faces)
+    overlay = None
+    if args.overlay:
+        overlay = OverlayWriter(
+            args.overlay, fps=source.fps, single_frame=source.kind == "images" and source.total == 1
+        )
+    out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout
+    n_frames = n_faces = n_noface = n_bad = 0
+    t_start = time.perf_counter()
+    last_source = None
+    reason = None
+    con.print(
+        f"[dim]{predictor.backend} on {predictor.device} · detector on {detector.runner.device} · source {source.kind}[/]"
+    )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=con,
+        disable=args.no_progress or source.is_stream,
+        transient=True,
+    )
+    try:
+        with progress:
+            task = progress.add_task("frames", total=source.total)
+            for frame in source:
+                if frame.source != last_source:
+                    pipe.reset()
+                    last_source = frame.source
+                records = pipe.process(frame.image, error=frame.error)
+                for rec in records:
+                    full = {"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, **rec}
+                    out.write(json.dumps({k: full.get(k) for k in RECORD_FIELDS}, allow_nan=False) + "\n")
+                    status = rec["status"]
+                    n_faces += status not in ("no_face", "bad_frame")
+                    n_noface += status == "no_face"
+                    n_bad += status == "bad_frame"
+                if overlay is not None and frame.image is not None:
+                    overlay.write(draw(frame.image, records), frame.source, frame.index)
+                n_frames += 1
+                progress.advance(task)
+                if source.is_stream and n_frames % 100 == 0:
+                    out.flush()
+                if args.max_frames is not None and n_frames >= args.max_frames:
+                    reason = f"stopped after --max-frames {args.max_frames}"
+                    break
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    finally:
+        source.close()
+        if overlay is not None:
+            overlay.close()
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+        pipe.close()
+        predictor.close()
+    dt = time.perf_counter() - t_start
+    reason = reason or source.end_reason
+    fps = n_frames / dt if dt > 0 else 0.0
+    con.print(
+        f"{n_frames} frames ({n_bad} unreadable, {n_noface} without a face), {n_faces} faces in {dt:.1f} s "
+        f"({fps:.1f} frames/s); {reason}"
+        + (f"; predictions in {out_path}" if out_path else "")
+        + (f"; overlay in {args.overlay}" if overlay is not None else "")
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from edge_affect.artifact import atomic_write_text
+    from edge_affect.runtime.bench import bench_stages
+
+    batches = _parse_batches(args.batch)
+    if args.iters < 1:
+        raise ValueError(f"--iters {args.iters}: expected ≥ 1")
+    if args.source is not None and not Path(args.source).is_file():
+        raise FileNotFoundError(f"--source {args.source} does not exist")
+    predictor = _load(args)
+    try:
+        res = bench_stages(predictor, args.source, batches, args.iters)
+    finally:
+        predictor.close()
+    con = _console(stderr=False)
+    a = res["artifact"]
+    table = Table(title=f"{Path(a['artifact']).name} · {a['backend']} on {a['device']} · {res['machine']['cpu']}")
+    for col in ("stage", "batch", "p50 ms", "p90 ms", "p99 ms", "items/s"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for r in res["rows"]:
+        table.add_row(
+            r["stage"],
+            str(r["batch"]),
+            f"{r['p50_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['items_per_s']:.1f}",
+        )
+    con.print(table)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(res, indent=2))
+        con.print(f"results in {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m edge_affect.runtime.cli``) with the house error contract."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="edge-affect")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"edge-affect: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

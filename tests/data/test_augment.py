@@ -1,0 +1,90 @@
+"""GpuAugment and to_input: shapes, ranges, eval-path equality with the numpy normalize, flip, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="augmentation needs torch (the train extra)")
+
+from edge_affect.data.augment import GpuAugment, to_input  # noqa: E402
+from edge_affect.runtime.preprocess import normalize  # noqa: E402
+from edge_affect.schema import Preprocess  # noqa: E402
+
+PP = Preprocess(input_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _batch(n: int = 16, s: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, s, s, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_to_input_matches_numpy_normalize(device: str) -> None:
+    x = _batch()
+    ref = normalize(x.numpy(), PP)
+    got = to_input(x.to(device), PP).cpu().numpy()
+    assert got.dtype == np.float32 and got.shape == ref.shape == (16, 3, 32, 32)
+    assert float(np.abs(got - ref).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_augment_shape_and_range(device: str) -> None:
+    aug = GpuAugment(PP, seed=0)
+    y = aug(_batch().to(device))
+    assert y.dtype == torch.float32 and tuple(y.shape) == (16, 3, 32, 32) and y.device.type == device
+    lo = (0 - torch.tensor(PP.mean)) / torch.tensor(PP.std)
+    hi = (1 - torch.tensor(PP.mean)) / torch.tensor(PP.std)
+    per_c = y.cpu().transpose(0, 1).reshape(3, -1)
+    assert bool((per_c.min(1).values >= lo - 1e-5).all()) and bool((per_c.max(1).values <= hi + 1e-5).all())
+    assert float((y.cpu() - to_input(_batch(), PP)).abs().mean()) > 0.05, "augmentation must change the batch"
+
+
+def test_identity_settings_equal_eval_path() -> None:
+    aug = GpuAugment(
+        PP, scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=False, brightness=0, contrast=0, gray_prob=0
+    )
+    x = _batch()
+    assert float((aug(x) - to_input(x, PP)).abs().max()) <= 1e-6
+
+
+def test_grid_sample_identity_is_exact() -> None:
+    """A zero-strength affine still goes through grid_sample; it must reproduce the pixels (≤1e-5)."""
+    aug = GpuAugment(
+        PP, scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=False, brightness=0, contrast=0, gray_prob=0
+    )
+    aug.geometric = True
+    x = _batch()
+    assert float((aug(x) - to_input(x, PP)).abs().max()) <= 1e-5
+
+
+def test_flip_is_mirror_and_random() -> None:
+    aug = GpuAugment(
+        PP, scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=True, brightness=0, contrast=0, gray_prob=0, seed=1
+    )
+    x = _batch(64)
+    y, ref = aug(x), to_input(x, PP)
+    same = (y - ref).abs().amax((1, 2, 3)) <= 1e-5
+    mirrored = (y - ref.flip(3)).abs().amax((1, 2, 3)) <= 1e-5
+    assert bool((same | mirrored).all())
+    assert 16 <= int(mirrored.sum()) <= 48, int(mirrored.sum())
+
+
+def test_gray_and_seeded() -> None:
+    aug = GpuAugment(PP, gray_prob=1.0, seed=3)
+    y = aug(_batch()) * torch.tensor(PP.std).view(1, 3, 1, 1) + torch.tensor(PP.mean).view(1, 3, 1, 1)
+    assert float((y[:, 0] - y[:, 1]).abs().max()) <= 1e-5 and float((y[:, 1] - y[:, 2]).abs().max()) <= 1e-5
+    a, b = GpuAugment(PP, seed=9), GpuAugment(PP, seed=9)
+    x = _batch()
+    assert torch.equal(a(x), b(x))
+    assert not torch.equal(a(x), GpuAugment(PP, seed=10)(x))
+
+
+def test_rejects_bad_input() -> None:
+    aug = GpuAugment(PP)
+    with pytest.raises(ValueError, match="uint8 N×H×W×3"):
+        aug(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="uint8 N×H×W×3"):
+        to_input(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)[0], PP)
+    with pytest.raises(ValueError, match="scale"):
+        GpuAugment(PP, scale=(1.2, 0.9))

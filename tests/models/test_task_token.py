@@ -1,0 +1,109 @@
+"""TaskTokenTransformer, registry and self-describing checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edge_affect.config import ModelConfig
+from edge_affect.models import (
+    TaskTokenTransformer,
+    count_params,
+    create_model,
+    get_config,
+    list_models,
+    load_checkpoint,
+    save_checkpoint,
+    save_safetensors,
+)
+
+
+def test_registry_has_required_configs() -> None:
+    assert {"tiny", "edge", "paper"} <= set(list_models())
+
+
+@pytest.mark.parametrize("mode,n_tokens", [("task", 3), ("label", 15)])
+def test_forward_shapes_and_ranges(mode: str, n_tokens: int) -> None:
+    torch.manual_seed(0)
+    m = create_model("tiny", token_mode=mode).eval()
+    assert m.num_tokens == n_tokens
+    out = m(torch.randn(5, 3, 64, 64) * 3)
+    assert set(out) == {"va", "expr", "au"}
+    assert out["va"].shape == (5, 2) and out["expr"].shape == (5, 8) and out["au"].shape == (5, 12)
+    assert out["va"].abs().max() <= 1.0  # tanh
+
+
+def test_tiny_is_small_and_edge_within_budget() -> None:
+    assert count_params(create_model("tiny")) < 500_000
+    assert count_params(create_model("edge")) < 10_000_000
+
+
+def test_unknown_names_suggest_close_match() -> None:
+    with pytest.raises(ValueError, match="did you mean 'tiny'"):
+        create_model("tinny")
+    with pytest.raises(ValueError, match="did you mean 'decoder_layers'"):
+        get_config("tiny", decoder_layer=3)
+    with pytest.raises(ValueError, match="not a timm model"):
+        TaskTokenTransformer(ModelConfig(backbone="no_such_net_xyz"))
+
+
+def test_batch_independence_no_data_dependent_flow() -> None:
+    """Each sample's output depends only on itself (eval mode): row 0 alone == row 0 in a batch."""
+    torch.manual_seed(1)
+    m = create_model("tiny").eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        full, single = m(x), m(x[:1])
+    for k in full:
+        torch.testing.assert_close(full[k][:1], single[k], atol=1e-5, rtol=1e-5)
+
+
+def test_pretrained_backbone_from_local_file(tmp_path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    ref = timm.create_model("test_efficientnet", pretrained=False)
+    save_file(ref.state_dict(), str(tmp_path / "bb.safetensors"))
+    m = create_model("tiny", pretrained=str(tmp_path / "bb.safetensors"))
+    w_ref = ref.conv_stem.weight
+    w_new = dict(m.backbone.named_parameters())["conv_stem.weight"]
+    torch.testing.assert_close(w_ref, w_new, atol=0, rtol=0)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        create_model("tiny", pretrained=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_checkpoint_rebuilds_without_config(tmp_path, fmt: str) -> None:
+    torch.manual_seed(3)
+    m = create_model("tiny", token_mode="label", dim=32, heads=4).eval()
+    path = tmp_path / f"m.{fmt}"
+    th = [0.3 + 0.01 * i for i in range(12)]
+    (save_checkpoint if fmt == "pt" else save_safetensors)(path, m, au_thresholds=th)
+    m2, meta = load_checkpoint(path)
+    assert m2.config.token_mode == "label" and m2.config.dim == 32
+    assert meta.au_thresholds == pytest.approx(th)
+    assert meta.preprocess.input_size == 64 and len(meta.checkpoint_sha256) == 64
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = m(x), m2(x)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(ValueError, match="corrupt.pt"):
+        load_checkpoint(bad)
+    trunc = tmp_path / "trunc.pt"
+    save_checkpoint(trunc, create_model("tiny"))
+    trunc.write_bytes(trunc.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="trunc.pt"):
+        load_checkpoint(trunc)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="expected 'edge-affect-checkpoint/1'"):
+        load_checkpoint(other)
