@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from edge_affect.config import TrainConfig
 from edge_affect.data.abaw import load_split
 from edge_affect.data.augment import GpuAugment
 from edge_affect.data.cache import build_cache

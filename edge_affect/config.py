@@ -107,6 +107,8 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     augment: bool = True
+    # GpuAugment keyword overrides (scale, max_shift, max_rotate_deg, flip, brightness, contrast, gray_prob)
+    augment_params: dict[str, Any] = field(default_factory=dict)
     eval_every: int = 1
     max_steps_per_epoch: int = 0  # 0 = full epoch
     loss: LossConfig = field(default_factory=LossConfig)

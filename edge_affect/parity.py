@@ -235,6 +235,18 @@ def load_eval_set(data: str | Path | None, pp: Any, split: str = "val", limit: i
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
+#: Backend label of INT8 ONNX parity on CPU (see ``onnx_export.upcast_fp16`` for why FP16 is upcast there).
+INT8_CPU_BACKEND = "onnxruntime-cpu, fp16 upcast"
+
+
+def onnx_cpu_runner(path: Path, precision: str) -> tuple[str, Runner]:
+    """The CPU runner for an ONNX artifact and its backend label (INT8 Q/DQ graphs run with FP16 upcast)."""
+    from edge_affect.export.onnx_export import run_onnx
+
+    if precision == "int8":
+        return INT8_CPU_BACKEND, lambda x: run_onnx(path, x, emulate_fp16_in_fp32=True)
+    return "onnxruntime-cpu", lambda x: run_onnx(path, x)
+
 
 def compare_artifact(
     name: str,
@@ -319,7 +331,7 @@ def run_parity(
     """Compare every artifact in ``export_dir`` (ONNX via ONNX Runtime; engines where TensorRT runs) with the
     PyTorch checkpoint on ``data`` (default: the shipped calibration frames)."""
     from edge_affect.export.formats import FORMATS, REPORT_JSON
-    from edge_affect.export.onnx_export import read_onnx_meta, run_onnx, run_torch
+    from edge_affect.export.onnx_export import read_onnx_meta, run_torch
     from edge_affect.models import load_checkpoint
 
     d = Path(export_dir)
@@ -352,17 +364,9 @@ def run_parity(
         if not p.is_file():
             continue
         if fmt.backend == "onnxruntime":
+            backend, runner = onnx_cpu_runner(p, fmt.precision)
             comps.append(
-                compare_artifact(
-                    fmt.filename,
-                    fmt.precision,
-                    "onnxruntime-cpu",
-                    lambda x, p=p: run_onnx(p, x),
-                    ref,
-                    ev,
-                    meta.au_thresholds,
-                    gates,
-                )
+                compare_artifact(fmt.filename, fmt.precision, backend, runner, ref, ev, meta.au_thresholds, gates)
             )
         elif engines:
             from edge_affect.export.tensorrt_build import tensorrt_unavailable_reason, trt_run

@@ -33,14 +33,14 @@ def _mean_std(pp: Preprocess, device: torch.device) -> tuple[torch.Tensor, torch
 
 def _to_unit(batch: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC → float32 NCHW in [0, 1], with the same float32 ops as the numpy ``normalize``."""
-    return batch.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)
+    return batch.permute(0, 3, 1, 2).contiguous().to(torch.float32).mul_(1.0 / 255.0)
 
 
 def to_input(batch_uint8: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     """Eval path: uint8 N×S×S×3 → N×3×S×S float32 ``(x/255 - mean)/std`` (no augmentation)."""
     _check_batch(batch_uint8)
     mean, std = _mean_std(pp, batch_uint8.device)
-    return ((_to_unit(batch_uint8) - mean) / std).contiguous()
+    return _to_unit(batch_uint8).sub_(mean).div_(std)
 
 
 class GpuAugment:

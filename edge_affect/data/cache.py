@@ -14,13 +14,14 @@ the one implementation the runtime uses too. Every file is written to a temp nam
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,39 @@ def build_cache(
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     fp = fingerprint(ann, root, pp)
+    out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):  # DDP ranks calling this together: one builds, the others then reuse
+        return _build_locked(ann, root, pp, out, fp, workers, skip_bad, force, progress, chunk)
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Exclusive lock on ``out/.lock`` (POSIX ``flock``; no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(out / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_locked(
+    ann: Annotations,
+    root: Path,
+    pp: Preprocess,
+    out: Path,
+    fp: str,
+    workers: int | None,
+    skip_bad: bool,
+    force: bool,
+    progress: bool | ProgressFn,
+    chunk: int,
+) -> PackedCache:
     if not force and (out / INDEX_FILE).is_file():
         try:
             cache = PackedCache.open(out)
@@ -197,7 +231,6 @@ def build_cache(
             log.info("packed cache %s is stale (fingerprint changed): rebuilding", out)
         except (ValueError, FileNotFoundError) as e:
             log.warning("packed cache %s unusable (%s): rebuilding", out, e)
-    out.mkdir(parents=True, exist_ok=True)
     (out / INDEX_FILE).unlink(missing_ok=True)  # the cache is invalid until the new index lands
 
     n, s = len(ann), pp.input_size

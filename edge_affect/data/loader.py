@@ -109,7 +109,7 @@ class PackedLoader:
             if ev is not None:
                 ev.synchronize()  # the previous copy out of this pinned buffer has finished
             buf = self._pinned[slot][:k]
-            np.take(images, idx, axis=0, out=buf.numpy())
+            np.take(images, idx, axis=0, out=buf.numpy(), mode="clip")  # idx is valid; "raise" would buffer
             img = buf.to(self.device, non_blocking=True)
             ev = torch.cuda.Event()
             ev.record()

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the export, calibration and parity subcommands."""
-    p = sub.add_parser("export", help="checkpoint → ONNX (FP32, FP16, INT8), TensorRT engines, Triton repo")
+    p = sub.add_parser(
+        "export",
+        help="checkpoint → ONNX (FP32, FP16, INT8), TensorRT engines, Triton repo",
+        description="Writes the artifacts and export_report.{json,md}; exits 1 when a parity gate fails "
+        "(artifacts stay for inspection), 2 on errors (nothing is left behind).",
+    )
     p.add_argument("checkpoint", type=Path, help="checkpoint (.pt or safetensors) written by edge-affect train")
     p.add_argument("--out", type=Path, required=True, help="output folder (model.onnx, model.fp16.onnx, ...)")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (FP16 inside, FP32 I/O)")
@@ -92,7 +98,7 @@ def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
     t = Table(*header)
     for r in rows:
         t.add_row(*r)
-    Console().print(t)
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
 
 
 def _gate_rows(comparisons: list) -> list[tuple[str, ...]]:

@@ -294,7 +294,9 @@ def load(
 
         side = read_sidecar(p)
         if "metadata" not in side:
-            raise ValueError(f"engine sidecar {p.name}.json lacks the edge-affect metadata ('metadata' or '{METADATA_KEY}')")
+            raise ValueError(
+                f"engine sidecar {p.name}.json lacks the edge-affect metadata ('metadata' or '{METADATA_KEY}')"
+            )
         meta = ArtifactMeta.from_dict(side["metadata"], f"{p}.json")
         runner = TensorRTRunner(p, cuda_graph=cuda_graph, allow_device_mismatch=allow_device_mismatch).activate()
     else:

@@ -217,7 +217,7 @@ def train(
     steps_per_epoch = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
-    augment = GpuAugment(pp) if cfg.augment else None
+    augment = GpuAugment(pp, **cfg.augment_params) if cfg.augment else None
 
     start_epoch, step, best_p, history = 0, 0, -math.inf, []
     last_path, best_path = out / "last.pt", out / "best.pt"

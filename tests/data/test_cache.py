@@ -29,7 +29,7 @@ def test_build_matches_shared_preprocess(synth_root: Path, tmp_path: Path) -> No
     np.testing.assert_array_equal(cache.au, ann.au)
     np.testing.assert_array_equal(cache.rows, np.arange(len(ann)))
     assert cache.paths == ann.paths and cache.preprocess == PP
-    leftovers = [p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".") and p.name != ".lock"]
     assert leftovers == [], "no temp files may remain"
     reopened = PackedCache.open(tmp_path / "c")
     assert reopened.fingerprint == cache.fingerprint and len(reopened) == len(cache)
@@ -87,7 +87,9 @@ def test_corrupt_image(synth_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=rf"{bad}.*cannot be decoded"):
         build_cache(ann, images, PP, tmp_path / "c", workers=0)
     assert not (tmp_path / "c" / INDEX_FILE).exists()
-    assert [p.name for p in (tmp_path / "c").iterdir()] == [], "a failed build leaves nothing behind"
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.name != ".lock"] == [], (
+        "a failed build leaves nothing behind"
+    )
     with pytest.raises(ValueError, match=rf"{bad}"):
         build_cache(ann, images, PP, tmp_path / "c2", workers=2, chunk=8)
 
@@ -100,3 +102,21 @@ def test_corrupt_image(synth_root: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(cache.expr, np.delete(ann.expr, 5))
     ref = resize_face(decode_image(images / ann.paths[6]), PP)
     np.testing.assert_array_equal(cache.images[5], ref)
+
+
+def _build_in_child(args: tuple[str, str, str]) -> str:
+    root, out, split = args
+    ann = load_split(root, split)
+    return build_cache(ann, Path(root) / "cropped_aligned", PP, out, workers=0).fingerprint
+
+
+def test_concurrent_builds_share_one_cache(synth_root: Path, tmp_path: Path) -> None:
+    """DDP ranks building the same cache at once: one builds under the lock, the other reuses it."""
+    from edge_affect.data._mp import pool_context
+
+    out = tmp_path / "shared"
+    with pool_context().Pool(2) as pool:
+        fps = pool.map(_build_in_child, [(str(synth_root), str(out), "train")] * 2)
+    assert fps[0] == fps[1]
+    cache = PackedCache.open(out)
+    assert cache.fingerprint == fps[0] and len(cache) == len(load_split(synth_root, "train"))

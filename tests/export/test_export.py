@@ -267,3 +267,22 @@ def test_engines_build_and_match(exported, tmp_path, calib_dir):
     rep = run_parity(d, data=calib_dir)
     by = {c.artifact: c for c in rep.comparisons}
     assert by["model.fp16.engine"].passed
+
+
+def test_int8_cpu_parity_upcasts_fp16(exported, calib_dir):
+    """The INT8 artifact keeps FP16 + Q/DQ; CPU parity runs its FP32-upcast twin (ORT's FP16 Q/DQ kernels drift)."""
+    from edge_affect.calibration import load_calibration
+    from edge_affect.export.onnx_export import run_onnx, upcast_fp16
+
+    out, rep = exported
+    m = onnx.load(str(out / "model.int8.onnx"))
+    up = upcast_fp16(m)
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in up.graph.initializer)
+    assert sum(n.op_type == "QuantizeLinear" for n in up.graph.node) == sum(
+        n.op_type == "QuantizeLinear" for n in m.graph.node
+    )
+    x = load_calibration(calib_dir, read_onnx_meta(out / "model.onnx").preprocess, limit=4)
+    got = run_onnx(out / "model.int8.onnx", x, emulate_fp16_in_fp32=True)
+    assert all(np.isfinite(got[k]).all() and got[k].shape[0] == 4 for k in OUTPUT_NAMES)
+    assert {c.backend for c in rep.comparisons if c.precision == "int8"} == {"onnxruntime-cpu, fp16 upcast"}
