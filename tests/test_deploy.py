@@ -187,3 +187,63 @@ def test_ruff_py310_over_the_runtime() -> None:
         text=True,
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_jetson_install_replayed_in_fresh_venv(tmp_path: Path) -> None:
+    """Install exactly what Dockerfile.jetson installs into a new venv, then predict there without torch."""
+    import venv
+
+    import numpy as np
+    import torch
+
+    from edge_affect.export.onnx_export import export_onnx
+    from edge_affect.models import create_model
+    from edge_affect.models.checkpoint import model_meta
+
+    torch.manual_seed(0)
+    model = create_model("tiny").eval()
+    meta = model_meta(model)
+    s = meta.preprocess.input_size
+    sample = np.random.default_rng(0).standard_normal((2, 3, s, s)).astype(np.float32)
+    onnx_path = export_onnx(model, meta, tmp_path / "model.onnx", sample=sample)
+    face = (np.random.default_rng(1).random((90, 70, 3)) * 255).astype(np.uint8)
+    np.save(tmp_path / "face.npy", face)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(_prep(face, meta)))
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    (spec,) = [s for op, a in _instructions(DOCKER / "Dockerfile.jetson") if op == "RUN" for s in _pip_targets(a)]
+    res = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", spec.replace(".", str(ROOT), 1)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    code = (
+        "import sys, json, numpy as np\n"
+        "sys.modules['torch'] = None  # the Jetson image has no torch\n"
+        "from edge_affect.runtime import load\n"
+        f"face = np.load({str(tmp_path / 'face.npy')!r})\n"
+        f"with load({str(onnx_path)!r}) as p:\n"
+        "    r = p.predict([face])[0]\n"
+        "import importlib.util as u\n"
+        "print(json.dumps({'r': r, 'torch': u.find_spec('torch') is not None, 'cuda': u.find_spec('cuda') is not None}))\n"
+    )
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False and got["cuda"] is True  # runtime deps + cuda-python, nothing of training
+    r = got["r"]
+    assert r["status"] == "ok"
+    assert r["valence"] == pytest.approx(float(ref["va"][0, 0]), abs=1e-4)
+    assert r["arousal"] == pytest.approx(float(ref["va"][0, 1]), abs=1e-4)
+    probs = torch.softmax(ref["expr"][0], -1).numpy()
+    assert r["expression_probs"][r["expression"]] == pytest.approx(float(probs.max()), abs=1e-4)
+
+
+def _prep(face, meta):
+    from edge_affect.runtime.preprocess import prepare_batch
+
+    return prepare_batch([face], meta.preprocess)

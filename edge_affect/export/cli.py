@@ -20,6 +20,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(artifacts stay for inspection), 2 on errors (nothing is left behind).",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint (.pt or safetensors) written by edge-affect train")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="target recipe (export/<target>.toml): precisions, batch range, workspace, DLA, version compatibility",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (model.onnx, model.fp16.onnx, ...)")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (FP16 inside, FP32 I/O)")
     p.add_argument(
@@ -51,6 +57,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--parity-frames", type=int, default=None, help="calibration frames used for the parity gates (default all)"
     )
     p.set_defaults(func=_export)
+
+    e = sub.add_parser(
+        "build-engine",
+        help="build a TensorRT engine from a typed ONNX on this device (runtime install + TensorRT)",
+        description="Engines are specific to the GPU and TensorRT version: build them on the device they run on.",
+    )
+    e.add_argument("onnx", type=Path, help="model.fp16.onnx or model.int8.onnx written by edge-affect export")
+    e.add_argument("--out", type=Path, default=None, help="engine path (default: ONNX path with .engine)")
+    e.add_argument("--profile", type=Path, default=None, help="target recipe (export/<target>.toml)")
+    e.add_argument("--batch", default=None, help="batch range MIN:OPT:MAX (default: the profile's, else 1:8:32)")
+    e.add_argument("--workspace", type=int, default=None, metavar="MIB")
+    e.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default: beside the ONNX)")
+    e.add_argument("--version-compatible", action="store_true")
+    e.add_argument("--dla", type=int, default=None, metavar="CORE")
+    e.set_defaults(func=_build_engine)
 
     c = sub.add_parser("calib", help="calibration frame sets")
     csub = c.add_subparsers(dest="calib_command", metavar="SUBCOMMAND")
@@ -120,10 +141,41 @@ def _gate_rows(comparisons: list) -> list[tuple[str, ...]]:
     return rows
 
 
+def _apply_profile(args: argparse.Namespace) -> str | None:
+    """Fold an export recipe into ``args``; returns the on-device build hint when engines can't be built here."""
+    if args.profile is None:
+        return None
+    from edge_affect.config import load_export_profile
+
+    prof = load_export_profile(args.profile)
+    if args.engine and not prof.build_engine_here:
+        raise ValueError(
+            f"{args.profile}: target {prof.target!r} builds engines on the device (build_engine_here = false); drop --engine"
+        )
+    args.fp16 = args.fp16 or "fp16" in prof.precisions
+    args.int8 = args.int8 or "int8" in prof.precisions
+    args.batch = ":".join(str(b) for b in prof.batch)
+    args.workspace = prof.workspace_mib
+    args.version_compatible = args.version_compatible or prof.version_compatible
+    args.dla = prof.dla_core if args.dla is None else args.dla
+    args.triton = args.triton or prof.triton
+    args.engine = args.engine or prof.build_engine_here
+    if prof.build_engine_here:
+        return None
+    flags = f"--profile {args.profile}"
+    files = [n for n, on in (("model.fp16.onnx", args.fp16), ("model.int8.onnx", args.int8)) if on]
+    cmds = "; ".join(f"edge-affect build-engine {f} {flags}" for f in files)
+    return (
+        f"target {prof.target!r} (TensorRT {prof.tensorrt or '?'}): engines must be built on the device itself. "
+        f"Copy {args.out}/ there and run: {cmds}"
+    )
+
+
 def _export(args: argparse.Namespace) -> int:
     from edge_affect.export.pipeline import ExportRequest, export_all
     from edge_affect.export.tensorrt_build import BatchRange
 
+    device_hint = _apply_profile(args)
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -147,8 +199,41 @@ def _export(args: argparse.Namespace) -> int:
         print(f"{args.out / name}  {a['size_bytes'] / 1024:.1f} KiB  ({a['precision']})")
     if rep.engines_skipped:
         print(f"TensorRT engines skipped: {rep.engines_skipped}")
+    if device_hint:
+        print(device_hint)
     print(f"exporter: {rep.exporter}; report: {args.out / 'export_report.md'}; {'PASS' if rep.passed else 'FAIL'}")
     return 0 if rep.passed else 1
+
+
+def _build_engine(args: argparse.Namespace) -> int:
+    from edge_affect.export.tensorrt_build import (
+        BatchRange,
+        EngineOptions,
+        build_engine,
+        read_meta_ort,
+        tensorrt_unavailable_reason,
+    )
+
+    batch, workspace, dla, vc = "1:8:32", 1024, args.dla, args.version_compatible
+    if args.profile is not None:
+        from edge_affect.config import load_export_profile
+
+        prof = load_export_profile(args.profile)
+        batch, workspace = ":".join(str(b) for b in prof.batch), prof.workspace_mib
+        dla = prof.dla_core if dla is None else dla
+        vc = vc or prof.version_compatible
+    batch = args.batch or batch
+    workspace = args.workspace or workspace
+    meta = read_meta_ort(args.onnx)
+    why = tensorrt_unavailable_reason()
+    if why:
+        raise RuntimeError(f"cannot build an engine here: {why}")
+    engine = args.out or args.onnx.with_suffix(".engine")
+    cache = args.timing_cache or args.onnx.parent / "trt.timing.cache"
+    opts = EngineOptions(BatchRange.parse(batch), workspace, cache, vc, dla)
+    build_engine(args.onnx, engine, opts, meta)
+    print(f"{engine} (+ {engine.name}.json sidecar), batch {batch}, precision {meta.precision}")
+    return 0
 
 
 def _calib_build(args: argparse.Namespace) -> int:

@@ -241,6 +241,23 @@ def trt_run(engine_path: str | Path, x: np.ndarray, batch: int | None = None) ->
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+def read_meta_ort(onnx_path: str | Path) -> ArtifactMeta:
+    """The ``ArtifactMeta`` of an ONNX file via ONNX Runtime (no ``onnx`` package needed on the device)."""
+    import onnxruntime as ort
+
+    p = Path(onnx_path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ONNX file {p} does not exist")
+    try:
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ValueError(f"{p}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+    meta = sess.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise ValueError(f"{p}: no {METADATA_KEY!r} metadata (not exported by edge-affect export?)")
+    return ArtifactMeta.from_json(meta[METADATA_KEY], where=str(p))
+
+
 def default_timing_cache(out_dir: Path) -> Path:
     """Timing cache shared by builds: ``$EDGE_AFFECT_TRT_CACHE`` or ``out_dir/trt.timing.cache``."""
     env = os.environ.get("EDGE_AFFECT_TRT_CACHE")

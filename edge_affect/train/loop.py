@@ -251,7 +251,7 @@ def train(
         if progress and info.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, disable=None)
         for i, batch in enumerate(loader):
             if i >= steps_per_epoch:
                 break

@@ -40,39 +40,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     s = meta.preprocess.input_size
     sample = np.random.default_rng(0).standard_normal((4, 3, s, s)).astype(np.float32)
     onnx_path = d / "model.onnx"
-    try:
-        from edge_affect.export.onnx_export import export_onnx
+    from edge_affect.export.onnx_export import export_onnx
 
-        export_onnx(model, meta, onnx_path, sample=sample)
-    except ImportError:  # export step not available: plain TorchScript export + metadata
-        _export_plain(model, meta, onnx_path, s)
+    export_onnx(model, meta, onnx_path, sample=sample)
     return {"pt": Path(ckpt), "onnx": onnx_path, "dir": d}
 
 
-def _export_plain(model, meta, path: Path, s: int) -> None:
-    import onnx
-    import torch
-
-    class Tuple(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            o = self.m(x)
-            return o["va"], o["expr"], o["au"]
-
-    axes = {"image": {0: "N"}, "va": {0: "N"}, "expr": {0: "N"}, "au": {0: "N"}}
-    torch.onnx.export(
-        Tuple(model),
-        (torch.zeros(2, 3, s, s),),
-        str(path),
-        input_names=["image"],
-        output_names=["va", "expr", "au"],
-        dynamic_axes=axes,
-        opset_version=17,
-        dynamo=False,
-    )
-    m = onnx.load(str(path))
-    m.metadata_props.add(key="edge_affect", value=meta.to_json())
-    onnx.save(m, str(path))
