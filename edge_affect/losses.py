@@ -88,7 +88,7 @@ class MultiTaskLoss(nn.Module):
         """Current effective task weights (exp(−s_t), or the fixed λ_t)."""
         if self.cfg.weighting == "fixed":
             return {t: float(self.cfg.fixed_weights.get(t, 1.0)) for t in TASKS}
-        return {t: float(torch.exp(-s)) for t, s in zip(TASKS, self.log_vars.detach().cpu())}
+        return {t: float(torch.exp(-s)) for t, s in zip(TASKS, self.log_vars.detach().cpu(), strict=True)}
 
     def forward(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]):
         losses = self.task_losses(out, batch)

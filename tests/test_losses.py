@@ -63,7 +63,7 @@ def test_uncertainty_formula_and_fixed_ablation() -> None:
         mt.log_vars.copy_(torch.tensor([0.5, -0.2, 1.0]))
     total, losses, weights = mt(out, batch)
     s = [0.5, -0.2, 1.0]
-    expect = sum(np.exp(-si) * float(losses[t]) + si for si, t in zip(s, ("va", "expr", "au")))
+    expect = sum(np.exp(-si) * float(losses[t]) + si for si, t in zip(s, ("va", "expr", "au"), strict=True))
     assert float(total) == pytest.approx(expect, rel=1e-5)
     assert weights["expr"] == pytest.approx(np.exp(0.2), rel=1e-6)
     fixed = MultiTaskLoss(LossConfig(weighting="fixed", fixed_weights={"va": 2.0, "expr": 1.0, "au": 0.5}))

@@ -105,13 +105,20 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
             raise FileNotFoundError(f"pretrained backbone weights {path} do not exist (hubs are not used)")
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
     try:
-        return timm.create_model(
+        backbone = timm.create_model(
             cfg.backbone, pretrained=bool(cfg.pretrained), features_only=True, out_indices=(stage,), **kwargs
         )
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ValueError(f"backbone {cfg.backbone!r} is not a timm model name") from None
         raise
+    # Some feature wrappers (EfficientNetFeatures, MobileNetV3Features) keep the stages after the one we
+    # read; drop them so no parameter goes unused (DDP requires it, and checkpoints stay lean).
+    last = backbone.feature_info.module_name()[-1]
+    blocks = getattr(backbone, "blocks", None)
+    if last.startswith("blocks.") and isinstance(blocks, nn.Sequential):
+        backbone.blocks = blocks[: int(last.split(".")[1]) + 1]
+    return backbone
 
 
 class TaskTokenTransformer(nn.Module):

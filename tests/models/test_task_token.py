@@ -107,3 +107,14 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path) -> None:
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ValueError, match="expected 'edge-affect-checkpoint/1'"):
         load_checkpoint(other)
+
+
+@pytest.mark.parametrize("name", ["tiny", "edge", "edge_gray48"])
+def test_every_parameter_is_used(name: str) -> None:
+    """DDP (find_unused_parameters=False) needs every parameter in the graph of the loss."""
+    m = create_model(name)
+    s = m.config.input_size
+    out = m(torch.randn(2, 3, s, s))
+    sum(v.sum() for v in out.values()).backward()
+    unused = [k for k, p in m.named_parameters() if p.grad is None]
+    assert unused == []
