@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ def gpu_info() -> dict[str, Any]:
     cudart = _cudart()
     props = _check(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
     name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-    return {"gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
+    return {"gpu_name": name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
 def _trt_logger(trt: Any) -> Any:
@@ -156,11 +156,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, opts: EngineOpt
     if cache is not None and opts.timing_cache is not None:
         atomic_write_bytes(opts.timing_cache, bytes(cache.serialize()))
     sidecar = {
-        METADATA_KEY: meta.to_dict(),
+        "metadata": meta.to_dict(),
         "tensorrt_version": trt.__version__,
         **gpu_info(),
         "precision": meta.precision,
-        "batch": asdict(b),
+        "batch_range": [b.min, b.opt, b.max],
         "onnx": onnx_path.name,
         "onnx_sha256": sha256_file(onnx_path),
         "engine_sha256": sha256_file(engine_path),
@@ -170,6 +170,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, opts: EngineOpt
         "workspace_mib": opts.workspace_mib,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
+    from edge_affect.runtime.backends.tensorrt_runner import normalize_sidecar
+
+    normalize_sidecar(sidecar)  # the runtime's own check of the keys it reads: one contract
     atomic_write_text(Path(str(engine_path) + SIDECAR_SUFFIX), json.dumps(sidecar, indent=1, sort_keys=True) + "\n")
     log.info("built %s in %.1fs", engine_path, time.perf_counter() - t0)
     return engine_path
@@ -182,7 +185,7 @@ def trt_run(engine_path: str | Path, x: np.ndarray, batch: int | None = None) ->
     cudart = _cudart()
     engine_path = Path(engine_path)
     side = Path(str(engine_path) + SIDECAR_SUFFIX)
-    max_b = json.loads(side.read_text())["batch"]["max"] if side.is_file() else 1
+    max_b = json.loads(side.read_text())["batch_range"][2] if side.is_file() else 1
     batch = min(batch or max_b, max_b)
     runtime = trt.Runtime(_trt_logger(trt))
     engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())

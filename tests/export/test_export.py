@@ -261,7 +261,7 @@ def test_engines_build_and_match(exported, tmp_path, calib_dir):
     for src, dst in (("model.fp16.onnx", "model.fp16.engine"), ("model.int8.onnx", "model.int8.engine")):
         build_engine(d / src, d / dst, opts, read_onnx_meta(d / src))
         side = json.loads((d / f"{dst}.json").read_text())
-        assert side["precision"] in ("fp16", "int8") and side["batch"] == {"min": 1, "opt": 4, "max": 16}
+        assert side["precision"] in ("fp16", "int8") and side["batch_range"] == [1, 4, 16]
         assert side["compute_capability"] and side["tensorrt_version"]
     assert (tmp_path / "t.cache").is_file()
     rep = run_parity(d, data=calib_dir)

@@ -313,13 +313,11 @@ def test_nan_from_engine_is_a_status(fake: SimpleNamespace) -> None:
     assert [r["status"] for r in recs] == ["nonfinite_output", "ok", "ok"]
 
 
-def test_sidecar_as_the_export_builder_writes_it(fake: SimpleNamespace) -> None:
-    """``edge_affect`` (metadata), ``gpu`` and ``batch`` {min, opt, max} spellings are read too."""
-    side = {k: v for k, v in fake.side.items() if k not in ("metadata", "gpu_name", "batch_range")}
-    side.update({"edge_affect": fake.side["metadata"], "gpu": "Fake GPU", "batch": {"min": 1, "opt": 8, "max": 16}})
+def test_sidecar_missing_keys_is_a_clear_error(fake: SimpleNamespace) -> None:
+    side = {k: v for k, v in fake.side.items() if k not in ("gpu_name", "batch_range")}
     fake.engine.with_name(fake.engine.name + ".json").write_text(json.dumps(side))
-    with load(fake.engine) as p:
-        assert p.meta.model_name == "fake" and p.predict(_faces(2))[1]["status"] == "ok"
+    with pytest.raises(ValueError, match=r"engine sidecar lacks \['gpu_name', 'batch_range'\]"):
+        load(fake.engine)
 
 
 def test_version_compatible_engines() -> None:

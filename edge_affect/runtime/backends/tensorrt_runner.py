@@ -100,22 +100,11 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
 
 
 def normalize_sidecar(data: dict[str, Any]) -> dict[str, Any]:
-    """Canonical keys (``metadata``, ``gpu_name``, ``batch_range``) whichever spelling the builder used.
-
-    The contract names ``metadata``/``gpu_name``/``batch_range``; the export step's builder writes the
-    metadata under ``edge_affect``, the GPU as ``gpu`` and ``batch`` as ``{min, opt, max}``: both are read.
-    """
-    from edge_affect.schema import METADATA_KEY
-
-    out = dict(data)
-    if "metadata" not in out and METADATA_KEY in out:
-        out["metadata"] = out[METADATA_KEY]
-    if "gpu_name" not in out and "gpu" in out:
-        out["gpu_name"] = out["gpu"]
-    if "batch_range" not in out and isinstance(out.get("batch"), dict):
-        b = out["batch"]
-        out["batch_range"] = [b.get("min"), b.get("opt"), b.get("max")]
-    return out
+    """Check that a sidecar has the keys the builder (``export/tensorrt_build.py``) writes."""
+    missing = [k for k in ("metadata", "tensorrt_version", "gpu_name", "compute_capability", "batch_range") if k not in data]
+    if missing:
+        raise ValueError(f"engine sidecar lacks {missing} (not written by edge-affect build-engine/export?)")
+    return dict(data)
 
 
 def check_engine_compat(
