@@ -54,6 +54,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="op type (e.g. MatMul) or node name to keep in FP16 in the INT8 model (repeatable)",
     )
     p.add_argument(
+        "--int8-calib-method",
+        choices=("max", "entropy"),
+        default="max",
+        help="activation range calibration for INT8 (ModelOpt): max (default) or entropy",
+    )
+    p.add_argument(
         "--parity-frames", type=int, default=None, help="calibration frames used for the parity gates (default all)"
     )
     p.set_defaults(func=_export)
@@ -192,6 +198,7 @@ def _export(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache,
         parity_frames=args.parity_frames,
         int8_exclude=args.int8_exclude,
+        int8_calib_method=args.int8_calib_method,
     )
     rep = export_all(req)
     _print_table(_gate_rows(rep.comparisons), ("artifact", "backend", "gate", "value", "threshold", "result"))

@@ -48,6 +48,7 @@ def quantize_int8(
     meta: ArtifactMeta | None = None,
     calib_info: dict[str, Any] | None = None,
     exclude: list[str] | None = None,
+    calibration_method: str = "max",
 ) -> Path:
     """Quantize FP32 ONNX ``src`` with ``calib`` (float32 N×3×S×S, preprocessed) into ``dst``.
 
@@ -63,6 +64,8 @@ def quantize_int8(
         raise FileNotFoundError(f"ONNX file {src} does not exist")
     meta = meta or read_onnx_meta(src)
     s = meta.preprocess.input_size
+    if calibration_method not in ("max", "entropy"):
+        raise ValueError(f"INT8 calibration method {calibration_method!r}, expected 'max' or 'entropy'")
     calib = np.ascontiguousarray(calib, dtype=np.float32)
     if calib.ndim != 4 or calib.shape[1:] != (3, s, s) or len(calib) == 0:
         raise ValueError(f"calibration array has shape {calib.shape}, expected (N, 3, {s}, {s})")
@@ -78,7 +81,7 @@ def quantize_int8(
                 str(tmp_in),
                 quantize_mode="int8",
                 calibration_data={INPUT_NAME: calib},
-                calibration_method="max",
+                calibration_method=calibration_method,
                 calibration_eps=["cpu"],
                 high_precision_dtype="fp16",
                 output_path=str(tmp_out),
@@ -94,7 +97,7 @@ def quantize_int8(
     m.extra = {
         **m.extra,
         "quantizer": "nvidia-modelopt onnx ptq",
-        "quantize": {"mode": "int8", "calibration_method": "max", "high_precision_dtype": "fp16"},
+        "quantize": {"mode": "int8", "calibration_method": calibration_method, "high_precision_dtype": "fp16"},
         "calibration": {**(calib_info or {}), "frames": int(len(calib))},
         "excluded": exclude,
     }

@@ -47,6 +47,7 @@ class ExportRequest:
     timing_cache: Path | None = None
     parity_frames: int | None = None  # None: every calibration frame
     int8_exclude: list[str] = field(default_factory=list)  # op types / node names kept FP16 in the INT8 model
+    int8_calib_method: str = "max"  # ModelOpt activation calibration: "max" or "entropy"
     gates: Gates = field(default_factory=Gates)
 
 
@@ -202,6 +203,7 @@ def export_all(req: ExportRequest) -> ExportReport:
                 None,
                 calib_info=report.calibration,
                 exclude=req.int8_exclude,
+                calibration_method=req.int8_calib_method,
             )
             timings["int8_quantize"] = time.perf_counter() - t
 

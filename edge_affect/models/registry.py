@@ -64,9 +64,13 @@ def tiny() -> ModelConfig:
 
 @register_model
 def edge() -> ModelConfig:
-    """Edge config: ConvNeXt-atto at 112×112, stride-16 map (7×7 = 49 image tokens), ~3.5 M parameters."""
+    """Edge config: EfficientNet-B0 stages up to stride 16 at 112×112 (7×7 = 49 image tokens), 1.6 M parameters.
+
+    Chosen over ConvNeXt-atto for the edge: BatchNorm folds into the convolutions (ONNX Runtime on a 2-core
+    CPU: 3.3× PyTorch eager at batch 1, 2.7× at batch 32, vs 2.3× / 1.2× for ConvNeXt-atto, whose
+    channels-last LayerNorms become transposes) and BN convnets quantize to INT8 more gracefully."""
     return ModelConfig(
-        backbone="convnext_atto",
+        backbone="efficientnet_b0",
         backbone_kwargs={"feature_index": -2},
         input_size=112,
         dim=128,

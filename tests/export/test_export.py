@@ -286,3 +286,14 @@ def test_int8_cpu_parity_upcasts_fp16(exported, calib_dir):
     got = run_onnx(out / "model.int8.onnx", x, emulate_fp16_in_fp32=True)
     assert all(np.isfinite(got[k]).all() and got[k].shape[0] == 4 for k in OUTPUT_NAMES)
     assert {c.backend for c in rep.comparisons if c.precision == "int8"} == {"onnxruntime-cpu, fp16 upcast"}
+
+
+def test_int8_calibration_method_is_validated(exported, tmp_path):
+    import numpy as np
+
+    from edge_affect.export.int8 import quantize_int8
+
+    out, _ = exported
+    with pytest.raises(ValueError, match="calibration method 'bogus', expected 'max' or 'entropy'"):
+        quantize_int8(out / "model.onnx", tmp_path / "x.onnx", np.zeros((2, 3, 64, 64), np.float32), calibration_method="bogus")
+    assert not (tmp_path / "x.onnx").exists()
