@@ -116,3 +116,30 @@ def test_ddp_two_cpu_processes_gloo(synth_root: Path, tmp_path: Path) -> None:
     assert rec["step"] == len(ann) // 2 // 16  # each rank sees half the data per epoch
     model, meta = load_checkpoint(tmp_path / "ddp" / "best.pt")
     assert meta.model_name == "tiny"
+
+
+def test_cli_train_with_ema_then_eval(synth_root: Path, tmp_path: Path, capsys) -> None:
+    """``edge-affect train --config`` (EMA on) and ``edge-affect eval --json --submission`` end to end."""
+    from edge_affect.cli import main
+    from edge_affect.models.checkpoint import read_checkpoint
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": "tiny", "epochs": 1, "batch_size": 16, "max_steps_per_epoch": 6, "ema": 0.9}))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(synth_root), "--config", str(cfg), "--out", str(out), "--device", "cpu"]) == 0
+    _, shipped, state = read_checkpoint(out / "last.pt")
+    assert set(state["ema"]) == set(shipped)
+    diffs = [float((shipped[k].float() - state["raw_state_dict"][k].float()).abs().max()) for k in shipped]
+    assert max(diffs) > 0  # the shipped weights are the EMA, not the raw ones
+    for k in shipped:
+        torch.testing.assert_close(shipped[k], state["ema"][k], atol=0, rtol=0)
+    js, sub = tmp_path / "m.json", tmp_path / "sub.csv"
+    assert main(["eval", str(out / "best.pt"), "--data", str(synth_root), "--json", str(js), "--submission", str(sub)]) == 0
+    m = json.loads(js.read_text())
+    assert {"va", "expr", "au", "p"} <= set(m) and m["p"] == pytest.approx(m["va"] + m["expr"] + m["au"], abs=1e-9)
+    assert "p " in capsys.readouterr().out.replace("│", " ")
+    assert len(sub.read_text().splitlines()) == m["rows"] + 1
+    # a bad config key is a one-line error, exit code 2
+    cfg.write_text(json.dumps({"model": "tiny", "epoch": 1}))
+    assert main(["train", "--data", str(synth_root), "--config", str(cfg), "--out", str(out)]) == 2
+    assert "did you mean 'epochs'" in capsys.readouterr().err
