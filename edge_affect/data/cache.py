@@ -137,8 +137,8 @@ def _decode_chunk(task: tuple[Any, ...]) -> list[tuple[int, str]]:
         try:
             out[start + k] = resize_face(decode_image(root / rel), pp, where=str(root / rel))
         except (ValueError, FileNotFoundError) as e:
-            if not skip_bad:
-                raise ValueError(str(e)) from None
+            # Never raise in a worker: an exception unwinding a Pool mid-iteration can deadlock its
+            # terminate(); the parent raises (or skips) once every chunk is back.
             errors.append((start + k, str(e)))
     out.flush()
     del out
@@ -252,18 +252,28 @@ def _build_locked(
     done = 0
     try:
         if workers > 0:
-            with pool_context().Pool(workers) as pool:
+            pool = pool_context().Pool(workers)
+            try:
                 for t, errs in zip(tasks, pool.imap(_decode_chunk, tasks), strict=True):
                     errors += errs
                     done += len(t[4])
                     if report:
                         report(done, n)
+                pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
         else:
             for t in tasks:
                 errors += _decode_chunk(t)
                 done += len(t[4])
                 if report:
                     report(done, n)
+        if errors and not skip_bad:
+            more = f" (and {len(errors) - 1} more bad images)" if len(errors) > 1 else ""
+            raise ValueError(errors[0][1] + more)
         for row, _ in errors:
             keep[row] = False
         if not keep.any():
