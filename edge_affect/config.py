@@ -104,16 +104,13 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay; 0 disables
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True
-    workers: int = 0
     seed: int = 0
     augment: bool = True
     # GpuAugment keyword overrides (scale, max_shift, max_rotate_deg, flip, brightness, contrast, gray_prob)
     augment_params: dict[str, Any] = field(default_factory=dict)
-    eval_every: int = 1
     max_steps_per_epoch: int = 0  # 0 = full epoch
     loss: LossConfig = field(default_factory=LossConfig)
     skip_bad_rows: bool = False
-    label_schema: str = "abaw4"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> TrainConfig:
