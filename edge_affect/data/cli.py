@@ -12,7 +12,7 @@ def add_commands(subparsers: Any) -> None:
     """Register the ``data`` command and its subcommands on the top-level ``subparsers``."""
     data = subparsers.add_parser("data", help="synthesize or check ABAW-layout datasets")
     data.set_defaults(func=lambda args: _no_subcommand(data))
-    sub = data.add_subparsers(dest="data_command", metavar="{synth,check}")
+    sub = data.add_subparsers(dest="data_command", metavar="{synth,check,import}")
 
     p = sub.add_parser("synth", help="write a synthetic ABAW-layout dataset of procedural faces")
     p.add_argument("out", type=Path, help="output dataset root")
@@ -30,6 +30,26 @@ def add_commands(subparsers: Any) -> None:
     c.add_argument("--images", type=Path, default=None, help="image folder (default ROOT/cropped_aligned)")
     c.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     c.set_defaults(func=cmd_check)
+
+    i = sub.add_parser("import", help="import a FER2013-style .npz face set (images, labels, ids) into the ABAW layout")
+    i.add_argument("out", type=Path, help="output dataset root")
+    i.add_argument("--train", type=Path, required=True, help=".npz of the training split")
+    i.add_argument("--val", type=Path, required=True, help=".npz of the validation split")
+    i.add_argument(
+        "--weak-targets",
+        action="store_true",
+        help="write valence/arousal and AUs derived from the expression class (weak labels) instead of missing",
+    )
+    i.set_defaults(func=cmd_import)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from edge_affect.data.fer import import_face_set
+
+    s = import_face_set(args.train, args.val, args.out, weak=args.weak_targets)
+    rows = ", ".join(f"{k} {v['rows']}" for k, v in s["splits"].items())
+    print(f"{args.out}: {rows} faces; {s['note']}")
+    return 0
 
 
 def _no_subcommand(parser: argparse.ArgumentParser) -> int:
