@@ -72,8 +72,8 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
         folder = out / IMAGES_DIR / f"{src.stem}"
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for img, name in zip(images, ids, strict=True):
-            rel = f"{src.stem}/{name}.png"
+        for k, (img, name) in enumerate(zip(images, ids, strict=True)):
+            rel = f"{src.stem}/{k:05d}_{name}.png"  # ids repeat in FER2013: the row number keeps paths unique
             ok, buf = cv2.imencode(".png", img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise RuntimeError(f"cannot encode {rel} as PNG")
