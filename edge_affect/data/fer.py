@@ -39,16 +39,15 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"face set {path} does not exist")
     try:
-        with np.load(path) as z:
-            missing = [k for k in ("images", "labels") if k not in z.files]
-            if missing:
-                raise ValueError(f"{path}: lacks array {missing[0]!r} (expected 'images' and 'labels')")
-            images, labels = np.asarray(z["images"]), np.asarray(z["labels"]).astype(np.int64)
-            ids = [str(i) for i in z["ids"]] if "ids" in z.files else [f"{k:06d}" for k in range(len(images))]
-    except ValueError:
-        raise
-    except OSError as e:
+        z = np.load(path)
+    except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable .npz ({e})") from None
+    with z:
+        missing = [k for k in ("images", "labels") if k not in z.files]
+        if missing:
+            raise ValueError(f"{path}: lacks array {missing[0]!r} (expected 'images' and 'labels')")
+        images, labels = np.asarray(z["images"]), np.asarray(z["labels"]).astype(np.int64)
+        ids = [str(i) for i in z["ids"]] if "ids" in z.files else [f"{k:06d}" for k in range(len(images))]
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels) or len(ids) != len(labels):
         raise ValueError(
             f"{path}: images {images.shape} {images.dtype}, labels {labels.shape}: expected N×H×W(×3) uint8 and N labels"

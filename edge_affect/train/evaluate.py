@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from edge_affect.artifact import atomic_write_text
-from edge_affect.schema import AUS
 
 
 def evaluate_checkpoint(
@@ -64,4 +63,4 @@ def write_submission(path: str | Path, paths: list[str], pred: dict[str, np.ndar
     return Path(path)
 
 
-__all__ = ["AUS", "evaluate_checkpoint", "write_submission"]
+__all__ = ["evaluate_checkpoint", "write_submission"]

@@ -163,7 +163,7 @@ def train(
     """Train per ``cfg`` on the ABAW-layout dataset at ``data_root``; returns the path of ``best.pt``."""
     from edge_affect.artifact import atomic_write_text
     from edge_affect.data.abaw import load_split
-    from edge_affect.data.augment import GpuAugment
+    from edge_affect.data.augment import GpuAugment, to_input
     from edge_affect.data.cache import build_cache
     from edge_affect.data.loader import PackedLoader
 
@@ -184,10 +184,11 @@ def train(
             ann = load_split(data_root, split, images=images, skip_bad=cfg.skip_bad_rows)
             if ann.bad_rows:
                 log.warning("%s: skipped %d bad rows", ann.source, len(ann.bad_rows))
-            build_cache(ann, ann.images_root, pp, cache_root / split)
+            caches[split] = build_cache(ann, ann.images_root, pp, cache_root / split)
         dist_utils.barrier(info)
-        ann = load_split(data_root, split, images=images, skip_bad=cfg.skip_bad_rows, check_images=False)
-        caches[split] = build_cache(ann, ann.images_root, pp, cache_root / split)
+        if not info.is_main:  # the cache rank 0 just built: same fingerprint, so it is only opened
+            ann = load_split(data_root, split, images=images, skip_bad=cfg.skip_bad_rows, check_images=False)
+            caches[split] = build_cache(ann, ann.images_root, pp, cache_root / split)
     train_cache, val_cache = caches["train"], caches["val"]
     if len(train_cache) < cfg.batch_size * info.world_size:
         raise ValueError(
@@ -259,7 +260,7 @@ def train(
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             with torch.no_grad():
-                x = augment(batch["image"]) if augment is not None else _eval_input(batch["image"], pp)
+                x = augment(batch["image"]) if augment is not None else to_input(batch["image"], pp)
                 if cfg.channels_last and x.device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(info.device, cfg.amp):
@@ -353,8 +354,3 @@ def train(
     dist_utils.cleanup(info)
     return best_path
 
-
-def _eval_input(batch_uint8: torch.Tensor, pp) -> torch.Tensor:
-    from edge_affect.data.augment import to_input
-
-    return to_input(batch_uint8, pp)
