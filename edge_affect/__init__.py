@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+
+def default_model(fmt: str = "safetensors") -> Path:
+    """Path of the shipped default model (``safetensors``, ``onnx`` or ``card``); see ``edge_affect.default``."""
+    from edge_affect.default import default_model as _default_model
+
+    return _default_model(fmt)
+
+
+__all__ = ["__version__", "default_model"]

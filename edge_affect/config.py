@@ -106,7 +106,8 @@ class TrainConfig:
     channels_last: bool = True
     seed: int = 0
     augment: bool = True
-    # GpuAugment keyword overrides (scale, max_shift, max_rotate_deg, flip, brightness, contrast, gray_prob)
+    # GpuAugment keyword overrides (scale, max_shift, max_rotate_deg, flip, brightness, contrast, gray_prob,
+    # erase_prob, erase_area)
     augment_params: dict[str, Any] = field(default_factory=dict)
     max_steps_per_epoch: int = 0  # 0 = full epoch
     loss: LossConfig = field(default_factory=LossConfig)

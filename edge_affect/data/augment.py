@@ -60,6 +60,8 @@ class GpuAugment:
         brightness: float = 0.2,
         contrast: float = 0.2,
         gray_prob: float = 0.1,
+        erase_prob: float = 0.0,
+        erase_area: tuple[float, float] = (0.02, 0.2),
         seed: int | None = None,
     ) -> None:
         lo, hi = scale
@@ -77,6 +79,10 @@ class GpuAugment:
             raise ValueError(f"brightness={brightness}, contrast={contrast}: expected values < 1")
         if not 0 <= gray_prob <= 1:
             raise ValueError(f"gray_prob={gray_prob}, expected a probability in [0, 1]")
+        if not 0 <= erase_prob <= 1:
+            raise ValueError(f"erase_prob={erase_prob}, expected a probability in [0, 1]")
+        if not 0 < erase_area[0] <= erase_area[1] < 1:
+            raise ValueError(f"erase_area={erase_area}, expected 0 < low <= high < 1 (fractions of the image)")
         self.pp = pp
         self.scale = (float(lo), float(hi))
         self.max_shift = float(max_shift)
@@ -85,6 +91,8 @@ class GpuAugment:
         self.brightness = float(brightness)
         self.contrast = float(contrast)
         self.gray_prob = float(gray_prob)
+        self.erase_prob = float(erase_prob)
+        self.erase_area = (float(erase_area[0]), float(erase_area[1]))
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.geometric = self.scale != (1.0, 1.0) or self.max_shift > 0 or self.max_rotate_deg > 0 or flip
 
@@ -112,7 +120,32 @@ class GpuAugment:
         if self.brightness or self.contrast or self.gray_prob:
             x = self._color(x)
         mean, std = _mean_std(self.pp, dev)
-        return x.sub_(mean).div_(std).contiguous()  # x is a fresh float tensor here, never the input
+        x = x.sub_(mean).div_(std)  # x is a fresh float tensor here, never the input
+        if self.erase_prob:
+            x = x * self.erase_mask(n, x.shape[-2], x.shape[-1]).to(dev)
+        return x.contiguous()
+
+    def erase_mask(self, n: int, h: int, w: int) -> torch.Tensor:
+        """Random erasing (Zhong et al. 2020): with ``erase_prob`` per sample, a rectangle covering a
+        fraction ``erase_area`` of the image (aspect 1/3..3) is set to the dataset mean (0 after
+        normalisation). Returns an N×1×H×W {0, 1} multiplier, drawn on the CPU."""
+        lo, hi = self.erase_area
+        area = (lo + (hi - lo) * self._rand(n)) * h * w
+        aspect = torch.exp((2 * self._rand(n) - 1) * math.log(3.0))
+        eh = (area * aspect).sqrt().clamp(1, h)
+        ew = (area / aspect).sqrt().clamp(1, w)
+        y0 = self._rand(n) * (h - eh)
+        x0 = self._rand(n) * (w - ew)
+        on = (self._rand(n) < self.erase_prob).view(n, 1, 1)
+        ys = torch.arange(h, dtype=torch.float32).view(1, h, 1) + 0.5
+        xs = torch.arange(w, dtype=torch.float32).view(1, 1, w) + 0.5
+        inside = (
+            (ys >= y0.view(n, 1, 1))
+            & (ys < (y0 + eh).view(n, 1, 1))
+            & (xs >= x0.view(n, 1, 1))
+            & (xs < (x0 + ew).view(n, 1, 1))
+        )
+        return (~(inside & on)).to(torch.float32).unsqueeze(1)
 
     def _color(self, x: torch.Tensor) -> torch.Tensor:
         """Brightness and contrast jitter (per sample), then grayscale with ``gray_prob``; clamped to [0, 1]."""

@@ -58,6 +58,38 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images, labels, ids
 
 
+def dataset_align_template(root: str | Path) -> list[list[float]] | None:
+    """The ``align_template`` an imported face set recorded in ``root/import.json`` (None if absent)."""
+    p = Path(root) / "import.json"
+    if not p.is_file():
+        return None
+    try:
+        tpl = json.loads(p.read_text(encoding="utf-8")).get("align_template")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: not readable JSON ({e})") from None
+    if tpl is None:
+        return None
+    arr = np.asarray(tpl, dtype=np.float64)
+    if arr.shape != (5, 2) or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"{p}: align_template {tpl!r} is not 5×2 fractions of the crop")
+    return arr.tolist()
+
+
+def _align_template(out: Path, summary: dict, n: int = 1000) -> tuple[list[list[float]] | None, int]:
+    """Measure the crops' framing on up to ``n`` training faces (see ``measure_align_template``)."""
+    from edge_affect.runtime.faces import measure_align_template
+
+    src = Path(summary["splits"]["train"]["source"])
+    images = _read_npz(src)[0]
+    step = max(1, len(images) // n)
+    try:
+        tpl, found = measure_align_template(images[::step][:n])
+    except ValueError as e:
+        log.warning("no align template for %s: %s", out, e)
+        return None, 0
+    return np.round(tpl, 4).tolist(), found
+
+
 def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path, *, weak: bool = False) -> dict:
     """Write ``out/{training,validation}_set_annotations.txt`` and ``out/cropped_aligned/<split>/<id>.png``."""
     import cv2
@@ -84,11 +116,19 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
             au = np.full((len(labels), NUM_AU), MISSING_AU, dtype=np.int8)
             va = np.full((len(labels), 2), MISSING_VA, dtype=np.float32)
         write_annotations(out / SPLIT_FILES[split][0], paths, va, labels, au)
-        summary["splits"][split] = {"source": str(src), "rows": len(paths), "class_counts": np.bincount(labels, minlength=NUM_EXPR).tolist()}
+        summary["splits"][split] = {
+            "source": str(src),
+            "rows": len(paths),
+            "class_counts": np.bincount(labels, minlength=NUM_EXPR).tolist(),
+        }
         log.info("%s: %d faces from %s", split, len(paths), src)
-    summary["note"] = (
-        "expression labels are the dataset's own; "
-        + ("valence/arousal and AUs are WEAK targets derived from the expression class" if weak else "valence/arousal and AUs are missing (-5/-1)")
+    tpl, found = _align_template(out, summary)
+    summary["align_template"] = tpl
+    summary["align_template_faces"] = found
+    summary["note"] = "expression labels are the dataset's own; " + (
+        "valence/arousal and AUs are WEAK targets derived from the expression class"
+        if weak
+        else "valence/arousal and AUs are missing (-5/-1)"
     )
     atomic_write_text(out / "import.json", json.dumps(summary, indent=2))
     return summary

@@ -19,7 +19,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Writes the artifacts and export_report.{json,md}; exits 1 when a parity gate fails "
         "(artifacts stay for inspection), 2 on errors (nothing is left behind).",
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt or safetensors) written by edge-affect train")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="checkpoint (.pt or safetensors) written by edge-affect train (default: the shipped default model)",
+    )
     p.add_argument(
         "--profile",
         type=Path,
@@ -63,6 +69,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--parity-frames", type=int, default=None, help="calibration frames used for the parity gates (default all)"
     )
     p.set_defaults(func=_export)
+
+    k = sub.add_parser(
+        "package",
+        help="checkpoint → shippable model folder (model.safetensors + model.onnx + model.json)",
+        description="The default model's layout: safetensors weights with metadata, FP32 ONNX from the same "
+        "weights, and model.json (sizes, hashes, training record, evaluation).",
+    )
+    k.add_argument("checkpoint", type=Path, help="checkpoint written by edge-affect train (best.pt)")
+    k.add_argument("--out", type=Path, required=True, help="new output folder")
+    k.add_argument("--data", type=Path, default=None, help="training dataset root (its import.json align_template)")
+    k.add_argument("--evaluation", type=Path, default=None, help="JSON of evaluation results to embed in model.json")
+    k.add_argument("--description", default="", help="one line for model.json")
+    k.set_defaults(func=_package)
 
     e = sub.add_parser(
         "build-engine",
@@ -182,6 +201,11 @@ def _export(args: argparse.Namespace) -> int:
     from edge_affect.export.tensorrt_build import BatchRange
 
     device_hint = _apply_profile(args)
+    if args.checkpoint is None:
+        from edge_affect.default import default_model
+
+        args.checkpoint = default_model()
+        print(f"no checkpoint given: exporting the default model {args.checkpoint}")
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -210,6 +234,21 @@ def _export(args: argparse.Namespace) -> int:
         print(device_hint)
     print(f"exporter: {rep.exporter}; report: {args.out / 'export_report.md'}; {'PASS' if rep.passed else 'FAIL'}")
     return 0 if rep.passed else 1
+
+
+def _package(args: argparse.Namespace) -> int:
+    from edge_affect.config import load_config_file
+    from edge_affect.export.package import package_model
+
+    evaluation = load_config_file(args.evaluation) if args.evaluation else None
+    card = package_model(args.checkpoint, args.out, data=args.data, evaluation=evaluation, description=args.description)
+    for name, f in card["files"].items():
+        print(f"{args.out / name}  {f['bytes'] / 2**20:.1f} MiB  sha256 {f['sha256'][:16]}…")
+    print(
+        f"{card['model']}: {card['parameters'] / 1e6:.2f} M parameters, {card['macs'] / 1e6:.1f} M MACs, "
+        f"{card['input']['size']}×{card['input']['size']} {card['input']['color']}; card {args.out / 'model.json'}"
+    )
+    return 0
 
 
 def _build_engine(args: argparse.Namespace) -> int:

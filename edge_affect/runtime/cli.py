@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-NO_ARTIFACT = "no model given: pass ARTIFACT (a .onnx, .engine + .json sidecar, or .pt checkpoint); no default model is bundled yet"
-
 
 def _console(stderr: bool = True) -> Any:
     from rich.console import Console
@@ -28,7 +26,7 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
         nargs="?",
         default=None,
         metavar="ARTIFACT",
-        help="model: .onnx, .engine (+ .json sidecar) or .pt checkpoint",
+        help="model: .onnx, .engine (+ .json sidecar) or .pt/.safetensors checkpoint (default: the shipped default model's ONNX)",
     )
     p.add_argument(
         "--backend",
@@ -79,11 +77,19 @@ def add_commands(subparsers: Any) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
+def _resolve_artifact(args: argparse.Namespace) -> None:
+    """No ARTIFACT: the shipped default model (its FP32 ONNX, so no torch is needed)."""
+    if not args.artifact:
+        from edge_affect.default import default_model
+
+        args.artifact = str(default_model("onnx"))
+        _console().print(f"[dim]no artifact given: using the default model {args.artifact}[/]")
+
+
 def _load(args: argparse.Namespace) -> Any:
     from edge_affect.runtime.predictor import load
 
-    if not args.artifact:
-        raise ValueError(NO_ARTIFACT)
+    _resolve_artifact(args)
     return load(
         args.artifact, backend=args.backend, providers=args.providers, cuda_graph=args.cuda_graph, device=args.device
     )
@@ -107,8 +113,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_affect.runtime.sources import open_source
 
     con = _console()
-    if not args.artifact:
-        raise ValueError(NO_ARTIFACT)
     if args.alpha <= 0 or args.alpha > 1:
         raise ValueError(f"--alpha {args.alpha}: expected a value in (0, 1]")
     out_path = Path(args.out) if args.out else None

@@ -237,6 +237,45 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int, template: np.n
     return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+#: Mirror partner of each landmark (image-left eye ↔ image-right eye, nose, mouth corners).
+_MIRROR = (1, 0, 2, 4, 3)
+
+
+def measure_align_template(
+    images: Any, detector: YuNetDetector | None = None, upscale_to: int = 192, min_faces: int = 50
+) -> tuple[np.ndarray, int]:
+    """The 5-point template (fractions of the crop, 5×2) that reproduces the framing of a set of face crops.
+
+    Runs YuNet on each crop (upscaled to ``upscale_to`` so small 48-px faces are found), takes the median
+    landmark positions and makes them left-right symmetric. Store it as ``align_template`` in a model's
+    metadata so the runtime aligns detected faces the way the training crops were framed (FER2013 crops
+    show more forehead than the ArcFace template). Returns ``(template, faces_found)``.
+    """
+    import cv2
+
+    own = detector is None
+    det = detector or YuNetDetector(yunet_runner("onnxruntime", "cpu"))
+    pts = []
+    try:
+        for img in images:
+            img = np.asarray(img)
+            h, w = img.shape[:2]
+            big = cv2.resize(img, (upscale_to, upscale_to), interpolation=cv2.INTER_CUBIC)
+            rgb = np.repeat(big[..., None], 3, axis=2) if big.ndim == 2 else big[..., :3]
+            found = det.detect(np.ascontiguousarray(rgb, dtype=np.uint8))
+            if found:
+                pts.append(found[0].landmarks / float(upscale_to))
+    finally:
+        if own:
+            det.close()
+    if len(pts) < min_faces:
+        raise ValueError(f"align template: YuNet found faces in only {len(pts)} crops (need ≥ {min_faces})")
+    med = np.median(np.stack(pts).astype(np.float64), axis=0)
+    mirrored = med[list(_MIRROR)].copy()
+    mirrored[:, 0] = 1.0 - mirrored[:, 0]
+    return (med + mirrored) / 2.0, len(pts)
+
+
 # -- tracking and smoothing ------------------------------------------------------------------------
 def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of boxes ``a`` (N×4) and ``b`` (M×4) in x, y, w, h."""

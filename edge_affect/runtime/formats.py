@@ -22,7 +22,7 @@ FORMATS: tuple[Format, ...] = (
         "serialized TensorRT engine + <engine>.json sidecar",
         "tensorrt + cuda-python",
     ),
-    Format("torch", (".pt", ".pth", ".ckpt"), "PyTorch checkpoint (reference)", "torch"),
+    Format("torch", (".pt", ".pth", ".ckpt", ".safetensors"), "PyTorch checkpoint (reference)", "torch"),
 )
 BACKENDS: tuple[str, ...] = tuple(f.backend for f in FORMATS)
 BACKEND_ALIASES: dict[str, str] = {

@@ -165,8 +165,10 @@ def train(
     from edge_affect.data.abaw import load_split
     from edge_affect.data.augment import GpuAugment, to_input
     from edge_affect.data.cache import build_cache
+    from edge_affect.data.fer import dataset_align_template
     from edge_affect.data.loader import PackedLoader
 
+    align_template = dataset_align_template(data_root)  # crop framing of an imported face set, for the runtime
     info = dist_utils.setup(device)
     out = Path(out_dir)
     if info.is_main:
@@ -330,6 +332,8 @@ def train(
                 f.write(json.dumps(record) + "\n")
             ship_sd = ema.shadow if ema is not None else None
             extra = {"val": val, "epoch": epoch + 1, "train_config": cfg.to_dict(), "data_root": str(data_root)}
+            if align_template is not None:
+                extra["align_template"] = align_template
             state = {
                 "config": cfg.to_dict(),
                 "optimizer": optimizer.state_dict(),

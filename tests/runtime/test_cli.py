@@ -155,7 +155,6 @@ def test_single_image_to_stdout_and_png_overlay(artifacts: dict[str, Path], tmp_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--source", "edge_affect/assets/samples/astronaut.png"], "no model given: pass ARTIFACT"),
         (["run", "{onnx}", "--source", "missing.png"], "source missing.png does not exist"),
         (
             ["run", "missing.onnx", "--source", "edge_affect/assets/samples/astronaut.png"],

