@@ -54,6 +54,9 @@ class ModelConfig:
     token_mode: str = "task"  # "task": 3 tokens; "label": one token per output (2 + 1 + 12)
     dropout: float = 0.1
     drop_path: float = 0.0
+    # Inference averages the outputs of the face and its mirror image (2× the MACs; part of the exported
+    # graph, so every backend does the same). Training is unaffected; can be switched on after training.
+    test_time_flip: bool = False
 
     def __post_init__(self) -> None:
         if self.token_mode not in ("task", "label"):

@@ -87,7 +87,7 @@ def test_dockerfile_paths_and_extras_are_real(name: str, base: str) -> None:
 def test_jetson_image_installs_exactly_the_runtime() -> None:
     """No torch on the Jetson; cuda-python stays on the CUDA 12 line that JetPack 6 (CUDA 12.6) needs."""
     specs = [s for op, a in _instructions(DOCKER / "Dockerfile.jetson") if op == "RUN" for s in _pip_targets(a)]
-    assert specs == ['.[cuda12]']
+    assert specs == [".[cuda12]"]
     deps = PYPROJECT["project"]["dependencies"] + EXTRAS["cuda12"]
     names = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower() for d in deps}
     assert names == {"numpy", "opencv-python-headless", "onnxruntime", "rich", "tomli", "cuda-python"}
@@ -218,7 +218,9 @@ def test_jetson_install_replayed_in_fresh_venv(tmp_path: Path) -> None:
     (spec,) = [s for op, a in _instructions(DOCKER / "Dockerfile.jetson") if op == "RUN" for s in _pip_targets(a)]
     res = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", spec.replace(".", str(ROOT), 1)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     code = (

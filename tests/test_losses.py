@@ -13,10 +13,16 @@ from edge_affect.metrics import ccc
 
 def _batch(n: int = 16, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    out = {"va": torch.tanh(torch.randn(n, 2, generator=g)), "expr": torch.randn(n, 8, generator=g),
-           "au": torch.randn(n, 12, generator=g)}
-    batch = {"va": torch.rand(n, 2, generator=g) * 2 - 1, "expr": torch.randint(0, 8, (n,), generator=g),
-             "au": torch.randint(0, 2, (n, 12), generator=g).float()}
+    out = {
+        "va": torch.tanh(torch.randn(n, 2, generator=g)),
+        "expr": torch.randn(n, 8, generator=g),
+        "au": torch.randn(n, 12, generator=g),
+    }
+    batch = {
+        "va": torch.rand(n, 2, generator=g) * 2 - 1,
+        "expr": torch.randint(0, 8, (n,), generator=g),
+        "au": torch.randint(0, 2, (n, 12), generator=g).float(),
+    }
     return out, batch
 
 

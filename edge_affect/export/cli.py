@@ -81,6 +81,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--data", type=Path, default=None, help="training dataset root (its import.json align_template)")
     k.add_argument("--evaluation", type=Path, default=None, help="JSON of evaluation results to embed in model.json")
     k.add_argument("--description", default="", help="one line for model.json")
+    k.add_argument(
+        "--test-time-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each face with its mirror image at inference (in the graph; 2× MACs)",
+    )
     k.set_defaults(func=_package)
 
     e = sub.add_parser(
@@ -241,7 +247,14 @@ def _package(args: argparse.Namespace) -> int:
     from edge_affect.export.package import package_model
 
     evaluation = load_config_file(args.evaluation) if args.evaluation else None
-    card = package_model(args.checkpoint, args.out, data=args.data, evaluation=evaluation, description=args.description)
+    card = package_model(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        evaluation=evaluation,
+        description=args.description,
+        test_time_flip=args.test_time_flip,
+    )
     for name, f in card["files"].items():
         print(f"{args.out / name}  {f['bytes'] / 2**20:.1f} MiB  sha256 {f['sha256'][:16]}…")
     print(

@@ -58,11 +58,13 @@ def package_model(
     data: str | Path | None = None,
     evaluation: dict[str, Any] | None = None,
     description: str = "",
+    test_time_flip: bool | None = None,
 ) -> dict[str, Any]:
     """Package ``checkpoint`` into ``out`` (must not exist or be empty); returns the ``model.json`` dict.
 
     ``data``: the training dataset root; an ``import.json`` there with an ``align_template`` (see
-    ``edge-affect data import``) sets the runtime's crop framing. ``evaluation`` is stored as is."""
+    ``edge-affect data import``) sets the runtime's crop framing. ``evaluation`` is stored as is.
+    ``test_time_flip``: switch mirror averaging on/off in the shipped model (None keeps the checkpoint's)."""
     import torch
 
     from edge_affect.data.fer import dataset_align_template
@@ -73,6 +75,8 @@ def package_model(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder; choose a new output folder")
     model, meta = load_checkpoint(checkpoint)
+    if test_time_flip is not None:
+        model.config.test_time_flip = bool(test_time_flip)
     extra = {k: meta.extra[k] for k in KEEP_EXTRA if k in meta.extra}
     if data is not None:
         tpl = dataset_align_template(data)

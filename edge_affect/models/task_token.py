@@ -155,6 +155,8 @@ class TaskTokenTransformer(nn.Module):
             self.va_head = PerTokenLinear(NUM_VA, c.dim)
             self.au_head = PerTokenLinear(NUM_AU, c.dim)
         self.expr_head = nn.Linear(c.dim, NUM_EXPR)
+        # column order of the mirror image (a Gather in ONNX/TensorRT); not saved in checkpoints
+        self.register_buffer("flip_index", torch.arange(c.input_size - 1, -1, -1), persistent=False)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -182,6 +184,11 @@ class TaskTokenTransformer(nn.Module):
         return {"va": torch.tanh(self.va_head(va_t)), "expr": self.expr_head(expr_t), "au": self.au_head(au_t)}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.config.test_time_flip and not self.training:
+            n = x.shape[0]
+            both = torch.cat([x, torch.index_select(x, 3, self.flip_index)])
+            out = self.forward_head(self.forward_features(both))
+            return {k: (v[:n] + v[n:]) * 0.5 for k, v in out.items()}
         return self.forward_head(self.forward_features(x))
 
     def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:

@@ -18,4 +18,3 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "ds"
     synth_dataset(root, N_SYNTH, seed=7, size=SYNTH_SIZE, video_len=30, workers=0)
     return root
-

@@ -88,3 +88,29 @@ def test_rejects_bad_input() -> None:
         to_input(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)[0], PP)
     with pytest.raises(ValueError, match="scale"):
         GpuAugment(PP, scale=(1.2, 0.9))
+
+
+def test_random_erasing_area_and_rate() -> None:
+    """erase_prob=0.5, erase_area=(0.02, 0.2): ~half the samples lose one rectangle of 2-20 % of the image,
+    filled with the dataset mean (0 after normalisation); the others are untouched."""
+    aug = GpuAugment(PP, erase_prob=0.5, erase_area=(0.02, 0.2), seed=0)
+    m = aug.erase_mask(2000, 48, 48)
+    assert tuple(m.shape) == (2000, 1, 48, 48) and set(torch.unique(m).tolist()) <= {0.0, 1.0}
+    frac = 1 - m.mean((1, 2, 3))
+    erased = frac > 0
+    assert abs(float(erased.float().mean()) - 0.5) < 0.05  # binomial sd 0.011
+    # clamping to the image makes some rectangles smaller; none is larger than the upper area (+ rounding)
+    assert 0.08 < float(frac[erased].mean()) < 0.13 and float(frac.max()) <= 0.2 + 2 * 48 / 48**2
+    plain = GpuAugment(PP, seed=1, erase_prob=0.0)(_batch(4, 32))
+    erasing = GpuAugment(PP, seed=1, erase_prob=1.0)(_batch(4, 32))
+    zeroed = (erasing == 0).all(1) & ~(plain == 0).all(1)
+    assert bool(zeroed.flatten(1).any(1).all()), "every sample must have an erased (zero) region at erase_prob=1"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"erase_prob": 1.5}, "erase_prob=1.5"), ({"erase_area": (0.3, 0.1)}, "erase_area=(0.3, 0.1)")],
+)
+def test_random_erasing_rejects_bad_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GpuAugment(PP, **kwargs)

@@ -15,8 +15,12 @@ from edge_affect.schema import AUS, EXPRESSIONS
 def _npz(path: Path, n: int, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 7
-    np.savez(path, images=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), labels=labels.astype(np.int8),
-             ids=np.array([f"Training_{k // 2}" for k in range(n)]))  # ids repeat, as in FER2013
+    np.savez(
+        path,
+        images=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+        labels=labels.astype(np.int8),
+        ids=np.array([f"Training_{k // 2}" for k in range(n)]),
+    )  # ids repeat, as in FER2013
     return path
 
 
@@ -38,8 +42,12 @@ def test_import_writes_a_readable_abaw_root(tmp_path: Path) -> None:
 def test_weak_targets_follow_the_prototypes(tmp_path: Path) -> None:
     au, va = weak_targets(np.array([0, 4, 5, 6]))
     on = {EXPRESSIONS[e]: [AUS[j] for j in np.flatnonzero(au[i])] for i, e in enumerate([0, 4, 5, 6])}
-    assert on == {"Neutral": [], "Happiness": ["AU6", "AU12"], "Sadness": ["AU1", "AU4", "AU15"],
-                  "Surprise": ["AU1", "AU2", "AU25", "AU26"]}
+    assert on == {
+        "Neutral": [],
+        "Happiness": ["AU6", "AU12"],
+        "Sadness": ["AU1", "AU4", "AU15"],
+        "Surprise": ["AU1", "AU2", "AU25", "AU26"],
+    }
     assert va[1, 0] > 0.5 and va[2, 0] < -0.3 and va[3, 1] > 0.5  # happy +V, sad −V, surprise +A
     tr, vl = _npz(tmp_path / "a.npz", 14, 0), _npz(tmp_path / "b.npz", 7, 1)
     import_face_set(tr, vl, tmp_path / "w", weak=True)

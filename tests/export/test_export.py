@@ -295,5 +295,7 @@ def test_int8_calibration_method_is_validated(exported, tmp_path):
 
     out, _ = exported
     with pytest.raises(ValueError, match="calibration method 'bogus', expected 'max' or 'entropy'"):
-        quantize_int8(out / "model.onnx", tmp_path / "x.onnx", np.zeros((2, 3, 64, 64), np.float32), calibration_method="bogus")
+        quantize_int8(
+            out / "model.onnx", tmp_path / "x.onnx", np.zeros((2, 3, 64, 64), np.float32), calibration_method="bogus"
+        )
     assert not (tmp_path / "x.onnx").exists()

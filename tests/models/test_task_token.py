@@ -118,3 +118,32 @@ def test_every_parameter_is_used(name: str) -> None:
     sum(v.sum() for v in out.values()).backward()
     unused = [k for k, p in m.named_parameters() if p.grad is None]
     assert unused == []
+
+
+def test_test_time_flip_is_mirror_invariant_and_exports(tmp_path) -> None:
+    """With ``test_time_flip`` the model averages face and mirror image: f(x) == f(mirror x) to 1e-5, the
+    training path is untouched, MACs double, and the ONNX graph (a Gather) matches PyTorch to 1e-4."""
+    pytest.importorskip("onnx", reason="ONNX export needs the export extra")
+    from edge_affect.export.onnx_export import export_onnx, run_onnx, run_torch
+    from edge_affect.models import count_macs, create_model
+    from edge_affect.models.checkpoint import model_meta
+
+    torch.manual_seed(0)
+    plain = create_model("tiny").eval()
+    flip = create_model("tiny", test_time_flip=True).eval()
+    flip.load_state_dict(plain.state_dict())  # the option adds no weights
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        a, b = flip(x), flip(x.flip(-1))
+        p, q = plain(x), plain(x.flip(-1))
+    for k in a:
+        assert float((a[k] - b[k]).abs().max()) <= 1e-5, k
+        assert torch.allclose(a[k], (p[k] + q[k]) / 2, atol=1e-5), k
+    flip.train()  # training sees single images (no doubled batch)
+    assert tuple(flip(x)["expr"].shape) == (3, 8)
+    flip.eval()
+    assert count_macs(flip) == pytest.approx(2 * count_macs(plain), rel=0.01)
+    path = tmp_path / "flip.onnx"
+    export_onnx(flip, model_meta(flip), path, sample=x.numpy())
+    ref, got = run_torch(flip, x.numpy()), run_onnx(path, x.numpy())
+    assert all(float(abs(ref[k] - got[k]).max()) <= 1e-4 for k in ref)

@@ -44,5 +44,3 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     export_onnx(model, meta, onnx_path, sample=sample)
     return {"pt": Path(ckpt), "onnx": onnx_path, "dir": d}
-
-

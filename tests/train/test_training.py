@@ -56,7 +56,9 @@ def test_tiny_model_learns_synthetic_faces(synth_root: Path, tmp_path: Path) -> 
     best = train(cfg, synth_root, tmp_path / "run", progress=False)
     metrics, pred, ann = evaluate_checkpoint(best, synth_root, "val")
     base = chance_p(synth_root)
-    print(f"val P {metrics['p']:.3f} (VA {metrics['va']:.3f} EXPR {metrics['expr']:.3f} AU {metrics['au']:.3f}); chance {base:.3f}")
+    print(
+        f"val P {metrics['p']:.3f} (VA {metrics['va']:.3f} EXPR {metrics['expr']:.3f} AU {metrics['au']:.3f}); chance {base:.3f}"
+    )
     assert metrics["p"] >= base + 0.5, (metrics, base)
     assert metrics["va"] >= 0.3 and metrics["expr"] >= 0.3
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -104,9 +106,27 @@ def test_resume_continues_exactly(synth_root: Path, tmp_path: Path, monkeypatch)
 def test_ddp_two_cpu_processes_gloo(synth_root: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "edge_affect.cli", "train", "--data", str(synth_root), "--model", "tiny",
-        "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "ddp"), "--device", "cpu",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "edge_affect.cli",
+        "train",
+        "--data",
+        str(synth_root),
+        "--model",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        str(tmp_path / "ddp"),
+        "--device",
+        "cpu",
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -134,7 +154,10 @@ def test_cli_train_with_ema_then_eval(synth_root: Path, tmp_path: Path, capsys) 
     for k in shipped:
         torch.testing.assert_close(shipped[k], state["ema"][k], atol=0, rtol=0)
     js, sub = tmp_path / "m.json", tmp_path / "sub.csv"
-    assert main(["eval", str(out / "best.pt"), "--data", str(synth_root), "--json", str(js), "--submission", str(sub)]) == 0
+    assert (
+        main(["eval", str(out / "best.pt"), "--data", str(synth_root), "--json", str(js), "--submission", str(sub)])
+        == 0
+    )
     m = json.loads(js.read_text())
     assert {"va", "expr", "au", "p"} <= set(m) and m["p"] == pytest.approx(m["va"] + m["expr"] + m["au"], abs=1e-9)
     assert "p " in capsys.readouterr().out.replace("│", " ")

@@ -1,0 +1,42 @@
+"""Fixtures shared across areas: the FER2013 public-test split (real faces; skipped where absent) and scoring
+an artifact on it through the runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FER_DIR = Path(os.environ.get("EDGE_AFFECT_FER_DIR", ROOT.parent / "shared" / "data" / "fer2013"))
+
+
+@pytest.fixture(scope="session")
+def fer_public_test() -> tuple[np.ndarray, np.ndarray]:
+    """(images N×48×48 uint8, labels in ABAW order) of FER2013's public test; skips if not on this machine."""
+    path = FER_DIR / "fer2013_publictest.npz"
+    if not path.is_file():
+        pytest.skip(f"FER2013 public test not at {path} (set EDGE_AFFECT_FER_DIR); nothing is downloaded")
+    with np.load(path) as z:
+        return z["images"], z["labels"].astype(np.int64)
+
+
+def _runtime_accuracy(artifact: Path, images: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Accuracy of ``artifact`` through ``edge_affect.runtime`` (its own preprocessing) and its predictions."""
+    from edge_affect.runtime import load
+    from edge_affect.schema import EXPRESSIONS
+
+    pred: list[int] = []
+    with load(artifact) as p:
+        for i in range(0, len(images), 256):
+            pred += [EXPRESSIONS.index(r["expression"]) for r in p.predict(list(images[i : i + 256]))]
+    pred_a = np.asarray(pred)
+    return float((pred_a == labels).mean()), pred_a
+
+
+@pytest.fixture(scope="session")
+def runtime_accuracy() -> Callable[[Path, np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
+    return _runtime_accuracy

@@ -1,0 +1,92 @@
+"""The shipped default model: files, hashes and metadata agree; ONNX ≡ safetensors; FER2013 accuracy; CLI default.
+
+The accuracy test needs the FER2013 public-test split (see ``conftest.fer_public_test``); it skips with the
+reason where the data is absent (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edge_affect
+from edge_affect.artifact import sha256_file
+from edge_affect.default import DEFAULT_FILES, default_model, default_model_card
+from edge_affect.schema import EXPRESSIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_files_hashes_and_size_budget() -> None:
+    card = default_model_card()
+    assert edge_affect.default_model() == default_model("safetensors")
+    for fmt, name in DEFAULT_FILES.items():
+        assert default_model(fmt).name == name
+    for name, f in card["files"].items():
+        p = default_model("onnx").parent / name
+        assert p.stat().st_size == f["bytes"] and sha256_file(p) == f["sha256"], f"{name} differs from model.json"
+    # edge budget from the issue: ≤ 10 M parameters, ≤ 25 MB weights
+    assert card["parameters"] <= 10_000_000 and card["files"]["model.safetensors"]["bytes"] <= 25_000_000
+    assert card["input"] == {"size": 48, "color": "gray"} and np.asarray(card["align_template"]).shape == (5, 2)
+    with pytest.raises(ValueError, match="default model format 'tflite'"):
+        default_model("tflite")
+
+
+def test_onnx_is_the_safetensors_model() -> None:
+    pytest.importorskip("torch", reason="the reference needs torch (the train extra)")
+    from edge_affect.calibration import default_calibration_dir, load_calibration
+    from edge_affect.export.onnx_export import read_onnx_meta, run_onnx, run_torch
+    from edge_affect.models import load_checkpoint
+
+    model, meta = load_checkpoint(default_model())
+    onnx_meta = read_onnx_meta(default_model("onnx"))
+    assert onnx_meta.checkpoint_sha256 == sha256_file(default_model())
+    assert onnx_meta.preprocess == meta.preprocess and onnx_meta.extra["align_template"] == meta.extra["align_template"]
+    x = load_calibration(default_calibration_dir(), meta.preprocess, limit=64)
+    ref, got = run_torch(model, x), run_onnx(default_model("onnx"), x)
+    for k in ref:
+        assert float(np.abs(ref[k] - got[k]).max()) <= 1e-4, k
+
+
+def test_fer2013_public_test_accuracy_through_the_runtime(fer_public_test, runtime_accuracy) -> None:
+    """≥ 70 % on the 3,589 public-test faces with the shipped FP32 ONNX, as recorded in model.json (±0.1 pt)."""
+    images, labels = fer_public_test
+    acc, _ = runtime_accuracy(default_model("onnx"), images, labels)
+    assert acc >= 0.70, f"accuracy {acc:.4f} < 0.70"
+    recorded = default_model_card()["evaluation"]["onnx_fp32"]["accuracy"]
+    assert abs(acc - recorded) <= 0.001, f"accuracy {acc:.4f} differs from model.json's {recorded:.4f}"
+
+
+def test_run_and_bench_use_the_default_model(tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    photo = ROOT / "edge_affect" / "assets" / "samples" / "astronaut.png"
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_affect.cli", "run", "--source", str(photo), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "using the default model" in r.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 1 and recs[0]["status"] == "ok" and recs[0]["expression"] in EXPRESSIONS
+    b = subprocess.run(
+        [sys.executable, "-m", "edge_affect.cli", "bench", "--batch", "1", "--iters", "3", "--json", "b.json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert b.returncode == 0, b.stderr
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert Path(res["artifact"]["artifact"]) == default_model("onnx")
