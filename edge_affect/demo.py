@@ -271,14 +271,13 @@ def run_demo(out: Path, checkpoint: Path | None = None, engines: bool = True, be
     con.rule(f"edge-affect demo · {ckpt.name}")
     if card:
         ev = card.get("evaluation", {})
+        accs = ", ".join(
+            f"{ev[k]['accuracy']:.1%} {k.replace('_', ' ')}" for k in ("onnx_fp32", "onnx_int8_qdq") if k in ev
+        )
         con.print(
-            f"default model: {card['model']} ({card['parameters'] / 1e6:.2f} M parameters, {card['macs'] / 1e6:.0f} M MACs, "
-            f"{card['input']['size']}×{card['input']['size']} {card['input']['color']}); "
-            + (
-                f"FER2013 public test accuracy {ev['pytorch_fp32']['accuracy']:.1%} (see MODEL_CARD.md)"
-                if "pytorch_fp32" in ev
-                else ""
-            )
+            f"default model: {card['model']} ({card['parameters'] / 1e6:.2f} M parameters, "
+            f"{card['macs'] / 1e6:.0f} M MACs, {card['input']['size']}×{card['input']['size']} {card['input']['color']})"
+            + (f"; FER2013 public test accuracy {accs} (MODEL_CARD.md)" if accs else "")
         )
 
     # 1. export

@@ -244,9 +244,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _package(args: argparse.Namespace) -> int:
     from edge_affect.config import load_config_file
-    from edge_affect.export.package import package_model
+    from edge_affect.export.package import evaluation_from_bench, package_model
 
-    evaluation = load_config_file(args.evaluation) if args.evaluation else None
+    evaluation = None
+    if args.evaluation:
+        evaluation = evaluation_from_bench(load_config_file(args.evaluation), str(args.evaluation))
     card = package_model(
         args.checkpoint,
         args.out,

@@ -51,6 +51,27 @@ def training_record(checkpoint: Path) -> dict[str, Any]:
     }
 
 
+def evaluation_from_bench(d: dict[str, Any], where: str = "evaluation") -> dict[str, Any]:
+    """The compact evaluation stored in ``model.json`` from ``benchmarks/bench_peer_fer.py``'s JSON (one entry
+    per model name: n, accuracy, macro-F1, per-class F1); any other dict is stored unchanged."""
+    if "models" not in d:
+        return d
+    out: dict[str, Any] = {"data": d.get("data", {}), "machine": d.get("machine", {})}
+    for m in d["models"]:
+        try:
+            mt = m["metrics"]
+            out[m["name"]] = {
+                "n": mt["n"],
+                "accuracy": mt["accuracy"],
+                "macro_f1": mt["macro_f1"],
+                "per_class_f1": {c: v["f1"] for c, v in mt["per_class"].items()},
+                "runtime": m.get("runtime", ""),
+            }
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{where}: model entry {m.get('name', '?')!r} lacks {e}") from None
+    return out
+
+
 def package_model(
     checkpoint: str | Path,
     out: str | Path,
