@@ -113,6 +113,8 @@ class TrainConfig:
     # erase_prob, erase_area)
     augment_params: dict[str, Any] = field(default_factory=dict)
     max_steps_per_epoch: int = 0  # 0 = full epoch
+    stop_after_epochs: int = 0  # > 0: stop after this many epochs, keeping the LR schedule of `epochs`
+    init_from: str | None = None  # checkpoint whose weights start the model (fine-tuning a trained model)
     loss: LossConfig = field(default_factory=LossConfig)
     skip_bad_rows: bool = False
 

@@ -51,6 +51,24 @@ def training_record(checkpoint: Path) -> dict[str, Any]:
     }
 
 
+def training_stages(checkpoint: Path, train_config: dict[str, Any] | None, depth: int = 0) -> dict[str, Any]:
+    """``training_record`` of ``checkpoint`` plus its config and, when it was fine-tuned (``init_from``), the
+    record of the checkpoint it started from (when that is still on disk), recursively."""
+    rec: dict[str, Any] = {**training_record(checkpoint), "config": train_config}
+    parent = (train_config or {}).get("init_from")
+    if parent and depth < 8:
+        p = Path(parent)
+        entry: dict[str, Any] = {"checkpoint": str(p)}
+        if p.is_file():
+            from edge_affect.models import read_checkpoint
+
+            meta_d, _, _ = read_checkpoint(p)
+            entry.update(sha256=sha256_file(p), epoch=meta_d.get("extra", {}).get("epoch"))
+            entry.update(training_stages(p, meta_d.get("extra", {}).get("train_config"), depth + 1))
+        rec["init_from"] = entry
+    return rec
+
+
 def evaluation_from_bench(d: dict[str, Any], where: str = "evaluation") -> dict[str, Any]:
     """The compact evaluation stored in ``model.json`` from ``benchmarks/bench_peer_fer.py``'s JSON (one entry
     per model name: n, accuracy, macro-F1, per-class F1); any other dict is stored unchanged."""
@@ -127,7 +145,7 @@ def package_model(
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in (st, onnx_path)},
             "onnx": {"exporter": res.exporter, "max_abs_diff_vs_torch": res.max_abs_diff},
             "source_checkpoint": {"sha256": meta.checkpoint_sha256, "epoch": meta.extra.get("epoch")},
-            "training": {**training_record(checkpoint), "config": meta.extra.get("train_config")},
+            "training": training_stages(checkpoint, meta.extra.get("train_config")),
             "packaged_with": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,

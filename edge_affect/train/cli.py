@@ -22,6 +22,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cache-dir", help="where the packed image cache lives (default: OUT/cache)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning; same model config)")
     p.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on an ABAW split (P = VA + EXPR + AU)")
@@ -41,7 +42,14 @@ def _train(args: argparse.Namespace) -> int:
 
     d = load_config_file(args.config) if args.config else {}
     cfg = TrainConfig.from_dict(d, where=args.config or "config")
-    for flag, key in (("model", "model"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed")):
+    for flag, key in (
+        ("model", "model"),
+        ("epochs", "epochs"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("init_from", "init_from"),
+    ):
         if getattr(args, flag) is not None:
             setattr(cfg, key, getattr(args, flag))
     logging.getLogger("edge_affect").setLevel(logging.INFO)

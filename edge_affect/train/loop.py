@@ -81,9 +81,7 @@ def predict_cache(model, cache, pp, device: torch.device, batch_size: int = 256,
     from edge_affect.data.loader import PackedLoader
 
     rank, world = (info.rank, info.world_size) if info is not None else (0, 1)
-    loader = PackedLoader(
-        cache, batch_size, shuffle=False, rank=rank, world_size=world, drop_last=False, device=device
-    )
+    loader = PackedLoader(cache, batch_size, shuffle=False, rank=rank, world_size=world, drop_last=False, device=device)
     model.eval()
     outs: dict[str, list[torch.Tensor]] = {"va": [], "expr": [], "au": [], "index": []}
     for batch in loader:
@@ -105,6 +103,24 @@ def predict_cache(model, cache, pp, device: torch.device, batch_size: int = 256,
     keep = torch.ones_like(index, dtype=torch.bool)
     keep[1:] = index[1:] != index[:-1]
     return {k: v.cpu()[order][keep].numpy() for k, v in res.items() if k != "index"}
+
+
+def init_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
+    """Start ``model`` from the weights of ``checkpoint`` (same architecture), e.g. to fine-tune a trained model.
+
+    Only weights are taken (no optimizer state, task weights or schedule); mismatches are one-line errors."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: checkpoint {path} does not exist")
+    _, sd, _ = read_checkpoint(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    shape = sorted(k for k in own.keys() & sd.keys() if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or shape:
+        what = f"lacks {missing[:3]}" if missing else f"has other shapes for {shape[:3]}"
+        raise ValueError(f"init_from: {path} {what} (a different model config?)")
+    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    log.info("initialised the model from %s", path)
 
 
 def score_predictions(pred: dict[str, np.ndarray], cache, au_thresholds=None) -> dict[str, float]:
@@ -197,6 +213,8 @@ def train(
             f"training set has {len(train_cache)} rows, fewer than one batch ({cfg.batch_size} × {info.world_size} ranks)"
         )
 
+    if cfg.init_from:
+        init_weights(model, cfg.init_from)
     model.to(info.device)
     if cfg.channels_last and info.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -243,7 +261,8 @@ def train(
     ddp_model = DDP(model) if info.enabled else model
     metrics_path = out / "metrics.jsonl"
 
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = min(cfg.epochs, cfg.stop_after_epochs) if cfg.stop_after_epochs > 0 else cfg.epochs
+    for epoch in range(start_epoch, end_epoch):
         model.train()
         criterion.train()
         loader.set_epoch(epoch)
@@ -254,7 +273,13 @@ def train(
         if progress and info.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, disable=None)
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                leave=False,
+                dynamic_ncols=True,
+                disable=None,
+            )
         for i, batch in enumerate(loader):
             if i >= steps_per_epoch:
                 break
@@ -347,7 +372,9 @@ def train(
             }
             if ema is not None:
                 state["ema"] = {k: v.detach().cpu() for k, v in ema.shadow.items()}
-            save_checkpoint(last_path, model, au_thresholds=list(au_th), extra=extra, train_state=state, state_dict=ship_sd)
+            save_checkpoint(
+                last_path, model, au_thresholds=list(au_th), extra=extra, train_state=state, state_dict=ship_sd
+            )
             if val["p"] > best_p:
                 save_checkpoint(best_path, model, au_thresholds=list(au_th), extra=extra, state_dict=ship_sd)
                 atomic_write_text(out / "best.json", json.dumps(record, indent=2))
@@ -357,4 +384,3 @@ def train(
 
     dist_utils.cleanup(info)
     return best_path
-

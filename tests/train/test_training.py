@@ -166,3 +166,25 @@ def test_cli_train_with_ema_then_eval(synth_root: Path, tmp_path: Path, capsys) 
     cfg.write_text(json.dumps({"model": "tiny", "epoch": 1}))
     assert main(["train", "--data", str(synth_root), "--config", str(cfg), "--out", str(out)]) == 2
     assert "did you mean 'epochs'" in capsys.readouterr().err
+
+
+def test_init_from_and_stop_after_epochs(synth_root: Path, tmp_path: Path) -> None:
+    """Stage 1 stops after 1 of 3 scheduled epochs (lr still at the schedule's epoch-1 value); stage 2 starts
+    from its weights exactly (before any step they equal stage 1's), and a different architecture is refused."""
+    base = dict(model="tiny", batch_size=16, lr=3e-3, warmup_epochs=0.0, augment=False, seed=0, max_steps_per_epoch=4)
+    s1 = train(TrainConfig(epochs=3, stop_after_epochs=1, **base), synth_root, tmp_path / "s1", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["lr"] == pytest.approx(get_lr(3, 12, 0, 3e-3, 0.01))
+    from edge_affect.models import create_model
+    from edge_affect.train.loop import init_weights
+
+    m1, _ = load_checkpoint(tmp_path / "s1" / "last.pt")
+    fresh = create_model("tiny")
+    init_weights(fresh, tmp_path / "s1" / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), m1.state_dict().values(), strict=True))
+    s2 = train(TrainConfig(epochs=1, init_from=str(s1), **base), synth_root, tmp_path / "s2", progress=False)
+    assert load_checkpoint(s2)[1].extra["train_config"]["init_from"] == str(s1)
+    with pytest.raises(ValueError, match="init_from: .* has other shapes for"):
+        init_weights(create_model("tiny", dim=32, heads=4), s1)
+    with pytest.raises(FileNotFoundError, match="init_from: checkpoint .* does not exist"):
+        init_weights(fresh, tmp_path / "nope.pt")
