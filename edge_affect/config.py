@@ -172,10 +172,14 @@ class ExportProfile:
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in ("fp32", "fp16", "int8")]
         if bad or not self.precisions:
-            raise ValueError(f"{self.target}: precisions {self.precisions} must be a non-empty subset of fp32, fp16, int8")
+            raise ValueError(
+                f"{self.target}: precisions {self.precisions} must be a non-empty subset of fp32, fp16, int8"
+            )
         b = tuple(int(x) for x in self.batch)
         if len(b) != 3 or not (1 <= b[0] <= b[1] <= b[2]):
-            raise ValueError(f"{self.target}: batch {list(self.batch)} must be [min, opt, max] with 1 <= min <= opt <= max")
+            raise ValueError(
+                f"{self.target}: batch {list(self.batch)} must be [min, opt, max] with 1 <= min <= opt <= max"
+            )
         self.batch = b  # type: ignore[assignment]
         if self.workspace_mib < 16:
             raise ValueError(f"{self.target}: workspace_mib {self.workspace_mib} is too small (>= 16)")

@@ -284,7 +284,18 @@ def run_demo(out: Path, checkpoint: Path | None = None, engines: bool = True, be
     why_not = "disabled with --no-engine" if not engines else tensorrt_unavailable_reason()
     con.print(f"[bold]1/4 export[/] FP32 / FP16 / INT8 ONNX{' + TensorRT engines' if not why_not else ''} …")
     t = time.perf_counter()
-    report = export_all(ExportRequest(checkpoint=ckpt, out=out / "export", fp16=True, int8=True, engine=not why_not))
+    from edge_affect.default import DEFAULT_MODEL_CALIB_METHOD
+
+    report = export_all(
+        ExportRequest(
+            checkpoint=ckpt,
+            out=out / "export",
+            fp16=True,
+            int8=True,
+            engine=not why_not,
+            int8_calib_method=DEFAULT_MODEL_CALIB_METHOD if checkpoint is None else "max",
+        )
+    )
     export_s = time.perf_counter() - t
     if why_not:
         con.print(f"[yellow]TensorRT engines not built: {escape(why_not)}[/]")

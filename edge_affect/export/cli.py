@@ -62,8 +62,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--int8-calib-method",
         choices=("max", "entropy"),
-        default="max",
-        help="activation range calibration for INT8 (ModelOpt): max (default) or entropy",
+        default=None,
+        help="activation range calibration for INT8 (ModelOpt): max (default) or entropy (default for the "
+        "shipped default model: it keeps INT8 within 1 point of FP32 accuracy, max does not)",
     )
     p.add_argument(
         "--parity-frames", type=int, default=None, help="calibration frames used for the parity gates (default all)"
@@ -208,10 +209,12 @@ def _export(args: argparse.Namespace) -> int:
 
     device_hint = _apply_profile(args)
     if args.checkpoint is None:
-        from edge_affect.default import default_model
+        from edge_affect.default import DEFAULT_MODEL_CALIB_METHOD, default_model
 
         args.checkpoint = default_model()
         print(f"no checkpoint given: exporting the default model {args.checkpoint}")
+        if args.int8_calib_method is None:
+            args.int8_calib_method = DEFAULT_MODEL_CALIB_METHOD
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -228,7 +231,7 @@ def _export(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache,
         parity_frames=args.parity_frames,
         int8_exclude=args.int8_exclude,
-        int8_calib_method=args.int8_calib_method,
+        int8_calib_method=args.int8_calib_method or "max",
     )
     rep = export_all(req)
     _print_table(_gate_rows(rep.comparisons), ("artifact", "backend", "gate", "value", "threshold", "result"))

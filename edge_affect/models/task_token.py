@@ -70,7 +70,11 @@ class DecoderLayer(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.norm1, self.self_attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
-        self.norm2, self.norm_ctx, self.cross_attn = nn.LayerNorm(dim), nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm2, self.norm_ctx, self.cross_attn = (
+            nn.LayerNorm(dim),
+            nn.LayerNorm(dim),
+            Attention(dim, heads, dropout),
+        )
         self.norm3, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio, dropout)
 
     def forward(self, tokens: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

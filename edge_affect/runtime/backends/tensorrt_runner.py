@@ -101,7 +101,9 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
 
 def normalize_sidecar(data: dict[str, Any]) -> dict[str, Any]:
     """Check that a sidecar has the keys the builder (``export/tensorrt_build.py``) writes."""
-    missing = [k for k in ("metadata", "tensorrt_version", "gpu_name", "compute_capability", "batch_range") if k not in data]
+    missing = [
+        k for k in ("metadata", "tensorrt_version", "gpu_name", "compute_capability", "batch_range") if k not in data
+    ]
     if missing:
         raise ValueError(f"engine sidecar lacks {missing} (not written by edge-affect build-engine/export?)")
     return dict(data)
