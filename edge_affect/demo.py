@@ -437,7 +437,7 @@ def _print_tables(con: Any, s: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title="astronaut.png through each artifact (+ FER mosaic: faces found / label matches)")
+    t = Table(title="astronaut.png through each artifact (+ FER mosaic: label matches / faces found)")
     for col in (
         "artifact",
         "backend",
@@ -460,7 +460,7 @@ def _print_tables(con: Any, s: dict) -> None:
             f"{r['valence']:+.3f}" if ok else "-",
             f"{r['arousal']:+.3f}" if ok else "-",
             r["top_aus"],
-            f"{r['mosaic_faces']}/{r['mosaic_match']}",
+            f"{r['mosaic_match']}/{r['mosaic_faces']}",
             f"{r['predict_ms_b1']:.2f}" if r["predict_ms_b1"] else "-",
         )
     con.print(t)
