@@ -517,6 +517,9 @@ def _markdown(s: dict) -> str:
         )
     lines += [
         "",
+        "INT8 Q/DQ graphs are built for TensorRT (INT8 kernels); ONNX Runtime on a CPU runs them slower than FP32,",
+        "so the CPU latency of the INT8 row is not its edge latency.",
+        "",
         "The FER mosaic holds 16 faces from `calibration/default` (FER2013 training split, so seen in training):",
         "it shows the outputs on real expressions, it is not an accuracy measurement (see MODEL_CARD.md).",
         "",
