@@ -69,30 +69,21 @@ def test_fer2013_public_test_accuracy_through_the_runtime(fer_public_test, runti
     assert abs(acc - recorded) <= 0.001, f"accuracy {acc:.4f} differs from model.json's {recorded:.4f}"
 
 
-def test_run_and_bench_use_the_default_model(tmp_path: Path) -> None:
-    out = tmp_path / "p.jsonl"
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "edge_affect.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
+
+
+def test_run_and_bench_use_the_default_model(tmp_path: Path) -> None:
+    """No ARTIFACT: ``run`` and ``bench`` use the shipped FP32 ONNX (and say so); the astronaut has one face."""
     photo = ROOT / "edge_affect" / "assets" / "samples" / "astronaut.png"
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_affect.cli", "run", "--source", str(photo), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    r = _cli(tmp_path, "run", "--source", str(photo), "--out", "p.jsonl")
     assert r.returncode == 0, r.stderr
     assert "using the default model" in r.stderr
-    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    recs = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(recs) == 1 and recs[0]["status"] == "ok" and recs[0]["expression"] in EXPRESSIONS
-    b = subprocess.run(
-        [sys.executable, "-m", "edge_affect.cli", "bench", "--batch", "1", "--iters", "3", "--json", "b.json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    b = _cli(tmp_path, "bench", "--batch", "1", "--iters", "3", "--json", "b.json")
     assert b.returncode == 0, b.stderr
     res = json.loads((tmp_path / "b.json").read_text())
     assert Path(res["artifact"]["artifact"]) == default_model("onnx")
