@@ -301,13 +301,12 @@ class Ours:
     kind = "ours"
 
     def __init__(self, path: Path, name: str, threads: int = 1) -> None:
-        from edge_affect.runtime import load
+        from edge_affect.runtime import detect_backend, load
 
         self.name, self.path = name, path
-        safetensors = path.suffix.lower() == ".safetensors"
         if threads > 0:
             os.environ["EDGE_AFFECT_ORT_THREADS"] = str(threads)
-        if safetensors or path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        if detect_backend(path) == "torch":
             try:
                 import torch
             except ImportError:
@@ -317,15 +316,7 @@ class Ours:
             if threads > 0:
                 torch.set_num_threads(threads)
         try:
-            if safetensors:
-                # Older runtimes' load() tell formats by suffix or magic bytes and know no .safetensors: build the
-                # Predictor load() builds for a .pt (TorchRunner reads both checkpoint formats).
-                from edge_affect.runtime import Predictor, TorchRunner
-
-                runner = TorchRunner(path, device="cpu").activate()
-                self.pred = Predictor(runner, runner.meta, source=str(path))
-            else:
-                self.pred = load(path, providers="cpu")
+            self.pred = load(path, providers="cpu")  # .onnx, .pt or .safetensors
         except (ValueError, RuntimeError, OSError) as e:
             raise SetupError(f"--ours {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         self.failed = 0

@@ -138,7 +138,7 @@ def _annotate_mosaic(mosaic: Path, rows: list[dict], truth: list[str], path: Pat
 
 def _run_source(predictor: Any, source: str, overlay: Path | None, smooth: bool = False) -> tuple[list[dict], float]:
     """Every frame of ``source`` through detect → align → predict (→ track/smooth); records + seconds."""
-    from edge_affect.runtime.faces import RECORD_FIELDS, FacePipeline
+    from edge_affect.runtime.faces import FacePipeline, output_record
     from edge_affect.runtime.overlay import OverlayWriter, draw
     from edge_affect.runtime.sources import open_source
 
@@ -150,9 +150,7 @@ def _run_source(predictor: Any, source: str, overlay: Path | None, smooth: bool 
     try:
         for frame in src:
             recs = pipe.process(frame.image, error=frame.error)
-            for rec in recs:
-                full = {"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, **rec}
-                rows.append({k: full.get(k) for k in RECORD_FIELDS})
+            rows += [output_record(frame, rec) for rec in recs]
             if writer is not None and frame.image is not None:
                 writer.write(draw(frame.image, recs), frame.source, frame.index)
     finally:
@@ -171,12 +169,19 @@ def _top_aus(rec: dict, k: int = 3) -> str:
     return " ".join(ranked) or "none"
 
 
-def _plot_photo(results: dict[str, dict], path: Path) -> None:
-    """Expression probabilities of the astronaut's face for each artifact, side by side."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_photo(results: dict[str, dict], path: Path) -> None:
+    """Expression probabilities of the astronaut's face for each artifact, side by side."""
+    plt = _pyplot()
 
     from edge_affect.schema import EXPRESSIONS
 
@@ -200,10 +205,7 @@ def _plot_photo(results: dict[str, dict], path: Path) -> None:
 
 def _plot_clip(rows: list[dict], path: Path) -> None:
     """Valence, arousal and the top expression probability over the clip (smoothed track)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
@@ -223,10 +225,7 @@ def _plot_clip(rows: list[dict], path: Path) -> None:
 
 
 def _plot_bench(bench: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     names = list(bench)
     if not names:
@@ -284,18 +283,8 @@ def run_demo(out: Path, checkpoint: Path | None = None, engines: bool = True, be
     why_not = "disabled with --no-engine" if not engines else tensorrt_unavailable_reason()
     con.print(f"[bold]1/4 export[/] FP32 / FP16 / INT8 ONNX{' + TensorRT engines' if not why_not else ''} …")
     t = time.perf_counter()
-    from edge_affect.default import DEFAULT_MODEL_CALIB_METHOD
-
-    report = export_all(
-        ExportRequest(
-            checkpoint=ckpt,
-            out=out / "export",
-            fp16=True,
-            int8=True,
-            engine=not why_not,
-            int8_calib_method=DEFAULT_MODEL_CALIB_METHOD if checkpoint is None else "max",
-        )
-    )
+    # INT8 calibration: the default model's own choice (entropy) for it, "max" for any other checkpoint
+    report = export_all(ExportRequest(checkpoint=ckpt, out=out / "export", fp16=True, int8=True, engine=not why_not))
     export_s = time.perf_counter() - t
     if why_not:
         con.print(f"[yellow]TensorRT engines not built: {escape(why_not)}[/]")

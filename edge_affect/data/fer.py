@@ -75,12 +75,10 @@ def dataset_align_template(root: str | Path) -> list[list[float]] | None:
     return arr.tolist()
 
 
-def _align_template(out: Path, summary: dict, n: int = 1000) -> tuple[list[list[float]] | None, int]:
-    """Measure the crops' framing on up to ``n`` training faces (see ``measure_align_template``)."""
+def _align_template(out: Path, images: np.ndarray, n: int = 1000) -> tuple[list[list[float]] | None, int]:
+    """Measure the crops' framing on up to ``n`` of ``images`` (see ``measure_align_template``)."""
     from edge_affect.runtime.faces import measure_align_template
 
-    src = Path(summary["splits"]["train"]["source"])
-    images = _read_npz(src)[0]
     step = max(1, len(images) // n)
     try:
         tpl, found = measure_align_template(images[::step][:n])
@@ -122,9 +120,8 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
             "class_counts": np.bincount(labels, minlength=NUM_EXPR).tolist(),
         }
         log.info("%s: %d faces from %s", split, len(paths), src)
-    tpl, found = _align_template(out, summary)
-    summary["align_template"] = tpl
-    summary["align_template_faces"] = found
+        if split == "train":  # the crops' framing, for the runtime's alignment
+            summary["align_template"], summary["align_template_faces"] = _align_template(out, images)
     summary["note"] = "expression labels are the dataset's own; " + (
         "valence/arousal and AUs are WEAK targets derived from the expression class"
         if weak

@@ -209,12 +209,10 @@ def _export(args: argparse.Namespace) -> int:
 
     device_hint = _apply_profile(args)
     if args.checkpoint is None:
-        from edge_affect.default import DEFAULT_MODEL_CALIB_METHOD, default_model
+        from edge_affect.default import default_model
 
         args.checkpoint = default_model()
         print(f"no checkpoint given: exporting the default model {args.checkpoint}")
-        if args.int8_calib_method is None:
-            args.int8_calib_method = DEFAULT_MODEL_CALIB_METHOD
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -231,7 +229,7 @@ def _export(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache,
         parity_frames=args.parity_frames,
         int8_exclude=args.int8_exclude,
-        int8_calib_method=args.int8_calib_method or "max",
+        int8_calib_method=args.int8_calib_method,
     )
     rep = export_all(req)
     _print_table(_gate_rows(rep.comparisons), ("artifact", "backend", "gate", "value", "threshold", "result"))

@@ -47,7 +47,9 @@ class ExportRequest:
     timing_cache: Path | None = None
     parity_frames: int | None = None  # None: every calibration frame
     int8_exclude: list[str] = field(default_factory=list)  # op types / node names kept FP16 in the INT8 model
-    int8_calib_method: str = "max"  # ModelOpt activation calibration: "max" or "entropy"
+    # ModelOpt activation calibration: "max" or "entropy"; None: the shipped default model's own choice
+    # (edge_affect.default.DEFAULT_MODEL_CALIB_METHOD) for that model (same sha256), else "max"
+    int8_calib_method: str | None = None
     gates: Gates = field(default_factory=Gates)
 
 
@@ -151,6 +153,17 @@ def _move_into_place(tmp: Path, out: Path) -> None:
             os.replace(item, target)
 
 
+def _default_calib_method(checkpoint_sha256: str) -> str:
+    """INT8 calibration when none was asked for: the default model's (MODEL_CARD.md) for it, else "max"."""
+    from edge_affect.default import DEFAULT_MODEL_CALIB_METHOD, default_model_card
+
+    try:
+        shipped = default_model_card()["files"]["model.safetensors"]["sha256"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return "max"
+    return DEFAULT_MODEL_CALIB_METHOD if checkpoint_sha256 == shipped else "max"
+
+
 def export_all(req: ExportRequest) -> ExportReport:
     """Run the whole export described by ``req``; returns the report (also written to ``req.out``)."""
     from edge_affect.calibration import default_calibration_dir, load_calibration, manifest_labels, read_manifest
@@ -203,7 +216,7 @@ def export_all(req: ExportRequest) -> ExportReport:
                 None,
                 calib_info=report.calibration,
                 exclude=req.int8_exclude,
-                calibration_method=req.int8_calib_method,
+                calibration_method=req.int8_calib_method or _default_calib_method(meta.checkpoint_sha256),
             )
             timings["int8_quantize"] = time.perf_counter() - t
 

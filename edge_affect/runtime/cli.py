@@ -108,7 +108,7 @@ def _parse_batches(text: str) -> list[int]:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edge_affect.runtime.faces import RECORD_FIELDS, FacePipeline, YuNetDetector, yunet_runner
+    from edge_affect.runtime.faces import FacePipeline, YuNetDetector, output_record, yunet_runner
     from edge_affect.runtime.overlay import OverlayWriter, draw
     from edge_affect.runtime.sources import open_source
 
@@ -161,8 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     last_source = frame.source
                 records = pipe.process(frame.image, error=frame.error)
                 for rec in records:
-                    full = {"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, **rec}
-                    out.write(json.dumps({k: full.get(k) for k in RECORD_FIELDS}, allow_nan=False) + "\n")
+                    out.write(json.dumps(output_record(frame, rec), allow_nan=False) + "\n")
                     status = rec["status"]
                     n_faces += status not in ("no_face", "bad_frame")
                     n_noface += status == "no_face"

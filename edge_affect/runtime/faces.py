@@ -63,6 +63,12 @@ RECORD_FIELDS: tuple[str, ...] = (
 )
 
 
+def output_record(frame: Any, rec: dict[str, Any]) -> dict[str, Any]:
+    """One JSON Lines row of ``run``: the frame's source/index/timestamp and the face record, in RECORD_FIELDS."""
+    full = {"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, **rec}
+    return {k: full.get(k) for k in RECORD_FIELDS}
+
+
 @dataclass
 class Detection:
     """One face: box ``[x, y, w, h]`` and 5 landmarks (x, y) in frame pixels, detector score."""
