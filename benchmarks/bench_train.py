@@ -105,13 +105,20 @@ def main() -> None:
                 steps = args.steps if dev.type == "cpu" else 50
                 data_ips = bench_data(cache, pp, dev, batch, steps)
                 train_ips, params = bench_train(name, cache, dev, batch, steps)
-                rows.append({
-                    "model": name, "params_m": round(params / 1e6, 3), "device": str(dev),
-                    "device_name": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
-                    "threads": torch.get_num_threads(), "batch": batch, "input": pp.input_size,
-                    "data_img_s": round(data_ips, 1), "train_img_s": round(train_ips, 1),
-                    "data_over_train": round(data_ips / train_ips, 2),
-                })
+                rows.append(
+                    {
+                        "model": name,
+                        "params_m": round(params / 1e6, 3),
+                        "device": str(dev),
+                        "device_name": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+                        "threads": torch.get_num_threads(),
+                        "batch": batch,
+                        "input": pp.input_size,
+                        "data_img_s": round(data_ips, 1),
+                        "train_img_s": round(train_ips, 1),
+                        "data_over_train": round(data_ips / train_ips, 2),
+                    }
+                )
     from rich.console import Console
     from rich.table import Table
 
@@ -119,7 +126,21 @@ def main() -> None:
     for c in ("model", "params_m", "device", "batch", "input", "data_img_s", "train_img_s", "data_over_train"):
         t.add_column(c)
     for r in rows:
-        t.add_row(*(str(r[c]) for c in ("model", "params_m", "device", "batch", "input", "data_img_s", "train_img_s", "data_over_train")))
+        t.add_row(
+            *(
+                str(r[c])
+                for c in (
+                    "model",
+                    "params_m",
+                    "device",
+                    "batch",
+                    "input",
+                    "data_img_s",
+                    "train_img_s",
+                    "data_over_train",
+                )
+            )
+        )
     Console().print(t)
     Path(args.json).write_text(json.dumps({"rows": rows, "torch": torch.__version__}, indent=2))
 
