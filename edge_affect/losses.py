@@ -3,7 +3,10 @@
 Per task (each masked by the ABAW missing codes, so a sample missing one task still trains the others):
 
 - VA:   L_va   = Σ_{d∈{V,A}} (1 − CCC_d) / 2  [+ ``va_mse`` · MSE], CCC over the batch's labelled rows
-- EXPR: L_expr = cross-entropy on rows with expression ≠ −1 (optional class weights, label smoothing)
+- EXPR: L_expr = cross-entropy on rows with expression ≠ −1 (optional class weights, label smoothing);
+        with soft targets (``batch["expr_soft"]``, e.g. FER+ vote distributions) the cross-entropy is taken
+        against the distribution q: −Σ_k q_k log softmax(z)_k (the FER+ paper's best mode), a row's class
+        weight being Σ_k q_k w_k
 - AU:   L_au   = mean binary cross-entropy with logits over the AU entries ≠ −1 (optional pos_weight)
 
 Combination (``weighting="uncertainty"``; Kendall, Gal & Cipolla 2018, the form used by the paper):
@@ -62,17 +65,20 @@ class MultiTaskLoss(nn.Module):
         if self.cfg.va_mse > 0:
             m = va_mask.float()
             l_va = l_va + self.cfg.va_mse * (((va_p - va_t) ** 2) * m).sum() / m.sum().clamp_min(1.0)
-        # Expression: CE over labelled rows.
+        # Expression: CE over labelled rows, against the hard label or the soft target distribution.
         e_mask = expr_t != MISSING_EXPR
-        ce = F.cross_entropy(
-            expr_p,
-            expr_t.clamp_min(0),
-            weight=self.expr_class_weights,
-            reduction="none",
-            label_smoothing=self.cfg.label_smoothing,
-        )
+        soft = batch.get("expr_soft")
+        if soft is None:
+            soft = F.one_hot(expr_t.clamp_min(0), expr_p.shape[1]).to(expr_p.dtype)
+        else:
+            soft = soft.float()
+        eps = self.cfg.label_smoothing
+        target = soft * (1 - eps) + eps / expr_p.shape[1] if eps > 0 else soft
+        ce = -(target * F.log_softmax(expr_p, dim=1)).sum(1)
         if self.expr_class_weights is not None:
-            denom = (self.expr_class_weights[expr_t.clamp_min(0)] * e_mask).sum().clamp_min(1e-8)
+            row_w = soft @ self.expr_class_weights
+            ce = ce * row_w
+            denom = (row_w * e_mask).sum().clamp_min(1e-8)
         else:
             denom = e_mask.sum().clamp_min(1).float()
         l_expr = (ce * e_mask).sum() / denom

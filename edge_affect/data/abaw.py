@@ -11,6 +11,12 @@ submission-style header ``image,valence,arousal,expression,aus`` (12 space-separ
 last field) is accepted too. Every value is validated: a bad row is a ``ValueError`` naming file and
 line, or, with ``skip_bad=True``, skipped and recorded in ``Annotations.bad_rows`` -- never a silent
 wrong label.
+
+Extension (soft expression targets, e.g. FER+ crowd votes): beside an annotation file ``X.txt`` an
+optional sidecar ``X.expr_soft.txt`` with header ``image,Neutral,Anger,...,Other`` holds one row per
+image with a probability for each of the 8 expressions (non-negative, summing to 1 within 1e-3). Its
+images must be exactly the annotation file's images, and each row's most likely class must be the file's hard ``expression`` label (ties allowed), so readers that ignore the sidecar see
+consistent labels. It is read into ``Annotations.expr_soft``; without it that is None and nothing changes.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "train": ("training_set_annotations.txt", "train_set.txt"),
     "val": ("validation_set_annotations.txt", "validation_set.txt"),
 }
+#: Suffix of the optional soft-expression sidecar next to an annotation file (``X.txt`` → ``X.expr_soft.txt``).
+SOFT_EXPR_SUFFIX = ".expr_soft.txt"
+SOFT_EXPR_TOL = 1e-3
 #: Default image folder inside a dataset root.
 IMAGES_DIR = "cropped_aligned"
 
@@ -57,9 +66,12 @@ class Annotations:
     lines: np.ndarray | None = None  # int64 N: the file line each row came from (1 = header)
     variant: str = VARIANT_PER_FRAME
     images_root: Path | None = None
+    expr_soft: np.ndarray | None = None  # float32 N×8 expression distributions (soft-label sidecar), or None
 
     def __post_init__(self) -> None:
         n = len(self.paths)
+        if self.expr_soft is not None and self.expr_soft.shape != (n, len(EXPRESSIONS)):
+            raise ValueError(f"{self.source}: soft expression targets {self.expr_soft.shape}, expected ({n}, 8)")
         if self.va.shape != (n, 2) or self.expr.shape != (n,) or self.au.shape != (n, NUM_AU):
             raise ValueError(
                 f"{self.source}: inconsistent label arrays for {n} paths: va {self.va.shape}, "
@@ -136,6 +148,7 @@ class Annotations:
             lines=np.asarray(self.lines)[idx],
             variant=self.variant,
             images_root=self.images_root,
+            expr_soft=None if self.expr_soft is None else self.expr_soft[idx],
         )
 
 
@@ -346,6 +359,74 @@ def write_annotations(path: str | Path, paths: list[str], va: np.ndarray, expr: 
     return p
 
 
+def soft_expr_file(annotation_file: str | Path) -> Path:
+    """The soft-expression sidecar path of an annotation file."""
+    p = Path(annotation_file)
+    return p.with_name(p.stem + SOFT_EXPR_SUFFIX)
+
+
+def write_soft_expr(path: str | Path, paths: list[str], dist: np.ndarray) -> Path:
+    """Write a soft-expression sidecar (see the module docstring) atomically."""
+    from edge_affect.artifact import atomic_write_text
+
+    dist = np.asarray(dist, dtype=np.float64)
+    if dist.shape != (len(paths), len(EXPRESSIONS)):
+        raise ValueError(f"soft expression targets {dist.shape}, expected ({len(paths)}, {len(EXPRESSIONS)})")
+    lines = [",".join(("image", *EXPRESSIONS))]
+    lines += [p + "," + ",".join(f"{x:.6f}" for x in row) for p, row in zip(paths, dist, strict=True)]
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return Path(path)
+
+
+def read_soft_expr(path: str | Path, ann: Annotations) -> np.ndarray:
+    """Read the sidecar at ``path`` for ``ann`` (before any row was skipped) → float32 N×8.
+
+    Every mismatch is a ``ValueError`` naming the file and line: a wrong header, an image other than the
+    annotation file's at that row, a value that is not a finite probability, a row not summing to 1,
+    or a most likely class other than the hard label."""
+    src = Path(path)
+    want_header = ",".join(("image", *EXPRESSIONS))
+    with open(src, encoding="utf-8", newline=None) as f:
+        header = f.readline().strip()
+        if header != want_header:
+            raise ValueError(f"{src}:1: header {header[:80]!r}, expected {want_header!r}")
+        rows = [line.rstrip("\r\n") for line in f if line.strip()]
+    # ann.lines are the annotation-file line numbers of kept rows; the sidecar has one row per data line.
+    by_path: dict[str, tuple[int, list[str]]] = {}
+    for k, line in enumerate(rows, start=2):
+        cols = line.split(",")
+        if len(cols) != 1 + len(EXPRESSIONS):
+            raise ValueError(
+                f"{src}:{k}: {len(cols)} fields, expected {1 + len(EXPRESSIONS)} (image + 8 probabilities)"
+            )
+        by_path[cols[0]] = (k, cols[1:])
+    if len(by_path) != len(rows):
+        raise ValueError(f"{src}: repeated image names, expected one row per image")
+    out = np.zeros((len(ann), len(EXPRESSIONS)), dtype=np.float32)
+    for i, p in enumerate(ann.paths):
+        if p not in by_path:
+            raise ValueError(f"{src}: no row for image {p!r} of {ann.source}, expected one row per annotated image")
+        k, vals = by_path[p]
+        try:
+            row = np.array([float(v) for v in vals], dtype=np.float64)
+        except ValueError:
+            raise ValueError(f"{src}:{k}: values {vals} are not numbers, expected 8 probabilities") from None
+        if not np.isfinite(row).all() or (row < 0).any() or abs(row.sum() - 1.0) > SOFT_EXPR_TOL:
+            raise ValueError(f"{src}:{k}: {vals} are not 8 non-negative probabilities summing to 1 (±{SOFT_EXPR_TOL})")
+        e = int(ann.expr[i])
+        if e != MISSING_EXPR and row[e] < row.max() - 1e-6:
+            raise ValueError(
+                f"{src}:{k}: most likely class {EXPRESSIONS[int(row.argmax())]} but {ann.source} labels "
+                f"{p!r} {EXPRESSIONS[e]}, expected the hard label to be a most likely class"
+            )
+        out[i] = row
+    if len(by_path) != len(ann) + len(ann.bad_rows):
+        raise ValueError(
+            f"{src}: {len(by_path)} rows, expected {len(ann) + len(ann.bad_rows)} (one per annotation row)"
+        )
+    return out
+
+
 def split_file(root: str | Path, split: str) -> Path:
     """The annotation file of ``split`` ("train" or "val") inside dataset ``root``."""
     if split not in SPLIT_FILES:
@@ -372,4 +453,8 @@ def load_split(
     if check_images and not images_root.is_dir():
         hint = "" if images is not None else " (pass images=... / --images to point elsewhere)"
         raise FileNotFoundError(f"image folder {images_root} does not exist{hint}")
-    return read_annotations(ann_file, images_root=images_root, check_images=check_images, skip_bad=skip_bad)
+    ann = read_annotations(ann_file, images_root=images_root, check_images=check_images, skip_bad=skip_bad)
+    soft = soft_expr_file(ann_file)
+    if soft.is_file():
+        ann.expr_soft = read_soft_expr(soft, ann)
+    return ann

@@ -3,7 +3,8 @@
 Layout of a cache folder::
 
     images.npy    N×S×S×3 uint8 (opened with np.load(mmap_mode="r"))
-    labels.npz    va float32 N×2, expr int64 N, au int8 N×12, rows int64 N (row in the annotation file)
+    labels.npz    va float32 N×2, expr int64 N, au int8 N×12, rows int64 N (row in the annotation file),
+                  and expr_soft float32 N×8 when the dataset has soft expression targets
     index.json    fingerprint, preprocess, shape, paths, skipped images -- written last
 
 The fingerprint is the sha256 of the annotation file's content, the parsed rows, the preprocess dict,
@@ -20,6 +21,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from edge_affect.artifact import atomic_write_bytes, atomic_write_text
 from edge_affect.data._mp import pool_context
 from edge_affect.data.abaw import Annotations
 from edge_affect.runtime.preprocess import decode_image, resize_face
-from edge_affect.schema import NUM_AU, Preprocess
+from edge_affect.schema import NUM_AU, NUM_EXPR, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class PackedCache:
     preprocess: Preprocess
     fingerprint: str
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    expr_soft: np.ndarray | None = None  # float32 N×8 soft expression targets, if the dataset has them
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -81,8 +84,9 @@ class PackedCache:
             raise ValueError(f"{index_path}: cache version {index.get('version')}, expected {CACHE_VERSION}")
         try:
             images = np.load(d / IMAGES_FILE, mmap_mode="r")
-            with np.load(d / LABELS_FILE) as z:
+            with np.load(d / LABELS_FILE, allow_pickle=False) as z:
                 va, expr, au, rows = (np.asarray(z[k]) for k in ("va", "expr", "au", "rows"))
+                soft = np.asarray(z["expr_soft"], dtype=np.float32) if "expr_soft" in z.files else None
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{d}: damaged packed cache ({e}); delete it to rebuild") from None
         n, s = int(index["n"]), int(index["preprocess"]["input_size"])
@@ -90,7 +94,8 @@ class PackedCache:
             raise ValueError(
                 f"{d / IMAGES_FILE}: shape {images.shape} {images.dtype}, expected ({n}, {s}, {s}, 3) uint8"
             )
-        if va.shape != (n, 2) or expr.shape != (n,) or au.shape != (n, NUM_AU) or rows.shape != (n,):
+        bad_soft = soft is not None and soft.shape != (n, NUM_EXPR)
+        if va.shape != (n, 2) or expr.shape != (n,) or au.shape != (n, NUM_AU) or rows.shape != (n,) or bad_soft:
             raise ValueError(f"{d / LABELS_FILE}: label shapes do not match {n} images")
         return cls(
             dir=d,
@@ -103,6 +108,7 @@ class PackedCache:
             preprocess=Preprocess.from_dict(index["preprocess"]),
             fingerprint=str(index["fingerprint"]),
             skipped=list(index.get("skipped", [])),
+            expr_soft=soft,
         )
 
 
@@ -120,6 +126,8 @@ def fingerprint(ann: Annotations, images_root: str | Path, pp: Preprocess) -> st
     h.update("\n".join(ann.paths).encode())
     for arr in (ann.va, ann.expr, ann.au):
         h.update(np.ascontiguousarray(arr).tobytes())
+    if ann.expr_soft is not None:
+        h.update(b"expr_soft" + np.ascontiguousarray(ann.expr_soft, dtype=np.float32).tobytes())
     return h.hexdigest()
 
 
@@ -189,9 +197,41 @@ def build_cache(
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     fp = fingerprint(ann, root, pp)
+    _check_cache_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with _build_lock(out):  # DDP ranks calling this together: one builds, the others then reuse
         return _build_locked(ann, root, pp, out, fp, workers, skip_bad, force, progress, chunk)
+
+
+#: Temp files of a build (``.images.npy.<pid>.tmp.npy``, ``….compact.tmp.npy``), named after their process.
+_TEMP_IMAGES = re.compile(rf"^\.{re.escape(IMAGES_FILE)}\.(?P<pid>\d+)\.(compact\.)?tmp\.npy$")
+#: ``artifact.atomic_write_*`` temp files of the small cache files (``.index.json.<random>.tmp``).
+_TEMP_SMALL = re.compile(rf"^\.({re.escape(LABELS_FILE)}|{re.escape(INDEX_FILE)})\..+\.tmp$")
+
+
+def _check_cache_dir(out: Path) -> None:
+    """Refuse a folder whose ``images.npy``/``labels.npz`` no cache build wrote (it would replace them)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cache folder {out}: is a file, expected a folder")
+    ours = (out / INDEX_FILE).exists() or (out / ".lock").exists()
+    theirs = [n for n in (IMAGES_FILE, LABELS_FILE) if (out / n).exists()]
+    if theirs and not ours:
+        raise ValueError(
+            f"cache folder {out}: holds {theirs[0]} that no edge-affect cache build wrote, "
+            "expected a new folder or a packed cache (pass another --cache-dir)"
+        )
+
+
+def _clean_leftovers(out: Path) -> None:
+    """Remove what killed builds left in ``out`` (called under the build lock): full-size image temp files
+    of processes that are gone, and the small atomic-write temp files (only a lock holder writes those)."""
+    from edge_affect.fsutil import clean_stale
+
+    clean_stale(out, _TEMP_IMAGES)
+    for p in out.iterdir():
+        if _TEMP_SMALL.match(p.name):
+            log.warning("removing %s, left behind by an interrupted cache build", p)
+            p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -222,6 +262,7 @@ def _build_locked(
     progress: bool | ProgressFn,
     chunk: int,
 ) -> PackedCache:
+    _clean_leftovers(out)
     if not force and (out / INDEX_FILE).is_file():
         try:
             cache = PackedCache.open(out)
@@ -288,7 +329,10 @@ def _build_locked(
         close()
 
     rows = np.flatnonzero(keep).astype(np.int64)
-    _save_npz(out / LABELS_FILE, va=ann.va[rows], expr=ann.expr[rows], au=ann.au[rows], rows=rows)
+    labels = {"va": ann.va[rows], "expr": ann.expr[rows], "au": ann.au[rows], "rows": rows}
+    if ann.expr_soft is not None:
+        labels["expr_soft"] = np.asarray(ann.expr_soft, dtype=np.float32)[rows]
+    _save_npz(out / LABELS_FILE, **labels)
     lines = np.asarray(ann.lines)
     skipped = [{"row": int(r), "line": int(lines[r]), "path": ann.paths[r], "error": e} for r, e in errors]
     index = {

@@ -1,5 +1,14 @@
-"""Import FER2013-style ``.npz`` face sets (``images`` N×H×W uint8, ``labels`` in ABAW expression order,
-``ids``) into the ABAW dataset layout, so the project's own ``edge-affect train`` trains on them.
+"""Import FER2013-style ``.npz`` face sets into the ABAW dataset layout, so ``edge-affect train`` trains on them.
+
+Two kinds of face set are recognised by their arrays:
+
+* **hard labels** (FER2013): ``images`` N×H×W uint8, ``labels`` in ABAW expression order, ``ids``;
+* **crowd votes** (FER+): ``images`` and ``votes`` N×10 (neutral, happiness, surprise, sadness, anger,
+  disgust, fear, contempt, unknown, NF). The expression target becomes the vote *distribution* over the
+  8 ABAW classes (contempt → Other; unknown/NF votes dropped), written to the soft-label sidecar
+  (``edge_affect.data.abaw.SOFT_EXPR_SUFFIX``); the annotation file's hard ``expression`` column holds
+  the majority class, so every ABAW reader and metric keeps working. Faces whose most-voted column is
+  unknown or NF are left out and counted in ``import.json``.
 
 FER2013 has expression labels only. By default valence/arousal and AUs are written as missing (−5 / −1),
 so only the expression head learns from these rows. ``weak_targets=True`` instead writes *weak*
@@ -12,50 +21,136 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from edge_affect.artifact import atomic_write_text
-from edge_affect.data.abaw import IMAGES_DIR, SPLIT_FILES, write_annotations
+from edge_affect.data.abaw import IMAGES_DIR, SPLIT_FILES, soft_expr_file, write_annotations, write_soft_expr
 from edge_affect.data.synth import PROTOTYPES, va_from_intensity
 from edge_affect.schema import AUS, MISSING_AU, MISSING_VA, NUM_AU, NUM_EXPR
 
 log = logging.getLogger(__name__)
 
 
-def weak_targets(expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-expression prototype AUs (N×12, 0/1) and the valence/arousal they imply (N×2)."""
+#: FER+ vote columns in the order of ``votes``, and the ABAW expression each emotion column maps to.
+FERPLUS_COLUMNS: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
+FERPLUS_TO_ABAW: tuple[int, ...] = (0, 4, 6, 5, 1, 2, 3, 7)  # neutral…contempt → ABAW ids (contempt → Other)
+
+
+def _prototypes() -> np.ndarray:
+    """8×12 prototype AU activations per expression (the table the synthetic faces use)."""
     protos = np.zeros((NUM_EXPR, NUM_AU), dtype=np.float64)
     for e, (required, _) in PROTOTYPES.items():
         for name in required:
             protos[e, AUS.index(name)] = 0.8
-    au = (protos[expr] > 0.5).astype(np.int8)
-    va = va_from_intensity(protos[expr]).astype(np.float32)
+    return protos
+
+
+def weak_targets(expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-expression prototype AUs (N×12, 0/1) and the valence/arousal they imply (N×2)."""
+    return weak_targets_soft(np.eye(NUM_EXPR)[np.asarray(expr, dtype=np.int64)])
+
+
+def weak_targets_soft(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WEAK AU (N×12, 0/1) and VA (N×2) targets as the expected value of the class prototypes under the
+    expression distribution ``dist`` (N×8): VA = Σ_k p_k · VA(prototype_k); an AU is on when its expected
+    prototype activation Σ_k p_k · [AU in prototype_k] is at least 0.5. Assumptions about classes, not
+    measurements of a face."""
+    protos = _prototypes()
+    dist = np.asarray(dist, dtype=np.float64)
+    au = (dist @ (protos > 0.5).astype(np.float64) >= 0.5).astype(np.int8)
+    va = (dist @ va_from_intensity(protos)).astype(np.float32)
     return au, va
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def votes_to_distribution(votes: np.ndarray, where: str = "votes") -> tuple[np.ndarray, np.ndarray]:
+    """FER+ vote counts (N×10) → (ABAW-ordered 8-class distribution N×8 float32, keep mask N).
+
+    ``keep`` is False where the most-voted column is unknown or NF (ties go to the emotion, the first
+    column in the FER+ order) or where no emotion received a vote."""
+    v = np.asarray(votes)
+    if v.ndim != 2 or v.shape[1] != len(FERPLUS_COLUMNS):
+        raise ValueError(f"{where}: shape {v.shape}, expected N×{len(FERPLUS_COLUMNS)} vote counts")
+    if not np.issubdtype(v.dtype, np.integer) or (v < 0).any():
+        raise ValueError(f"{where}: votes must be non-negative integer counts, got {v.dtype}")
+    emo = v[:, :8].astype(np.float64)
+    total = emo.sum(1)
+    keep = (np.argmax(v, axis=1) < 8) & (total > 0)
+    dist = np.zeros((len(v), NUM_EXPR), dtype=np.float64)
+    dist[:, list(FERPLUS_TO_ABAW)] = emo / np.maximum(total, 1)[:, None]
+    return dist.astype(np.float32), keep
+
+
+def majority_label(dist: np.ndarray) -> np.ndarray:
+    """ABAW majority class of ABAW-ordered distributions, ties broken in the FER+ column order."""
+    dist = np.asarray(dist)
+    in_ferplus_order = dist[:, list(FERPLUS_TO_ABAW)]
+    return np.asarray(FERPLUS_TO_ABAW, dtype=np.int64)[np.argmax(in_ferplus_order, axis=1)]
+
+
+_ID_OK = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _read_npz(path: Path) -> dict:
+    """``{"images", "labels", "ids", "dist" (None for hard labels), "dropped"}`` of one face set."""
     if not path.is_file():
         raise FileNotFoundError(f"face set {path} does not exist")
     try:
-        z = np.load(path)
+        z = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable .npz ({e})") from None
     with z:
-        missing = [k for k in ("images", "labels") if k not in z.files]
+        kind = "votes" if "votes" in z.files else "labels"
+        missing = [k for k in ("images", kind) if k not in z.files]
         if missing:
-            raise ValueError(f"{path}: lacks array {missing[0]!r} (expected 'images' and 'labels')")
-        images, labels = np.asarray(z["images"]), np.asarray(z["labels"]).astype(np.int64)
-        ids = [str(i) for i in z["ids"]] if "ids" in z.files else [f"{k:06d}" for k in range(len(images))]
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels) or len(ids) != len(labels):
+            raise ValueError(f"{path}: lacks array {missing[0]!r} (expected 'images' and 'labels' or FER+ 'votes')")
+        try:
+            images = np.asarray(z["images"])
+            target = np.asarray(z[kind])
+            ids = [str(i) for i in z["ids"]] if "ids" in z.files else [f"{k:06d}" for k in range(len(images))]
+        except ValueError as e:  # object arrays need pickles, which are refused
+            raise ValueError(f"{path}: unreadable array ({e}); expected plain numeric/string arrays") from None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(target) or len(ids) != len(target):
         raise ValueError(
-            f"{path}: images {images.shape} {images.dtype}, labels {labels.shape}: expected N×H×W(×3) uint8 and N labels"
+            f"{path}: images {images.shape} {images.dtype}, {kind} {target.shape}: "
+            f"expected N×H×W(×3) uint8 and N {kind}"
         )
-    bad = np.flatnonzero((labels < 0) | (labels >= NUM_EXPR))
-    if len(bad):
-        raise ValueError(f"{path}: label {labels[bad[0]]} at index {bad[0]} is outside 0..{NUM_EXPR - 1}")
-    return images, labels, ids
+    bad_id = next((i for i in ids if not _ID_OK.match(i)), None)
+    if bad_id is not None:
+        raise ValueError(f"{path}: id {bad_id!r} is not 1-64 letters, digits, '_', '.' or '-'")
+    dist = None
+    dropped = 0
+    if kind == "votes":
+        dist, keep = votes_to_distribution(target, where=f"{path}: votes")
+        dropped = int((~keep).sum())
+        images, dist = images[keep], dist[keep]
+        ids = [i for i, k in zip(ids, keep, strict=True) if k]
+        labels = majority_label(dist)
+    else:
+        if not np.issubdtype(target.dtype, np.integer):
+            raise ValueError(f"{path}: labels are {target.dtype}, expected integer class ids")
+        labels = target.astype(np.int64)
+        bad = np.flatnonzero((labels < 0) | (labels >= NUM_EXPR))
+        if len(bad):
+            raise ValueError(f"{path}: label {labels[bad[0]]} at index {bad[0]} is outside 0..{NUM_EXPR - 1}")
+    if len(labels) == 0:
+        raise ValueError(f"{path}: no faces left to import")
+    return {"images": images, "labels": labels, "ids": ids, "dist": dist, "dropped": dropped}
 
 
 def dataset_align_template(root: str | Path) -> list[list[float]] | None:
@@ -89,43 +184,75 @@ def _align_template(out: Path, images: np.ndarray, n: int = 1000) -> tuple[list[
 
 
 def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path, *, weak: bool = False) -> dict:
-    """Write ``out/{training,validation}_set_annotations.txt`` and ``out/cropped_aligned/<split>/<id>.png``."""
+    """Write ``out/{training,validation}_set_annotations.txt``, ``out/cropped_aligned/<set>/<row>_<id>.png``,
+    for FER+ vote sets the soft-label sidecars, and ``out/import.json``.
+
+    ``out`` must not exist or be an empty folder. Everything is written to a hidden temp folder beside it
+    and renamed into place at the end, so a failed or killed import leaves no half-written dataset (a
+    later import removes what a kill left behind)."""
     import cv2
 
     out = Path(out)
-    if (out / SPLIT_FILES["train"][0]).exists():
-        raise ValueError(f"{out} already holds a dataset; choose an empty folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an empty folder; choose a new dataset root")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"parent folder {parent} of {out} does not exist")
+    for stale in parent.glob(f".{out.name}.import-*"):
+        log.warning("removing %s, left by an interrupted import", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = parent / f".{out.name}.import-{os.getpid()}"
     summary: dict = {"weak_targets": weak, "splits": {}}
-    for split, src in (("train", Path(train_npz)), ("val", Path(val_npz))):
-        images, labels, ids = _read_npz(src)
-        folder = out / IMAGES_DIR / f"{src.stem}"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for k, (img, name) in enumerate(zip(images, ids, strict=True)):
-            rel = f"{src.stem}/{k:05d}_{name}.png"  # ids repeat in FER2013: the row number keeps paths unique
-            ok, buf = cv2.imencode(".png", img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-            if not ok:
-                raise RuntimeError(f"cannot encode {rel} as PNG")
-            (out / IMAGES_DIR / rel).write_bytes(buf.tobytes())
-            paths.append(rel)
-        if weak:
-            au, va = weak_targets(labels)
-        else:
-            au = np.full((len(labels), NUM_AU), MISSING_AU, dtype=np.int8)
-            va = np.full((len(labels), 2), MISSING_VA, dtype=np.float32)
-        write_annotations(out / SPLIT_FILES[split][0], paths, va, labels, au)
-        summary["splits"][split] = {
-            "source": str(src),
-            "rows": len(paths),
-            "class_counts": np.bincount(labels, minlength=NUM_EXPR).tolist(),
-        }
-        log.info("%s: %d faces from %s", split, len(paths), src)
-        if split == "train":  # the crops' framing, for the runtime's alignment
-            summary["align_template"], summary["align_template_faces"] = _align_template(out, images)
-    summary["note"] = "expression labels are the dataset's own; " + (
-        "valence/arousal and AUs are WEAK targets derived from the expression class"
-        if weak
-        else "valence/arousal and AUs are missing (-5/-1)"
-    )
-    atomic_write_text(out / "import.json", json.dumps(summary, indent=2))
+    try:
+        for split, src in (("train", Path(train_npz)), ("val", Path(val_npz))):
+            face_set = _read_npz(src)
+            images, labels, ids, dist = face_set["images"], face_set["labels"], face_set["ids"], face_set["dist"]
+            folder = tmp / IMAGES_DIR / f"{src.stem}"
+            folder.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for k, (img, name) in enumerate(zip(images, ids, strict=True)):
+                rel = f"{src.stem}/{k:05d}_{name}.png"  # ids repeat in FER2013: the row number keeps paths unique
+                ok, buf = cv2.imencode(".png", img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                if not ok:
+                    raise RuntimeError(f"cannot encode {rel} as PNG")
+                (tmp / IMAGES_DIR / rel).write_bytes(buf.tobytes())
+                paths.append(rel)
+            if weak:
+                au, va = weak_targets(labels) if dist is None else weak_targets_soft(dist)
+            else:
+                au = np.full((len(labels), NUM_AU), MISSING_AU, dtype=np.int8)
+                va = np.full((len(labels), 2), MISSING_VA, dtype=np.float32)
+            ann_path = tmp / SPLIT_FILES[split][0]
+            write_annotations(ann_path, paths, va, labels, au)
+            info = {
+                "source": str(src),
+                "rows": len(paths),
+                "class_counts": np.bincount(labels, minlength=NUM_EXPR).tolist(),
+            }
+            if dist is not None:
+                write_soft_expr(soft_expr_file(ann_path), paths, dist)
+                info["targets"] = "FER+ vote distribution (soft) + majority label"
+                info["dropped_unknown_or_nf"] = face_set["dropped"]
+            summary["splits"][split] = info
+            log.info("%s: %d faces from %s", split, len(paths), src)
+            if split == "train":  # the crops' framing, for the runtime's alignment
+                summary["align_template"], summary["align_template_faces"] = _align_template(out, images)
+        soft = any("targets" in v for v in summary["splits"].values())
+        summary["note"] = (
+            "expression targets are the FER+ vote distributions; "
+            if soft
+            else "expression labels are the dataset's own; "
+        ) + (
+            "valence/arousal and AUs are WEAK targets derived from the expression "
+            + ("distribution" if soft else "class")
+            if weak
+            else "valence/arousal and AUs are missing (-5/-1)"
+        )
+        atomic_write_text(tmp / "import.json", json.dumps(summary, indent=2))
+        if out.is_dir():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return summary

@@ -25,7 +25,8 @@ class PackedLoader:
     Each epoch every rank draws the same permutation (``seed``, epoch), truncates it to a multiple of
     ``world_size`` and takes every ``world_size``-th element from ``rank``: disjoint shards of equal
     length. ``image`` is uint8 N×S×S×3 on ``device``; ``va`` float32 N×2 (-5 missing); ``expr`` int64 N
-    (-1 missing); ``au`` float32 N×12 (-1 rows missing); ``index`` int64 N (row in the cache).
+    (-1 missing); ``au`` float32 N×12 (-1 rows missing); ``index`` int64 N (row in the cache); and
+    ``expr_soft`` float32 N×8 when the cache holds soft expression targets.
     """
 
     def __init__(
@@ -65,6 +66,10 @@ class PackedLoader:
         self.va = torch.from_numpy(np.ascontiguousarray(cache.va, dtype=np.float32)).to(self.device)
         self.expr = torch.from_numpy(np.ascontiguousarray(cache.expr, dtype=np.int64)).to(self.device)
         self.au = torch.from_numpy(np.ascontiguousarray(cache.au, dtype=np.float32)).to(self.device)
+        soft = cache.expr_soft
+        self.expr_soft = (
+            None if soft is None else torch.from_numpy(np.ascontiguousarray(soft, np.float32)).to(self.device)
+        )
         self._pinned: list[torch.Tensor] = []
         self._events: list[torch.cuda.Event | None] = []
         if self._cuda:
@@ -118,10 +123,13 @@ class PackedLoader:
         else:
             img = torch.from_numpy(images[idx])
             index = torch.from_numpy(idx)
-        return {
+        batch = {
             "image": img,
             "va": self.va[index],
             "expr": self.expr[index],
             "au": self.au[index],
             "index": index,
         }
+        if self.expr_soft is not None:
+            batch["expr_soft"] = self.expr_soft[index]
+        return batch

@@ -15,8 +15,11 @@ import copy
 import json
 import logging
 import math
+import os
 import random
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +46,32 @@ def get_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_r
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags).
+
+    Without them PyTorch emulates bf16 and it is slower than fp32, so training stays fp32 there."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def train_precision(device: torch.device, amp: bool) -> str:
+    """``"bf16"`` (autocast) or ``"fp32"``: bf16 on CUDA, and on CPUs with native bf16, when ``amp``."""
+    if not amp:
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -72,7 +98,7 @@ class Ema:
 
 
 @torch.no_grad()
-def predict_cache(model, cache, pp, device: torch.device, batch_size: int = 256, amp: bool = True, info=None):
+def predict_cache(model, cache, pp, device: torch.device, batch_size: int = 256, precision: str = "fp32", info=None):
     """Run ``model`` over every row of a packed cache; returns numpy ``va``, ``expr`` probs, ``au`` probs.
 
     Under DDP each rank predicts a shard and the results are gathered in the original order.
@@ -86,9 +112,9 @@ def predict_cache(model, cache, pp, device: torch.device, batch_size: int = 256,
     outs: dict[str, list[torch.Tensor]] = {"va": [], "expr": [], "au": [], "index": []}
     for batch in loader:
         x = to_input(batch["image"], pp)
-        if x.device.type == "cuda":
+        if x.device.type == "cuda" or precision == "bf16":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
+        with _autocast(device, precision):
             out = model(x)
         outs["va"].append(out["va"].float())
         outs["expr"].append(torch.softmax(out["expr"].float(), -1))
@@ -124,11 +150,14 @@ def init_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
 
 
 def score_predictions(pred: dict[str, np.ndarray], cache, au_thresholds=None) -> dict[str, float]:
-    """ABAW P score of predictions against the cache's labels (AU threshold 0.5 unless given)."""
+    """ABAW P score of predictions against the cache's labels (AU threshold 0.5 unless given), plus
+    ``expr_acc``: top-1 accuracy against the hard expression label (the majority vote for FER+)."""
     th = np.full(pred["au"].shape[1], 0.5) if au_thresholds is None else np.asarray(au_thresholds)
-    return mtl_score(
-        pred["va"], cache.va, pred["expr"].argmax(1), cache.expr, (pred["au"] >= th).astype(np.int64), cache.au
-    )
+    top1 = pred["expr"].argmax(1)
+    scores = mtl_score(pred["va"], cache.va, top1, cache.expr, (pred["au"] >= th).astype(np.int64), cache.au)
+    labelled = cache.expr >= 0
+    scores["expr_acc"] = float((top1[labelled] == cache.expr[labelled]).mean()) if labelled.any() else 0.0
+    return scores
 
 
 def _plot(history: list[dict[str, Any]], path: Path) -> None:
@@ -166,6 +195,114 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+#: Files that make a folder a training run: ``train`` without ``resume`` refuses such a folder.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "best.json")
+RUN_LOCK = ".train.lock"
+#: ``artifact.atomic_write_*`` temp files of a run's outputs (``.last.pt.<random>.tmp``): removed under the lock.
+_RUN_TEMP = re.compile(r"^\.(last\.pt|best\.pt|best\.json|metrics\.png|metrics\.jsonl)\..+\.tmp$")
+
+_INT, _NUM = "an integer", "a number"
+#: TrainConfig fields checked before anything is built: (kind, low, high, low excluded).
+_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
+    "epochs": (_INT, 1, None, False),
+    "batch_size": (_INT, 1, None, False),
+    "lr": (_NUM, 0.0, None, True),
+    "backbone_lr_scale": (_NUM, 0.0, None, False),
+    "weight_decay": (_NUM, 0.0, None, False),
+    "warmup_epochs": (_NUM, 0.0, None, False),
+    "min_lr_ratio": (_NUM, 0.0, 1.0, False),
+    "grad_clip": (_NUM, 0.0, None, False),
+    "ema": (_NUM, 0.0, 1.0, False),
+    "seed": (_INT, 0, 2**32 - 1, False),
+    "max_steps_per_epoch": (_INT, 0, None, False),
+    "stop_after_epochs": (_INT, 0, None, False),
+}
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def check_train_config(cfg: TrainConfig, where: str = "config") -> None:
+    """Types and ranges of ``cfg``'s numbers and switches (a wrong one is a one-line ``ValueError``)."""
+    for key, (kind, lo, hi, lo_open) in _RANGES.items():
+        v = getattr(cfg, key)
+        ok_type = not isinstance(v, bool) and (isinstance(v, int) if kind == _INT else isinstance(v, int | float))
+        bounds = (f"> {_num(lo)}" if lo_open else f"≥ {_num(lo)}") if hi is None else f"in [{_num(lo)}, {_num(hi)}]"
+        if not ok_type or (kind == _NUM and not math.isfinite(v)):
+            raise ValueError(f"{where}: {key} {v!r}: not {kind}, expected {kind} {bounds}")
+        if v < lo or (lo_open and v == lo) or (hi is not None and v > hi) or (key == "ema" and v == 1.0):
+            expected = "a decay in [0, 1) (0 disables EMA)" if key == "ema" else f"{kind} {bounds}"
+            raise ValueError(f"{where}: {key} {v!r}: out of range, expected {expected}")
+    for key in ("amp", "channels_last", "augment", "skip_bad_rows"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise ValueError(f"{where}: {key} {getattr(cfg, key)!r}: not a boolean, expected true or false")
+    for key in ("model_overrides", "augment_params"):
+        if not isinstance(getattr(cfg, key), dict):
+            raise ValueError(f"{where}: {key} {getattr(cfg, key)!r}: not a table, expected a mapping of settings")
+    if not isinstance(cfg.model, str) or not (cfg.init_from is None or isinstance(cfg.init_from, str)):
+        raise ValueError(f'{where}: model / init_from must be strings, expected e.g. model = "tiny"')
+
+
+def check_out_dir(
+    out: Path,
+    *,
+    resume: bool,
+    data_root: str | Path,
+    images: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> None:
+    """Refuse an ``out`` that is a file, an input, or (without ``resume``) a folder holding another run."""
+    from edge_affect.fsutil import check_not_inputs
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, expected a folder for the run")
+    inputs = {"--data": data_root, "--images": images}
+    check_not_inputs({"--out": out, "--cache-dir": cache_dir}, inputs, input_folders=list(inputs))
+    if not resume:
+        held = [n for n in RUN_FILES if (out / n).exists()]
+        if held:
+            raise ValueError(
+                f"--out {out}: already holds a training run ({', '.join(held)}), "
+                "expected --resume to continue it or a new --out"
+            )
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path, is_main: bool) -> Iterator[None]:
+    """One ``train`` per folder (``flock`` on ``OUT/.train.lock``, rank 0 only); the holder may then remove
+    the temp files a killed run left there. No lock where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None
+    if not is_main or fcntl is None:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / RUN_LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise ValueError(
+                f"--out {out}: another edge-affect train (pid {holder}) is writing into it, expected a different --out"
+            ) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            for p in out.iterdir():
+                if _RUN_TEMP.match(p.name):
+                    log.warning("removing %s, left behind by an interrupted run", p)
+                    p.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def train(
     cfg: TrainConfig,
     data_root: str | Path,
@@ -176,7 +313,26 @@ def train(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train per ``cfg`` on the ABAW-layout dataset at ``data_root``; returns the path of ``best.pt``."""
+    """Train per ``cfg`` on the ABAW-layout dataset at ``data_root``; returns the path of ``best.pt``.
+
+    ``out_dir`` must not hold another run unless ``resume`` (then it continues ``last.pt`` exactly)."""
+    check_train_config(cfg)
+    out = Path(out_dir)
+    check_out_dir(out, resume=resume, data_root=data_root, images=images, cache_dir=cache_dir)
+    with _run_lock(out, int(os.environ.get("RANK", "0")) == 0):
+        return _train(cfg, data_root, out, images, resume, device, cache_dir, progress)
+
+
+def _train(
+    cfg: TrainConfig,
+    data_root: str | Path,
+    out_dir: Path,
+    images: str | Path | None,
+    resume: bool,
+    device: str | None,
+    cache_dir: str | Path | None,
+    progress: bool,
+) -> Path:
     from edge_affect.artifact import atomic_write_text
     from edge_affect.data.abaw import load_split
     from edge_affect.data.augment import GpuAugment, to_input
@@ -216,8 +372,17 @@ def train(
     if cfg.init_from:
         init_weights(model, cfg.init_from)
     model.to(info.device)
-    if cfg.channels_last and info.device.type == "cuda":
+    precision = train_precision(info.device, cfg.amp)
+    channels_last = cfg.channels_last and (info.device.type == "cuda" or precision == "bf16")
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    log.info(
+        "training on %s in %s%s (select best.pt on validation %s)",
+        info.device,
+        precision,
+        " + channels_last" if channels_last else "",
+        cfg.select_on,
+    )
     criterion = MultiTaskLoss(cfg.loss).to(info.device)
     groups = model.param_groups(cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale)
     groups.append({"params": [criterion.log_vars], "lr": cfg.lr, "lr_scale": 1.0, "weight_decay": 0.0})
@@ -260,6 +425,10 @@ def train(
 
     ddp_model = DDP(model) if info.enabled else model
     metrics_path = out / "metrics.jsonl"
+    if resume and info.is_main:
+        # a kill between the metrics line and last.pt left lines for epochs last.pt does not hold: the
+        # checkpoint's history is the truth, so the file restarts from it (no duplicate epochs)
+        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
     end_epoch = min(cfg.epochs, cfg.stop_after_epochs) if cfg.stop_after_epochs > 0 else cfg.epochs
     for epoch in range(start_epoch, end_epoch):
@@ -288,9 +457,9 @@ def train(
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             with torch.no_grad():
                 x = augment(batch["image"]) if augment is not None else to_input(batch["image"], pp)
-                if cfg.channels_last and x.device.type == "cuda":
+                if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(info.device, cfg.amp):
+            with _autocast(info.device, precision):
                 out_t = ddp_model(x)
             total, losses, _ = criterion({k: v.float() for k, v in out_t.items()}, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -320,7 +489,7 @@ def train(
         if ema is not None:
             eval_model = copy.deepcopy(model)
             eval_model.load_state_dict(ema.shadow)
-        pred = predict_cache(eval_model, val_cache, pp, info.device, max(64, cfg.batch_size), cfg.amp, info)
+        pred = predict_cache(eval_model, val_cache, pp, info.device, max(64, cfg.batch_size), precision, info)
         val = score_predictions(pred, val_cache)
         au_th, _ = tune_au_thresholds(pred["au"], val_cache.au)
         val_tuned = score_predictions(pred, val_cache, au_th)
@@ -338,17 +507,20 @@ def train(
             "images_per_s": n_images / max(1e-9, elapsed),
             "epoch_seconds": elapsed,
             "device": str(info.device),
+            "precision": precision,
+            "channels_last": channels_last,
             "world_size": info.world_size,
         }
         history.append(record)
         log.info(
-            "epoch %d: loss %.4f | val P %.4f (VA %.3f EXPR %.3f AU %.3f) | weights %s | %.0f img/s",
+            "epoch %d: loss %.4f | val P %.4f (VA %.3f EXPR %.3f AU %.3f) expr acc %.4f | weights %s | %.0f img/s",
             epoch + 1,
             record["train_total"],
             val["p"],
             val["va"],
             val["expr"],
             val["au"],
+            val["expr_acc"],
             {k: round(v, 3) for k, v in weights.items()},
             record["images_per_s"],
         )
@@ -365,21 +537,23 @@ def train(
                 "criterion": criterion.state_dict(),
                 "epoch": epoch,
                 "step": step,
-                "best_p": max(best_p, val["p"]),
+                "best_p": max(best_p, val[cfg.select_on]),
                 "history": json.dumps(history),
                 "torch_rng": torch.get_rng_state(),
                 "raw_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             }
             if ema is not None:
                 state["ema"] = {k: v.detach().cpu() for k, v in ema.shadow.items()}
+            # best.pt before last.pt: last.pt records the new best score, so a kill between the two
+            # must not leave a last.pt that claims a best.pt which was never written.
+            if val[cfg.select_on] > best_p:
+                save_checkpoint(best_path, model, au_thresholds=list(au_th), extra=extra, state_dict=ship_sd)
+                atomic_write_text(out / "best.json", json.dumps(record, indent=2))
             save_checkpoint(
                 last_path, model, au_thresholds=list(au_th), extra=extra, train_state=state, state_dict=ship_sd
             )
-            if val["p"] > best_p:
-                save_checkpoint(best_path, model, au_thresholds=list(au_th), extra=extra, state_dict=ship_sd)
-                atomic_write_text(out / "best.json", json.dumps(record, indent=2))
             _plot(history, out / "metrics.png")
-        best_p = max(best_p, val["p"])
+        best_p = max(best_p, val[cfg.select_on])
         dist_utils.barrier(info)
 
     dist_utils.cleanup(info)

@@ -35,8 +35,9 @@ def test_import_writes_a_readable_abaw_root(tmp_path: Path) -> None:
     img = decode_image(tmp_path / "ds" / "cropped_aligned" / ann.paths[3])
     with np.load(tr) as z:
         np.testing.assert_array_equal(img[:, :, 0], z["images"][3])  # lossless PNG
-    with pytest.raises(ValueError, match="already holds a dataset"):
+    with pytest.raises(ValueError, match="exists and is not an empty folder"):
         import_face_set(tr, va, tmp_path / "ds")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "test.npz", "train.npz"]  # no temp folder left
 
 
 def test_weak_targets_follow_the_prototypes(tmp_path: Path) -> None:
@@ -64,3 +65,75 @@ def test_bad_sets_are_clear_errors(tmp_path: Path) -> None:
         import_face_set(tmp_path / "badlabel.npz", tmp_path / "badlabel.npz", tmp_path / "o2")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         import_face_set(tmp_path / "missing.npz", tmp_path / "missing.npz", tmp_path / "o3")
+    # a failure in the second split leaves nothing behind (no half-written dataset, no temp folder)
+    good = _npz(tmp_path / "good.npz", 7, 0)
+    with pytest.raises(ValueError, match="label 9"):
+        import_face_set(good, tmp_path / "badlabel.npz", tmp_path / "o4")
+    assert not (tmp_path / "o4").exists() and not list(tmp_path.glob(".o4.import-*"))
+    np.savez(tmp_path / "badid.npz", images=np.zeros((1, 8, 8), np.uint8), labels=np.array([0]), ids=np.array(["a/b"]))
+    with pytest.raises(ValueError, match="id 'a/b' is not"):
+        import_face_set(tmp_path / "badid.npz", good, tmp_path / "o5")
+
+
+def _ferplus_npz(path: Path) -> Path:
+    """Six faces with FER+ vote columns (neutral, happiness, surprise, sadness, anger, disgust, fear,
+    contempt, unknown, NF)."""
+    votes = np.array(
+        [
+            [6, 4, 0, 0, 0, 0, 0, 0, 0, 0],  # Neutral 0.6 / Happiness 0.4
+            [0, 0, 0, 0, 2, 5, 0, 3, 0, 0],  # Disgust majority, contempt → Other
+            [0, 0, 0, 0, 0, 0, 0, 0, 7, 3],  # unknown majority: left out
+            [5, 0, 0, 0, 0, 0, 0, 5, 0, 0],  # tie neutral/contempt → neutral (FER+ column order)
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 9],  # not a face: left out
+            [0, 0, 3, 0, 0, 0, 6, 0, 1, 0],  # Fear 6/9, Surprise 3/9 (the unknown vote is dropped)
+        ],
+        dtype=np.uint8,
+    )
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        images=rng.integers(0, 256, (6, 48, 48), dtype=np.uint8),
+        votes=votes,
+        ids=np.array([f"fer{k:07d}" for k in range(6)]),
+    )
+    return path
+
+
+def test_ferplus_votes_become_soft_targets_through_reader_and_cache(tmp_path: Path) -> None:
+    from edge_affect.data.cache import build_cache
+    from edge_affect.schema import Preprocess
+
+    src = _ferplus_npz(tmp_path / "fp.npz")
+    s = import_face_set(src, src, tmp_path / "ds", weak=True)
+    assert s["splits"]["train"]["rows"] == 4 and s["splits"]["train"]["dropped_unknown_or_nf"] == 2
+    ann = load_split(tmp_path / "ds", "train")
+    assert ann.expr.tolist() == [0, 2, 0, 3]  # majority labels in ABAW order
+    expected = np.zeros((4, 8))
+    expected[0, [0, 4]] = [0.6, 0.4]
+    expected[1, [1, 2, 7]] = [0.2, 0.5, 0.3]
+    expected[2, [0, 7]] = [0.5, 0.5]
+    expected[3, [3, 6]] = [6 / 9, 3 / 9]
+    np.testing.assert_allclose(ann.expr_soft, expected, atol=1e-6)
+    # weak VA is the expectation over the class prototypes: a 0.6/0.4 Neutral/Happiness face lies between
+    _, va_n = weak_targets(np.array([0]))
+    _, va_h = weak_targets(np.array([4]))
+    np.testing.assert_allclose(ann.va[0], 0.6 * va_n[0] + 0.4 * va_h[0], atol=1e-5)
+    cache = build_cache(
+        ann, tmp_path / "ds" / "cropped_aligned", Preprocess(input_size=48, color="gray"), tmp_path / "c"
+    )
+    np.testing.assert_allclose(cache.expr_soft, expected, atol=1e-6)
+
+
+def test_soft_sidecar_errors_name_file_and_line(tmp_path: Path) -> None:
+    src = _ferplus_npz(tmp_path / "fp.npz")
+    import_face_set(src, src, tmp_path / "ds")
+    side = tmp_path / "ds" / "training_set_annotations.expr_soft.txt"
+    lines = side.read_text().splitlines()
+    side.write_text("\n".join([lines[0], lines[1].replace("0.600000", "0.700000"), *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=r"expr_soft.txt:2: .* summing to 1"):
+        load_split(tmp_path / "ds", "train")
+    swapped = lines[2].split(",")
+    swapped[1:] = ["0", "0", "0", "0", "1", "0", "0", "0"]  # most likely Happiness, hard label Disgust
+    side.write_text("\n".join([lines[0], lines[1], ",".join(swapped), *lines[3:]]) + "\n")
+    with pytest.raises(ValueError, match=r"expr_soft.txt:3: most likely class Happiness .* Disgust"):
+        load_split(tmp_path / "ds", "train")
