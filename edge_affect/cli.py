@@ -1,6 +1,7 @@
 """``edge-affect`` command line: thin — parses, calls the library, prints.
 
-User errors (bad files, bad values) become one line ``edge-affect: error: ...`` and exit code 2.
+User errors (bad files, bad values, file-system errors, out-of-range options) become one line
+``edge-affect: error: ...`` and exit code 2 (``edge_affect.cliutil``); ``-v`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import sys
 
 from edge_affect import __version__
+from edge_affect.cliutil import EXIT_INTERRUPTED, OneLineParser, run_command
 
 # Each area registers its own subcommands; a missing optional dependency only disables that area.
 _COMMAND_MODULES = (
@@ -23,12 +25,12 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="edge-affect",
         description="Multi-task face affect: train, export (ONNX/FP16/INT8/TensorRT), run on the edge.",
     )
     parser.add_argument("--version", action="version", version=f"edge-affect {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -42,8 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("edge-affect: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -51,24 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError) as e:
-        if args.verbose:
-            raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"edge-affect: error: {msg}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as e:
-        print(
-            f"edge-affect: error: missing dependency {e.name!r} for '{args.command}' "
-            "(install the matching extra, e.g. pip install 'edge-affect[train,export]')",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        print("edge-affect: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.calibration.manifest import FORMAT, IMAGE_SUFFIXES, MANIFEST, STAGE_FACE_CROP
+from edge_affect.fsutil import is_within, make_temp_dir, replace_dir, same_path
 from edge_affect.runtime.preprocess import decode_image, resize_face, to_uint8_rgb
 from edge_affect.schema import Preprocess
 
@@ -176,6 +176,37 @@ def _is_gray(img: np.ndarray) -> bool:
     )
 
 
+def _is_calibration_set(folder: Path) -> bool:
+    """True when ``folder`` holds a manifest of this format (what ``--force`` may replace)."""
+    try:
+        m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and m.get("format") == FORMAT
+
+
+def _check_output(src: Path, out: Path, overwrite: bool) -> None:
+    """``out`` must be new or empty; with ``overwrite`` it may also be a calibration set, never anything else,
+    and never the source or a folder holding it."""
+    if src.exists() and (is_within(src, out) or same_path(src, out)):
+        raise ValueError(f"--out {out}: is or holds the calibration source {src}, expected a new folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, expected a folder for the calibration set")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ValueError(
+            f"--out {out}: exists and is not empty, expected a new folder (or --force to replace a calibration set)"
+        )
+    if not _is_calibration_set(out):
+        raise ValueError(
+            f"--out {out}: is not a calibration set (no {MANIFEST} of format {FORMAT}), "
+            "expected a calibration set or a new folder (--force replaces only calibration sets)"
+        )
+
+
 def build_calibration(
     src: str | Path,
     out: str | Path,
@@ -199,11 +230,14 @@ def build_calibration(
     expression label when the source has labels. ``frames``: treat the source's images as full frames that
     need ``face_cropper`` (default: videos are frames, everything else is crops).
     """
-    if n < 1:
-        raise ValueError(f"n={n}, expected at least 1 frame")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r}, expected at least 1 frame")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= 4096):
+        raise ValueError(f"size={size!r}, expected a crop side in [2, 4096] pixels")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed!r}, expected an integer in [0, {2**32 - 1}]")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ValueError(f"calibration output {out} exists and is not empty (pass overwrite=True / --force)")
+    _check_output(Path(src), out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):
         raise PermissionError(f"calibration output folder {out.parent} is not writable")
@@ -222,7 +256,7 @@ def build_calibration(
     files: list[dict[str, Any]] = []
     shapes: set[tuple[int, int]] = set()
     gray_all = True
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
+    tmp = make_temp_dir(out)
     try:
         for j, i in enumerate(idx):
             c = cands[int(i)]
@@ -279,13 +313,8 @@ def build_calibration(
             got = np.asarray([f.get("label", -1) for f in files])
             manifest["label_counts"] = {str(int(k)): int((got == k).sum()) for k in np.unique(got)}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        _check_output(Path(src), out, overwrite)  # still what was checked (nothing new appeared meanwhile)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

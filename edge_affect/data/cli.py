@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge_affect.cliutil import float_range, int_range, seed_int
+
 
 def add_commands(subparsers: Any) -> None:
     """Register the ``data`` command and its subcommands on the top-level ``subparsers``."""
@@ -16,13 +18,25 @@ def add_commands(subparsers: Any) -> None:
 
     p = sub.add_parser("synth", help="write a synthetic ABAW-layout dataset of procedural faces")
     p.add_argument("out", type=Path, help="output dataset root")
-    p.add_argument("--n", type=int, required=True, help="number of faces")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=112, help="image side in pixels (default 112)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of videos in the validation split")
-    p.add_argument("--missing-fraction", type=float, default=0.15, help="share of each task's labels set missing")
-    p.add_argument("--video-len", type=int, default=50, help="frames per video folder")
-    p.add_argument("--workers", type=int, default=None, help="render processes (default: automatic)")
+    p.add_argument("--n", type=int_range(2, 10_000_000), required=True, help="number of faces (≥ 2)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--size", type=int_range(16, 1024), default=112, help="image side in pixels, 16..1024 (default 112)")
+    p.add_argument(
+        "--val-fraction",
+        type=float_range(0.0, 1.0, lo_open=True, hi_open=True),
+        default=0.2,
+        help="share of videos in the validation split, in (0, 1)",
+    )
+    p.add_argument(
+        "--missing-fraction",
+        type=float_range(0.0, 1.0, hi_open=True),
+        default=0.15,
+        help="share of each task's labels set missing, in [0, 1)",
+    )
+    p.add_argument("--video-len", type=int_range(1, 100_000), default=50, help="frames per video folder")
+    p.add_argument(
+        "--workers", type=int_range(0, 256), default=None, help="render processes (default: automatic; 0 = none)"
+    )
     p.set_defaults(func=cmd_synth)
 
     c = sub.add_parser("check", help="count labels, class balance and bad rows of an ABAW-layout dataset")
@@ -103,8 +117,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from edge_affect.artifact import atomic_write_text
+    from edge_affect.data.abaw import SPLIT_FILES
     from edge_affect.data.check import check_dataset, print_report
+    from edge_affect.fsutil import check_not_inputs, check_output_file
 
+    inputs = [("ROOT", args.root), ("--images", args.images)]
+    inputs += [("annotation file", args.root / n) for names in SPLIT_FILES.values() for n in names]
+    check_not_inputs({"--json": args.json}, inputs, input_folders=["ROOT", "--images"])
+    check_output_file("--json", args.json)
     con = Console()
     with con.status(f"reading {args.root}"):
         report = check_dataset(args.root, images=args.images)

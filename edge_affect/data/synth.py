@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 
 from edge_affect.data._mp import pool_context
 from edge_affect.data.abaw import IMAGES_DIR, SPLIT_FILES, write_annotations
+from edge_affect.fsutil import make_temp_dir, replace_dir
 from edge_affect.schema import AUS, EXPRESSIONS, MISSING_AU, MISSING_EXPR, MISSING_VA, NUM_AU
 
 log = logging.getLogger(__name__)
@@ -479,6 +481,9 @@ def synth_dataset(
 
     Layout: ``out/cropped_aligned/<video>/<frame>.jpg`` plus ``training_set_annotations.txt`` and
     ``validation_set_annotations.txt`` (split by video), and ``synth.json`` (parameters, provenance).
+    ``out`` must not exist or be an empty folder: the dataset is written to a hidden sibling folder and
+    renamed into place at the end, so a failed or killed run leaves nothing half-written (the next run
+    removes what a kill left behind).
     ``workers``: render processes (None = up to 4 for large sets, 0 = in this process); the output does
     not depend on it. ``progress(done, total)`` is called as images are written.
     """
@@ -496,7 +501,48 @@ def synth_dataset(
         raise ValueError(f"quality={quality}, expected 1..100")
     t0 = time.perf_counter()
     root = Path(out)
-    images_root = root / IMAGES_DIR
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ValueError(
+            f"{root}: exists and is not an empty folder, expected a new dataset root "
+            "(data synth never writes over an existing dataset)"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(root)
+    try:
+        summary = _write_dataset(
+            tmp, root, n, seed, size, val_fraction, missing_fraction, video_len, workers, quality, progress
+        )
+        replace_dir(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info(
+        "synthetic dataset: %d faces (%d train / %d val) in %s, %.1f s",
+        n,
+        summary["train"],
+        summary["val"],
+        root,
+        summary["seconds"],
+    )
+    return summary
+
+
+def _write_dataset(
+    tmp: Path,
+    root: Path,
+    n: int,
+    seed: int,
+    size: int,
+    val_fraction: float,
+    missing_fraction: float,
+    video_len: int,
+    workers: int | None,
+    quality: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    """Render and annotate into ``tmp`` (paths in the summary name ``root``, where it will be moved)."""
+    images_root = tmp / IMAGES_DIR
     images_root.mkdir(parents=True, exist_ok=True)
 
     n_videos = math.ceil(n / video_len)
@@ -545,13 +591,14 @@ def synth_dataset(
     files = {}
     for split, sel in (("train", ~is_val), ("val", is_val)):
         idx = np.flatnonzero(sel)
-        files[split] = write_annotations(
-            root / SPLIT_FILES[split][0],
+        write_annotations(
+            tmp / SPLIT_FILES[split][0],
             [rels[i] for i in idx],
             masked["va"][idx],
             masked["expr"][idx],
             masked["au"][idx],
         )
+        files[split] = root / SPLIT_FILES[split][0]
     summary: dict[str, Any] = {
         "root": str(root),
         "n": n,
@@ -569,14 +616,5 @@ def synth_dataset(
     }
     from edge_affect.artifact import atomic_write_text
 
-    atomic_write_text(root / "synth.json", json.dumps(summary, indent=2, sort_keys=True))
-    summary["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info(
-        "synthetic dataset: %d faces (%d train / %d val) in %s, %.1f s",
-        n,
-        summary["train"],
-        summary["val"],
-        root,
-        summary["seconds"],
-    )
+    atomic_write_text(tmp / "synth.json", json.dumps(summary, indent=2, sort_keys=True))
     return summary

@@ -1,8 +1,11 @@
 """``edge-affect export``: checkpoint → FP32/FP16/INT8 ONNX (+ engines, + Triton) with parity gates and a report.
 
-Everything is produced in a temporary folder beside ``out`` and moved into place only when all steps
-succeeded, so a failure never leaves half-written artifacts. Each step is timed; the report
-(``export_report.json`` / ``.md``) records sizes, timings, the exporter used and each parity gate.
+Everything is produced in a temporary folder beside ``out`` (``.<name>.tmp-<pid>-…``) that replaces ``out``
+whole only when all steps succeeded, so a failure never leaves half-written artifacts and a re-export never
+leaves another model's FP16/INT8 files behind. ``out`` must be new, empty or an earlier export folder (holding
+only files an export writes); anything else is refused. The next export removes temp folders of killed runs.
+Each step is timed; the report (``export_report.json`` / ``.md``) records sizes, timings, the exporter used
+and each parity gate.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
+from edge_affect.fsutil import is_within, make_temp_dir, replace_dir
 from edge_affect.parity import Comparison, Gates, comparisons_markdown
 
 log = logging.getLogger(__name__)
@@ -128,10 +131,50 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _check_out(out: Path) -> None:
+#: Kept across re-exports into the same folder (a TensorRT timing cache is not tied to one model).
+CARRY_OVER = ("trt.timing.cache",)
+
+
+def export_folder_names() -> set[str]:
+    """Every name an export (or ``parity`` on its folder) writes into an export folder."""
+    names = {f.filename for f in FORMATS.values()}
+    names |= {f"{f.filename}.json" for f in FORMATS.values() if f.backend == "tensorrt"}  # engine sidecars
+    return names | {REPORT_JSON, REPORT_MD, "parity_report.json", "parity_report.md", "triton", *CARRY_OVER}
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """Names in ``out`` that no export wrote (atomic-write leftovers ``.<name>.<random>.tmp`` count as ours)."""
+    known = export_folder_names()
+    return sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name not in known and not (p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())
+    )
+
+
+def _check_out(out: Path, inputs: dict[str, Path | None] | None = None) -> None:
+    """``out`` must be new, empty, or an export folder (``export_report.json`` and only export files), which is
+    then replaced whole; it must not be or hold an input."""
+    for opt, p in (inputs or {}).items():
+        if p is not None and Path(p).exists() and is_within(p, out):
+            raise ValueError(f"--out {out}: is or holds the {opt} {p}, expected a folder apart from the inputs")
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a folder")
-    parent = out if out.exists() else out.parent
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if names and not names <= set(CARRY_OVER):
+            foreign = _foreign_entries(out)
+            if foreign or REPORT_JSON not in names:
+                what = (
+                    f"holds {foreign[0]!r}, which edge-affect export did not write"
+                    if foreign
+                    else "has no " + REPORT_JSON
+                )
+                raise ValueError(
+                    f"--out {out}: {what}, expected a new or empty folder or an earlier export folder "
+                    "(which is replaced whole)"
+                )
+    parent = out.parent  # the folder the finished export is renamed into
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
@@ -140,17 +183,23 @@ def _check_out(out: Path) -> None:
         raise PermissionError(f"output folder {parent} is not writable")
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Move every file/folder of ``tmp`` into ``out`` (replacing same-named ones)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for item in sorted(tmp.iterdir()):
-        target = out / item.name
-        if item.is_dir():
-            if target.exists():
-                shutil.rmtree(target)
-            item.rename(target)
-        else:
-            os.replace(item, target)
+def _replace_out(tmp: Path, out: Path, inputs: dict[str, Path | None]) -> None:
+    """Swap the finished ``tmp`` in for ``out`` (whole), keeping ``CARRY_OVER`` files ``tmp`` lacks."""
+    if out.is_dir():
+        for name in CARRY_OVER:
+            if (out / name).is_file() and not (tmp / name).exists():
+                shutil.copy2(out / name, tmp / name)
+    _check_out(out, inputs)  # nothing foreign appeared while exporting
+    replace_dir(tmp, out)
+
+
+def _check_request(req: ExportRequest) -> None:
+    """Numeric settings in range (the CLI checks its options too; this covers the Python API)."""
+    for name, value, lo in (("workspace_mib", req.workspace_mib, 1), ("parity_frames", req.parity_frames, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lo):
+            raise ValueError(f"{name} {value!r}: out of range, expected an integer ≥ {lo}")
+    if req.dla_core is not None and (not isinstance(req.dla_core, int) or req.dla_core < 0):
+        raise ValueError(f"dla_core {req.dla_core!r}: out of range, expected a DLA core number ≥ 0")
 
 
 def _default_calib_method(checkpoint_sha256: str) -> str:
@@ -172,7 +221,9 @@ def export_all(req: ExportRequest) -> ExportReport:
     from edge_affect.parity import EvalSet, Labels, compare_artifact, onnx_cpu_runner
 
     out = Path(req.out)
-    _check_out(out)
+    inputs = {"checkpoint": Path(req.checkpoint), "--calib": Path(req.calib) if req.calib is not None else None}
+    _check_request(req)
+    _check_out(out, inputs)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     model, meta = load_checkpoint(req.checkpoint)
@@ -191,7 +242,7 @@ def export_all(req: ExportRequest) -> ExportReport:
 
     fp16 = req.fp16 or (req.engine and not req.int8)  # an engine needs a typed ONNX
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
+    tmp = make_temp_dir(out)  # also removes the temp folders of killed exports into `out`
     try:
         fp32_path = tmp / FORMATS["onnx"].filename
         res = export_onnx_detailed(
@@ -264,7 +315,7 @@ def export_all(req: ExportRequest) -> ExportReport:
         report.timings_s = {k: round(v, 3) for k, v in timings.items()}
         atomic_write_text(tmp / REPORT_JSON, json.dumps(report.to_dict(), indent=1, allow_nan=True) + "\n")
         atomic_write_text(tmp / REPORT_MD, report.to_markdown())
-        _move_into_place(tmp, out)
+        _replace_out(tmp, out, inputs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("export to %s: %s", out, "PASS" if report.passed else "FAIL")

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from edge_affect.cliutil import float_range, int_range, seed_int
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a task-token transformer on an ABAW-layout dataset")
@@ -14,14 +16,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="image folder (default: DATA/cropped_aligned)")
     p.add_argument("--config", help="TrainConfig as JSON or TOML")
     p.add_argument("--model", help="registered model name (see --list-models)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=int_range(1, 100_000), help="epochs of the LR schedule (≥ 1)")
+    p.add_argument("--batch-size", type=int_range(1, 65_536), help="images per step and rank (≥ 1)")
+    p.add_argument("--lr", type=float_range(0.0, 1.0, lo_open=True), help="peak learning rate, in (0, 1]")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cache-dir", help="where the packed image cache lives (default: OUT/cache)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed_int)
     p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning; same model config)")
     p.set_defaults(func=_train)
 
@@ -38,10 +40,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from edge_affect.config import TrainConfig, load_config_file
-    from edge_affect.train.loop import train
+    from edge_affect.train.loop import check_train_config, train
 
+    where = args.config or "config"
     d = load_config_file(args.config) if args.config else {}
-    cfg = TrainConfig.from_dict(d, where=args.config or "config")
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: a JSON {type(d).__name__}, expected an object of settings (a TOML table)")
+    try:
+        cfg = TrainConfig.from_dict(d, where=where)
+    except TypeError as e:  # a nested setting of the wrong kind, e.g. "loss": [1, 2]
+        raise ValueError(f"{where}: {e}, expected the settings of edge_affect.config.TrainConfig") from None
     for flag, key in (
         ("model", "model"),
         ("epochs", "epochs"),
@@ -52,6 +60,7 @@ def _train(args: argparse.Namespace) -> int:
     ):
         if getattr(args, flag) is not None:
             setattr(cfg, key, getattr(args, flag))
+    check_train_config(cfg, where)
     logging.getLogger("edge_affect").setLevel(logging.INFO)
     best = train(
         cfg,
@@ -79,8 +88,16 @@ def _eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from edge_affect.artifact import atomic_write_text
+    from edge_affect.data.abaw import SPLIT_FILES
+    from edge_affect.fsutil import check_not_inputs, check_output_file
     from edge_affect.train.evaluate import evaluate_checkpoint, write_submission
 
+    inputs = [("CKPT", args.ckpt), ("--data", args.data), ("--images", args.images)]
+    inputs += [("annotation file", Path(args.data) / n) for names in SPLIT_FILES.values() for n in names]
+    outputs = {"--json": args.json, "--submission": args.submission}
+    check_not_inputs(outputs, inputs, input_folders=["--data", "--images"])
+    for opt, path in outputs.items():
+        check_output_file(opt, path)
     metrics, pred, ann = evaluate_checkpoint(
         args.ckpt, args.data, args.split, images=args.images, device=None if args.device == "auto" else args.device
     )
