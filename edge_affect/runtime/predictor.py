@@ -17,7 +17,7 @@ import numpy as np
 from edge_affect.artifact import ArtifactMeta
 from edge_affect.runtime.backends.base import BaseRunner
 from edge_affect.runtime.formats import detect_backend, format_for_backend, normalize_backend
-from edge_affect.runtime.preprocess import normalize, resize_face
+from edge_affect.runtime.preprocess import as_face_list, normalize, resize_face
 from edge_affect.schema import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Predictor:
     """Face crops in, per-face affect out; wraps one runner and the artifact's metadata."""
 
     def __init__(self, runner: BaseRunner, meta: ArtifactMeta, *, source: str = "", max_batch: int = 32) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch {max_batch!r} must be an integer >= 1")
         self.runner = runner
         self.meta = meta
         self.source = source or runner.name
@@ -101,6 +103,8 @@ class Predictor:
         s = self.input_size
         if len(spec.shape) != 4:
             raise ValueError(f"{where}: input {INPUT_NAME!r} has shape {list(spec.shape)}, expected [N, 3, {s}, {s}]")
+        if spec.dtype.kind != "f":
+            raise ValueError(f"{where}: input {INPUT_NAME!r} is {spec.dtype}, expected a float tensor (float32)")
         for axis, want in ((1, 3), (2, s), (3, s)):
             got = spec.static_dim(axis)
             if got is not None and got != want:
@@ -111,7 +115,12 @@ class Predictor:
         for name in OUTPUT_NAMES:
             if name not in self.runner.outputs:
                 raise ValueError(f"{where}: network has no output {name!r} (outputs: {sorted(self.runner.outputs)})")
-            got = self.runner.outputs[name].static_dim(1)
+            out_spec = self.runner.outputs[name]
+            if out_spec.dtype.kind != "f" or len(out_spec.shape) != 2:
+                raise ValueError(
+                    f"{where}: output {name!r} is {out_spec.dtype} {list(out_spec.shape)}, expected float [N, {widths[name]}]"
+                )
+            got = out_spec.static_dim(1)
             if got is not None and got != widths[name]:
                 raise ValueError(
                     f"{where}: metadata lists {widths[name]} labels for output {name!r} but the network gives {got}"
@@ -142,12 +151,19 @@ class Predictor:
     def preprocess(
         self, faces: np.ndarray | Sequence[np.ndarray]
     ) -> tuple[np.ndarray | None, list[dict[str, Any] | None]]:
-        """Crops → (N_ok×3×S×S input, per-face slot: ``None`` if it went in, else a failed record)."""
-        items = _as_face_list(faces)
+        """Crops → (N_ok×3×S×S input, per-face slot: ``None`` if it went in, else a failed record).
+
+        ``faces`` as :func:`~edge_affect.runtime.preprocess.as_face_list` accepts; anything else is a ``ValueError``.
+        """
+        return self._preprocess_items(as_face_list(faces, "predict"))
+
+    def _preprocess_items(
+        self, items: Sequence[Any], offset: int = 0
+    ) -> tuple[np.ndarray | None, list[dict[str, Any] | None]]:
         resized, slots = [], []
         for i, f in enumerate(items):
             try:
-                resized.append(resize_face(f, self.preprocess_cfg, where=f"face {i}"))
+                resized.append(resize_face(f, self.preprocess_cfg, where=f"face {offset + i}"))
                 slots.append(None)
             except ValueError as e:
                 slots.append(failed_record(STATUS_BAD_INPUT, str(e)))
@@ -203,38 +219,35 @@ class Predictor:
             )
         return records
 
-    def predict(
-        self, faces: np.ndarray | Sequence[np.ndarray], timings: dict[str, float] | None = None
-    ) -> list[dict[str, Any]]:
-        """Already-cropped faces (one image, a list, or an N×H×W[×C] batch; any size, gray/RGB/RGBA,
-        uint8/uint16) → one dict per face, in order. Bad crops and NaN/Inf outputs get a status, not an error.
+    def predict(self, faces: Any, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """Already-cropped faces → one dict per face, in order.
+
+        ``faces``: one image (H×W gray or H×W×C, C = 1/3/4), one N×H×W×C batch, or a list/tuple of images;
+        uint8, uint16 or float32/float64 in [0, 1]; any size up to ``MAX_IMAGE_PIXELS``. Anything else
+        (channel-first, N×H×W stacks, strings, ``None``, other dtypes, NaN, empty) is a one-line ``ValueError``:
+        nothing is guessed. Within a list, a bad crop gets a ``bad_input`` record and NaN/Inf network outputs a
+        ``nonfinite_output`` record, so there is always exactly one record per face given. Faces go through
+        ``max_batch`` at a time, so memory stays bounded for any number of faces.
 
         ``timings``, if given, receives seconds spent in ``preprocess``, ``infer`` and ``post``.
         """
-        t0 = time.perf_counter()
-        x, slots = self.preprocess(faces)
-        t1 = time.perf_counter()
-        records = self.run(x) if x is not None else None
-        t2 = time.perf_counter()
-        good = iter(self.postprocess(records) if records is not None else [])
-        result = [slot if slot is not None else next(good) for slot in slots]
+        items = as_face_list(faces, "predict")
+        result: list[dict[str, Any]] = []
+        t_pre = t_inf = t_post = 0.0
+        for start in range(0, len(items), self.max_batch):
+            t0 = time.perf_counter()
+            x, slots = self._preprocess_items(items[start : start + self.max_batch], offset=start)
+            t1 = time.perf_counter()
+            out = self.run(x) if x is not None else None
+            t2 = time.perf_counter()
+            good = iter(self.postprocess(out) if out is not None else [])
+            result += [slot if slot is not None else next(good) for slot in slots]
+            t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + time.perf_counter() - t2
         if timings is not None:
-            timings["preprocess"] = timings.get("preprocess", 0.0) + t1 - t0
-            timings["infer"] = timings.get("infer", 0.0) + t2 - t1
-            timings["post"] = timings.get("post", 0.0) + time.perf_counter() - t2
+            timings["preprocess"] = timings.get("preprocess", 0.0) + t_pre
+            timings["infer"] = timings.get("infer", 0.0) + t_inf
+            timings["post"] = timings.get("post", 0.0) + t_post
         return result
-
-
-def _as_face_list(faces: np.ndarray | Sequence[np.ndarray]) -> list[Any]:
-    if isinstance(faces, np.ndarray):
-        # One image: H×W, or H×W×C with C ≤ 4. Otherwise a batch along axis 0.
-        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] <= 4):
-            return [faces]
-        return list(faces)
-    items = list(faces)
-    if not items:
-        raise ValueError("no faces given (empty batch)")
-    return items
 
 
 # -- loading -------------------------------------------------------------------------------------
