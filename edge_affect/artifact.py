@@ -16,13 +16,18 @@ Layout (JSON, stored under ``schema.METADATA_KEY``)::
       "outputs": {"va": ["N", 2], "expr": ["N", 8], "au": ["N", 12]}
     }
 
-The runtime reads facts only from here, never from a file name.
+The runtime reads facts only from here, never from a file name. Every field is checked for type and range
+when an artifact is read (:meth:`ArtifactMeta.from_dict`) or a meta is made: label names and order must be
+this edge-affect's (``schema.EXPRESSIONS``, ``schema.AUS``), AU thresholds finite in [0, 1], the preprocessing
+sane (:data:`INPUT_SIZE_RANGE`, finite mean/std, std > 0) and an ``extra["align_template"]`` 5×2 finite
+fractions of the crop, shaped like a face (eyes above nose above mouth, left before right).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -32,13 +37,123 @@ from typing import Any
 from edge_affect import __version__
 from edge_affect.schema import (
     AUS,
+    COLOR_MODES,
+    EXPRESSIONS,
     INPUT_NAME,
     NUM_AU,
     OUTPUT_DIMS,
     SCHEMA_VERSION,
+    VA_NAMES,
     LabelSchema,
     Preprocess,
 )
+
+#: Network input sizes (pixels, square) an artifact may declare.
+INPUT_SIZE_RANGE: tuple[int, int] = (16, 1024)
+#: Interpolations ``runtime.preprocess.resize_face`` knows.
+INTERPOLATIONS: tuple[str, ...] = ("area", "linear", "cubic", "nearest")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: An align template's triangle (eye centre left, eye centre right, mouth centre) must cover at least this
+#: fraction of the crop (the ArcFace template: 0.057, FER2013's measured one: 0.07).
+MIN_TEMPLATE_AREA = 0.01
+#: Any two template points at least this far apart (fraction of the crop).
+MIN_TEMPLATE_SPACING = 0.02
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _numbers(value: Any, n: int, what: str) -> list[float]:
+    """``value`` as ``n`` finite floats, or a ``ValueError`` saying what it is instead."""
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(_is_number(x) for x in value):
+        raise ValueError(f"{what} must be a list of {n} numbers, got {_short(value)}")
+    out = [float(x) for x in value]
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{what} must be finite, got {out}")
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_names(value: Any, expected: tuple[str, ...], what: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"{what} must be a list of names, got {_short(value)}")
+    if list(value) != list(expected):
+        raise ValueError(f"{what} {list(value)} differ from this edge-affect's {list(expected)} (names and order)")
+    return list(value)
+
+
+def check_preprocess(pp: Any) -> None:
+    """Types and ranges of a ``Preprocess`` (``ValueError`` naming the field)."""
+    size = pp.input_size
+    lo, hi = INPUT_SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, int) or not lo <= size <= hi:
+        raise ValueError(f"preprocess input_size {_short(size)} must be an integer in [{lo}, {hi}]")
+    if pp.color not in COLOR_MODES:
+        raise ValueError(f"preprocess color {_short(pp.color)} is not one of {list(COLOR_MODES)}")
+    if pp.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"preprocess interpolation {_short(pp.interpolation)} is not one of {list(INTERPOLATIONS)}")
+    _numbers(pp.mean, 3, "preprocess mean")
+    std = _numbers(pp.std, 3, "preprocess std")
+    if min(std) <= 0:
+        raise ValueError(f"preprocess std {std} must be > 0")
+
+
+def _preprocess_from(d: Any) -> Preprocess:
+    if not isinstance(d, dict):
+        raise ValueError(f"preprocess must be an object, got {_short(d)}")
+    kw = dict(d)
+    for k in ("mean", "std"):
+        if k in kw:
+            kw[k] = tuple(_numbers(kw[k], 3, f"preprocess {k}"))
+    size = kw.get("input_size")
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ValueError(f"preprocess input_size {_short(size)} must be an integer")
+    for k in ("color", "interpolation"):
+        if k in kw and not isinstance(kw[k], str):
+            raise ValueError(f"preprocess {k} {_short(kw[k])} must be a string")
+    return Preprocess.from_dict(kw)
+
+
+def check_align_template(value: Any) -> list[list[float]]:
+    """A 5×2 align template (fractions of the crop, YuNet landmark order) that can frame a face, as lists.
+
+    Refused: other shapes, non-finite values, points outside [0, 1], coincident points, collinear or tiny
+    layouts (area of the eyes–mouth triangle < :data:`MIN_TEMPLATE_AREA`), and layouts that are not a face
+    upright as the image shows it (eyes above nose above mouth, image-left eye and mouth corner first), which
+    would align faces upside down or mirrored.
+    """
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 5
+        or not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_number(v) for v in p) for p in value)
+    ):
+        raise ValueError(f"align_template must be 5×2 numbers (x, y fractions of the crop), got {_short(value)}")
+    pts = [(float(x), float(y)) for x, y in value]
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for p in pts for v in p):
+        raise ValueError(f"align_template points must be finite fractions of the crop in [0, 1], got {pts}")
+    for i in range(5):
+        for j in range(i + 1, 5):
+            if math.dist(pts[i], pts[j]) < MIN_TEMPLATE_SPACING:
+                raise ValueError(f"align_template points {i} and {j} coincide ({pts[i]}, {pts[j]})")
+    (rx, ry), (lx, ly), (nx, ny), (mrx, mry), (mlx, mly) = pts
+    eye_c = ((rx + lx) / 2, (ry + ly) / 2)
+    mouth_c = ((mrx + mlx) / 2, (mry + mly) / 2)
+    if not (rx < lx and mrx < mlx and eye_c[1] < ny < mouth_c[1]):
+        raise ValueError(
+            "align_template is not an upright face (expected eyes left to right, then nose, then mouth corners "
+            f"left to right, top to bottom), got {pts}"
+        )
+    area = abs((lx - rx) * (mouth_c[1] - ry) - (mouth_c[0] - rx) * (ly - ry)) / 2
+    if area < MIN_TEMPLATE_AREA:
+        raise ValueError(
+            f"align_template is degenerate: eyes-mouth triangle area {area:.4f} < {MIN_TEMPLATE_AREA} of the crop"
+        )
+    return [list(p) for p in pts]
 
 
 @dataclass
@@ -57,12 +172,32 @@ class ArtifactMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.au_thresholds) != len(self.labels.aus):
-            raise ValueError(
-                f"au_thresholds has {len(self.au_thresholds)} values, expected {len(self.labels.aus)} (one per AU)"
-            )
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"precision {self.precision!r} is not fp32, fp16 or int8")
+        if not isinstance(self.preprocess, Preprocess):
+            raise ValueError(f"preprocess must be a Preprocess, got {type(self.preprocess).__name__}")
+        check_preprocess(self.preprocess)
+        _check_names(self.labels.expressions, EXPRESSIONS, "expression labels")
+        _check_names(self.labels.aus, AUS, "AU labels")
+        _check_names(self.labels.va, VA_NAMES, "VA labels")
+        th = self.au_thresholds.tolist() if hasattr(self.au_thresholds, "tolist") else self.au_thresholds
+        if not isinstance(th, (list, tuple)) or len(th) != NUM_AU:
+            raise ValueError(f"au_thresholds must be {NUM_AU} numbers (one per AU), got {_short(th)}")
+        th = [t.item() if getattr(t, "ndim", None) == 0 else t for t in th]  # numpy scalars
+        if not all(_is_number(t) for t in th):
+            raise ValueError(f"au_thresholds must be numbers, got {_short(th)}")
+        self.au_thresholds = [float(t) for t in th]
+        if not all(math.isfinite(t) and 0.0 <= t <= 1.0 for t in self.au_thresholds):
+            raise ValueError(f"au_thresholds must be finite probabilities in [0, 1], got {self.au_thresholds}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {_short(self.precision)} is not one of {list(PRECISIONS)}")
+        for name in ("model_name", "checkpoint_sha256", "edge_affect_version"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {_short(getattr(self, name))}")
+        for name in ("model_config", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be an object, got {_short(getattr(self, name))}")
+        self.extra = dict(self.extra)
+        if self.extra.get("align_template") is not None:
+            self.extra["align_template"] = check_align_template(self.extra["align_template"])
 
     def to_dict(self) -> dict[str, Any]:
         s = self.preprocess.input_size
@@ -86,24 +221,32 @@ class ArtifactMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "artifact") -> ArtifactMeta:
+        """Parse and check metadata read from an artifact; any problem is one ``ValueError`` naming ``where``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: edge-affect metadata must be a JSON object, got {type(d).__name__}")
         try:
-            version = int(d.get("schema_version", 0))
-            if version != SCHEMA_VERSION:
-                raise ValueError(f"metadata schema_version {version}, this edge-affect reads {SCHEMA_VERSION}")
-            labels = LabelSchema.from_dict(d["labels"])
-            if len(labels.aus) != NUM_AU or list(labels.aus) != list(AUS):
-                raise ValueError(f"AU list {labels.aus} differs from {list(AUS)}")
+            version = d.get("schema_version", 0)
+            if version != SCHEMA_VERSION or isinstance(version, bool):
+                raise ValueError(f"metadata schema_version {_short(version)}, this edge-affect reads {SCHEMA_VERSION}")
+            raw_labels = d["labels"]
+            if not isinstance(raw_labels, dict):
+                raise ValueError(f"labels must be an object, got {_short(raw_labels)}")
+            labels = LabelSchema(
+                expressions=_check_names(raw_labels.get("expressions"), EXPRESSIONS, "expression labels"),
+                aus=_check_names(raw_labels.get("aus"), AUS, "AU labels"),
+                va=_check_names(raw_labels.get("va", list(VA_NAMES)), VA_NAMES, "VA labels"),
+            )
             return cls(
-                preprocess=Preprocess.from_dict(d["preprocess"]),
+                preprocess=_preprocess_from(d["preprocess"]),
                 labels=labels,
-                au_thresholds=[float(t) for t in d["au_thresholds"]],
-                model_name=str(d.get("model_name", "")),
-                model_config=dict(d.get("model_config", {})),
-                checkpoint_sha256=str(d.get("checkpoint_sha256", "")),
-                precision=str(d.get("precision", "fp32")),
-                edge_affect_version=str(d.get("edge_affect_version", "")),
+                au_thresholds=_numbers(d["au_thresholds"], NUM_AU, "au_thresholds"),
+                model_name=d.get("model_name", ""),
+                model_config=d.get("model_config", {}),
+                checkpoint_sha256=d.get("checkpoint_sha256", ""),
+                precision=d.get("precision", "fp32"),
+                edge_affect_version=d.get("edge_affect_version", ""),
                 schema_version=version,
-                extra=dict(d.get("extra", {})),
+                extra=d.get("extra", {}),
             )
         except KeyError as e:
             raise ValueError(f"{where}: metadata lacks key {e.args[0]!r}") from None
@@ -114,7 +257,7 @@ class ArtifactMeta:
     def from_json(cls, text: str, where: str = "artifact") -> ArtifactMeta:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{where}: edge-affect metadata is not valid JSON: {e}") from None
         return cls.from_dict(d, where)
 

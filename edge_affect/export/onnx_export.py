@@ -68,18 +68,30 @@ def set_onnx_meta(model_proto: Any, meta: ArtifactMeta) -> None:
 
 
 def read_onnx_meta(model_or_path: Any) -> ArtifactMeta:
-    """Read the ``ArtifactMeta`` embedded in an ONNX model (path or ``ModelProto``)."""
+    """Read the ``ArtifactMeta`` embedded in an ONNX model (path or ``ModelProto``), checked for types and ranges.
+
+    A file that is not an ONNX model, lacks the entry, or holds it twice is a one-line ``ValueError``.
+    """
     import onnx
+    from google.protobuf.message import DecodeError
 
     where = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
     if isinstance(model_or_path, (str, Path)):
         p = Path(model_or_path)
-        if not p.is_file():
+        if not p.exists():
             raise FileNotFoundError(f"ONNX file {p} does not exist")
-        model_or_path = onnx.load(str(p), load_external_data=False)
-    for prop in model_or_path.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ArtifactMeta.from_json(prop.value, where=where)
+        if not p.is_file():
+            raise ValueError(f"ONNX file {p} is a folder, expected a .onnx file")
+        try:
+            model_or_path = onnx.load(str(p), load_external_data=False)
+        except (DecodeError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{where}: not a readable ONNX model ({first})") from None
+    values = [prop.value for prop in model_or_path.metadata_props if prop.key == METADATA_KEY]
+    if len(values) > 1:
+        raise ValueError(f"{where}: {len(values)} {METADATA_KEY!r} entries in metadata_props, expected one")
+    if values:
+        return ArtifactMeta.from_json(values[0], where=where)
     raise ValueError(f"{where}: no {METADATA_KEY!r} entry in metadata_props (not exported by edge-affect?)")
 
 

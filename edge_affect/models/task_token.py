@@ -97,8 +97,12 @@ class PerTokenLinear(nn.Module):
 
 
 def _build_backbone(cfg: ModelConfig) -> nn.Module:
+    """The timm feature extractor ``cfg`` describes; only allow-listed ``backbone_kwargs`` reach timm."""
     import timm
 
+    from edge_affect.models.registry import check_backbone_kwargs
+
+    check_backbone_kwargs(cfg.backbone_kwargs, f"backbone {cfg.backbone!r}")
     kwargs = dict(cfg.backbone_kwargs)
     stage = int(kwargs.pop("feature_index", -1))
     if cfg.drop_path > 0:
@@ -116,6 +120,12 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
         if "Unknown model" in str(e):
             raise ValueError(f"backbone {cfg.backbone!r} is not a timm model name") from None
         raise
+    except IndexError:
+        raise ValueError(
+            f"backbone {cfg.backbone!r} has no feature stage {stage} (backbone_kwargs feature_index)"
+        ) from None
+    except TypeError as e:
+        raise ValueError(f"backbone {cfg.backbone!r} does not take backbone_kwargs {sorted(kwargs)}: {e}") from None
     # Some feature wrappers (EfficientNetFeatures, MobileNetV3Features) keep the stages after the one we
     # read; drop them so no parameter goes unused (DDP requires it, and checkpoints stay lean).
     last = backbone.feature_info.module_name()[-1]

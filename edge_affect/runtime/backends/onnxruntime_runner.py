@@ -69,6 +69,8 @@ def resolve_providers(providers: Sequence[ProviderArg] | str | None) -> list[Pro
     """
     ort = import_onnxruntime()
     available = list(ort.get_available_providers())
+    if providers is not None and not isinstance(providers, (str, list, tuple)):
+        raise ValueError(f"providers {providers!r:.60} must be a name, a comma-separated string or a list of names")
     if providers is None or providers == "auto" or list(providers) == ["auto"]:
         if "CUDAExecutionProvider" in available and cuda_device_present():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -77,6 +79,11 @@ def resolve_providers(providers: Sequence[ProviderArg] | str | None) -> list[Pro
         providers = [p for p in providers.split(",") if p]
     out: list[ProviderArg] = []
     for p in providers:
+        ok = isinstance(p, str) or (
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], dict)
+        )
+        if not ok:
+            raise ValueError(f"provider {p!r:.60} must be a name or a (name, options dict) pair")
         name, opts = p if isinstance(p, tuple) else (p, None)
         full = PROVIDER_ALIASES.get(name.lower(), name)
         if full not in available:
@@ -131,19 +138,23 @@ class OnnxRuntimeRunner(BaseRunner):
         if wanted != self.device:
             log.warning("%s: asked for %s, ONNX Runtime runs it on %s", self.name, wanted, self.device)
         self.custom_metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        # A type without a numpy counterpart (string, sequence, map) becomes ``object``: callers that need
+        # float tensors refuse it by name instead of feeding it wrongly converted data.
         self.inputs = {
             i.name: TensorSpec(
-                i.name, tuple(d if d is not None else -1 for d in i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32))
+                i.name, tuple(d if d is not None else -1 for d in i.shape), np.dtype(_ORT_TYPES.get(i.type, object))
             )
             for i in self.session.get_inputs()
         }
         self.outputs = {
             o.name: TensorSpec(
-                o.name, tuple(d if d is not None else -1 for d in o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32))
+                o.name, tuple(d if d is not None else -1 for d in o.shape), np.dtype(_ORT_TYPES.get(o.type, object))
             )
             for o in self.session.get_outputs()
         }
         self._output_names = list(self.outputs)
+        if not self.inputs or not self.outputs:
+            raise ValueError(f"{self.name}: the ONNX graph has no inputs or no outputs")
         first_in = next(iter(self.inputs.values()))
         self.max_batch = first_in.static_dim(0)
         log.debug("%s: ONNX Runtime on %s", self.name, self.device)

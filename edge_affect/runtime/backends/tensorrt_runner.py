@@ -90,22 +90,62 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"engine {p} has no sidecar {side.name} (it records TensorRT version, GPU and metadata)"
         )
+    if side.stat().st_size > MAX_SIDECAR_BYTES:
+        raise ValueError(f"engine sidecar {side}: larger than {MAX_SIDECAR_BYTES // 2**20} MiB (not a sidecar)")
     try:
-        data = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as e:
         raise ValueError(f"engine sidecar {side}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"engine sidecar {side}: expected a JSON object")
-    return normalize_sidecar(data)
+        raise ValueError(f"engine sidecar {side}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return normalize_sidecar(data)
+    except ValueError as e:
+        raise ValueError(f"{side}: {e}") from None
+
+
+#: Largest sidecar read (they are a few KiB).
+MAX_SIDECAR_BYTES = 16 * 2**20
 
 
 def normalize_sidecar(data: dict[str, Any]) -> dict[str, Any]:
-    """Check that a sidecar has the keys the builder (``export/tensorrt_build.py``) writes."""
+    """Check that a sidecar has the keys the builder (``export/tensorrt_build.py``) writes, with their types.
+
+    ``metadata`` an object, versions and GPU name strings, ``compute_capability`` "X.Y" (or [X, Y]),
+    ``batch_range`` [min, opt, max] integers with 1 <= min <= opt <= max, ``version_compatible`` a bool.
+    """
     missing = [
         k for k in ("metadata", "tensorrt_version", "gpu_name", "compute_capability", "batch_range") if k not in data
     ]
     if missing:
         raise ValueError(f"engine sidecar lacks {missing} (not written by edge-affect build-engine/export?)")
+    if not isinstance(data["metadata"], dict):
+        raise ValueError(f"engine sidecar metadata must be an object, got {type(data['metadata']).__name__}")
+    for k in ("tensorrt_version", "gpu_name"):
+        if not isinstance(data[k], str) or not data[k]:
+            raise ValueError(f"engine sidecar {k} must be a non-empty string, got {data[k]!r:.60}")
+    cc = data["compute_capability"]
+    cc_ok = (isinstance(cc, str) and len(cc.split(".")) == 2 and all(x.isdigit() for x in cc.split("."))) or (
+        isinstance(cc, (list, tuple))
+        and len(cc) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in cc)
+    )
+    if not cc_ok:
+        raise ValueError(f'engine sidecar compute_capability must be like "8.7", got {cc!r:.60}')
+    br = data["batch_range"]
+    if (
+        not isinstance(br, (list, tuple))
+        or len(br) != 3
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in br)
+        or not 1 <= br[0] <= br[1] <= br[2]
+    ):
+        raise ValueError(
+            f"engine sidecar batch_range must be [min, opt, max] with 1 <= min <= opt <= max, got {br!r:.60}"
+        )
+    if not isinstance(data.get("version_compatible", False), bool):
+        raise ValueError(
+            f"engine sidecar version_compatible must be true or false, got {data['version_compatible']!r:.60}"
+        )
     return dict(data)
 
 

@@ -57,9 +57,16 @@ class TorchRunner(BaseRunner):
             from edge_affect.models import load_checkpoint
 
             self.model, self.meta = load_checkpoint(self._checkpoint)
+        if not isinstance(self._device_name, str):
+            raise ValueError(f"torch device {self._device_name!r:.40} must be a string such as 'cpu' or 'cuda:0'")
         if self._device_name.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"torch device {self._device_name!r} requested but no CUDA GPU is visible to PyTorch")
-        self._dev = torch.device(self._device_name)
+        try:
+            self._dev = torch.device(self._device_name)
+        except RuntimeError:
+            raise ValueError(
+                f"torch device {self._device_name!r} is not a device name (expected cpu, cuda, cuda:N)"
+            ) from None
         self.model = self.model.eval().to(self._dev)
         if self.half:
             self.model = self.model.half()
