@@ -2,12 +2,15 @@
 
 Every source yields :class:`Frame` objects; a frame that cannot be read carries ``error`` instead of
 pixels, so one bad frame never stops a long stream. Streams that stop delivering end cleanly with
-``end_reason`` set.
+``end_reason`` set. :class:`PrefetchSource` (``open_source(..., prefetch=N)``) reads and decodes ahead
+in a thread, so capture overlaps detection and inference.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,8 +155,127 @@ class VideoSource(FrameSource):
         self.close()
 
 
-def open_source(spec: str, *, max_failures: int = 30) -> FrameSource:
-    """Open ``spec``: an image or folder path, a video file, ``cam:N``, a stream URL or ``gst:<pipeline>``."""
+class _End:
+    """End of the reader thread's frames; carries the exception that stopped it, if any."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class PrefetchSource(FrameSource):
+    """Reads another source ahead in a background thread through a bounded queue of ``depth`` frames.
+
+    Frames come out in capture order. Files and image folders never lose a frame: the reader waits
+    while the queue is full. Live sources (``cam:N``, streams) cannot wait, so when the consumer falls
+    behind the oldest queued frame is dropped for the newest and counted in ``dropped`` (the frame
+    indices then skip). ``read_seconds`` is the time the reader spent capturing and decoding.
+    """
+
+    def __init__(self, source: FrameSource, depth: int = 4, *, drop: bool | None = None) -> None:
+        if depth < 1:
+            raise ValueError(f"prefetch depth {depth}: expected ≥ 1 frame")
+        # Not FrameSource.__init__: counts and the end reason are the wrapped source's.
+        self.spec = source.spec
+        self.source = source
+        self.kind = source.kind
+        self.total = source.total
+        self.fps = source.fps
+        self.depth = depth
+        self.drop = source.is_stream if drop is None else drop
+        self.dropped = 0
+        self.read_seconds = 0.0
+        self._queue: queue.Queue[Frame | _End] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def end_reason(self) -> str:  # type: ignore[override]
+        return self.source.end_reason
+
+    @property
+    def frames_read(self) -> int:  # type: ignore[override]
+        return self.source.frames_read
+
+    @property
+    def bad_frames(self) -> int:  # type: ignore[override]
+        return self.source.bad_frames
+
+    def _put(self, item: Frame | _End) -> bool:
+        """Queue ``item``; a live source drops the oldest frame when full. False once closed."""
+        dropping = self.drop and isinstance(item, Frame)
+        while not self._stop.is_set():
+            try:
+                if dropping:
+                    self._queue.put_nowait(item)
+                else:
+                    self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                if dropping:
+                    try:
+                        self._queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+        return False
+
+    def _read(self) -> None:
+        end = _End()
+        try:
+            frames = iter(self.source)
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                self.read_seconds += time.perf_counter() - t0
+                if frame is None or not self._put(frame):
+                    break
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            end = _End(e)
+        finally:
+            self._put(end)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._thread is not None:
+            raise RuntimeError(f"source {self.spec!r}: a prefetching source can be iterated once")
+        self._thread = threading.Thread(target=self._read, name=f"prefetch {self.spec}", daemon=True)
+        self._thread.start()
+        while True:
+            item = self._queue.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the reader (it finishes the frame it is reading), then close the source."""
+        self._stop.set()
+        if self._thread is not None:
+            deadline = time.monotonic() + timeout_s
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                try:
+                    self._queue.get(timeout=0.05)  # unblock a reader waiting on a full queue
+                except queue.Empty:
+                    pass
+                self._thread.join(timeout=0.05)
+            if self._thread.is_alive():  # a capture call that does not return: closing under it could crash
+                log.warning("source %r: reader still blocked after %.0f s; leaving it open", self.spec, timeout_s)
+                return
+        self.source.close()
+
+
+def open_source(spec: str, *, max_failures: int = 30, prefetch: int = 0) -> FrameSource:
+    """Open ``spec``: an image or folder path, a video file, ``cam:N``, a stream URL or ``gst:<pipeline>``.
+
+    ``prefetch`` > 0 reads that many frames ahead in a thread (:class:`PrefetchSource`).
+    """
+    if prefetch < 0:
+        raise ValueError(f"prefetch {prefetch}: expected ≥ 0 frames")
+    src = _open_source(spec, max_failures)
+    return PrefetchSource(src, prefetch) if prefetch > 0 else src
+
+
+def _open_source(spec: str, max_failures: int) -> FrameSource:
     import cv2
 
     spec = str(spec)

@@ -1,0 +1,114 @@
+"""Face pipeline end to end on 640×480 video: old policy (detect every frame at 640) vs new, side by side.
+
+Generates two clips from the bundled astronaut photo (``edge_affect.runtime.clips``, written with
+``cv2.VideoWriter`` and decoded like any video): one face moving and scaling (frames/s), and three faces
+entering, leaving and moving (faces found, pickup delay). Each runs through the same default model
+(``load(default_model("onnx"))``) and YuNet under each policy, rounds interleaved, fastest round kept;
+frame capture/decode runs ahead in a thread (``--prefetch``). Reports frames/s, the ratio to the old
+policy, CPU ms per frame (all threads), per-stage ms per frame, faces found, full detections, same
+faces as the old policy (frames with a face ≥ 48 px wholly in view, outside the N-frame pickup window)
+and expression top-1 agreement on tracked frames. Prints tables, writes JSON (``--json``).
+
+    python benchmarks/bench_pipeline.py --json benchmarks/results/bench_pipeline.json   # < 2 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: What issue 14 asks of the new policy on the one-face clip and the entering/leaving clip.
+TARGET_FPS = 60.0
+TARGET_SPEEDUP = 1.8
+TARGET_SAME_FACES = 0.99
+TARGET_EXPR = 0.98
+
+
+def _policies(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from edge_affect.runtime.bench import pipeline_policies
+
+    pols = pipeline_policies(args.det_size, args.detect_every, args.track_policy)
+    if args.sweep:
+        size = args.det_size or 320
+        for n in (2, 10):
+            pols[f"@{size}, detect every {n}, roi"] = {"det_size": size, "detect_every": n, "track_policy": "roi"}
+        pols[f"@{size}, detect every 5, carry"] = {"det_size": size, "detect_every": 5, "track_policy": "carry"}
+        pols[f"@{size}, detect every 5, roi 96 px"] = {"det_size": size, "detect_every": 5, "roi_size": 96}
+        pols["@256, detect every 5, roi"] = {"det_size": 256, "detect_every": 5}
+    return pols
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--artifact", default=None, help="model (default: the shipped default model's ONNX)")
+    ap.add_argument("--video", default=None, help="time this video instead of the generated clips (no ground truth)")
+    ap.add_argument("--frames", type=int, default=150, help="frames per generated clip (default 150)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds per policy (default 3)")
+    ap.add_argument("--prefetch", type=int, default=4, help="frames decoded ahead in a thread (0 = off)")
+    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
+    ap.add_argument("--det-size", type=int, default=None, help="new policy: detector input long side")
+    ap.add_argument("--detect-every", type=int, default=None, help="new policy: full detection every N frames")
+    ap.add_argument("--track-policy", default=None, choices=["roi", "carry"], help="new policy: tracking between")
+    ap.add_argument("--sweep", action="store_true", help="also time other N, policies and sizes (for the defaults)")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        os.environ["EDGE_AFFECT_ORT_THREADS"] = str(args.threads)
+
+    from edge_affect.artifact import atomic_write_text
+    from edge_affect.default import default_model
+    from edge_affect.runtime.bench import PIPELINE_COLUMNS, bench_pipeline, format_table, pipeline_rows
+    from edge_affect.runtime.clips import enter_leave_clip, moving_face_clip
+    from edge_affect.runtime.predictor import load
+
+    artifact = args.artifact or str(default_model("onnx"))
+    policies = _policies(args)
+    results: dict[str, Any] = {"artifact": artifact, "clips": {}}
+    with tempfile.TemporaryDirectory() as tmp, load(artifact) as predictor:
+        if args.video:
+            clips = {"video": (Path(args.video), None, args.rounds)}
+        else:
+            one, three = Path(tmp) / "one_face_640x480.mp4", Path(tmp) / "enter_leave_640x480.mp4"
+            clips = {
+                "one face moving and scaling": (one, moving_face_clip(one, args.frames), args.rounds),
+                "faces entering and leaving": (three, enter_leave_clip(three, args.frames), max(1, args.rounds - 1)),
+            }
+        for title, (video, truth, rounds) in clips.items():
+            res = bench_pipeline(predictor, video, policies, rounds=rounds, prefetch=args.prefetch, truth=truth)
+            results["clips"][title] = res
+            m = res["machine"]
+            print(f"\n{title} ({res['policies'][0]['frames']} frames, {m['cpu']}, {m['cpu_count']} cores)")
+            print(format_table(PIPELINE_COLUMNS, pipeline_rows(res)))
+            for r in res["policies"][1:]:
+                a = r["agreement"]
+                if a["pickup_frames"]:
+                    print(f"  {r['policy']}: picked up new faces after {a['pickup_frames']} frames; ", end="")
+                    print(f"same faces on all frames with a face ≥ 48 px: {100 * (a['same_faces_all'] or 0):.1f} %")
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=1, default=float))
+            print(f"\nresults in {args.json}")
+    if not args.video:
+        fast = results["clips"]["one face moving and scaling"]["policies"][2]
+        faces = results["clips"]["faces entering and leaving"]["policies"][2]
+        checks = [
+            ("frames/s", fast["fps"], TARGET_FPS),
+            ("× old policy", fast["speedup_vs_reference"], TARGET_SPEEDUP),
+            ("same faces", faces["agreement"]["same_faces"] or 0.0, TARGET_SAME_FACES),
+            ("expr agreement (tracked)", faces["agreement"]["expr_agreement_tracked"] or 0.0, TARGET_EXPR),
+        ]
+        print(f"\n{fast['policy']}:")
+        for name, got, want in checks:
+            print(f"  {name}: {got:.3f} (target ≥ {want}) {'ok' if got >= want else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

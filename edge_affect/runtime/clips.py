@@ -1,0 +1,148 @@
+"""Synthetic test clips from the bundled astronaut photo: faces moving, scaling, entering and leaving.
+
+Each clip is written with ``cv2.VideoWriter`` (MPEG-4 Part 2, ``mp4v``) so readers decode real video,
+and comes with its ground truth: per frame, the box of every face drawn (face id, x, y, w, h in frame
+pixels; boxes may reach past the frame edge while a face enters or leaves). Used by the tests and by
+``benchmarks/bench_pipeline.py``; deterministic for a given OpenCV build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+#: YuNet's face box in ``astronaut.png`` (x, y, w, h; ``assets/samples/README.md``).
+ASTRONAUT_FACE = np.array([178.2, 62.9, 89.9, 113.3])
+
+#: frame index → (centre x, centre y, face height) of a face, or ``None`` while it is not in the clip.
+FacePath = Callable[[int], "tuple[float, float, float] | None"]
+
+
+@dataclass
+class ClipFace:
+    """One face in a clip: its path over frames and whether it is the photo's mirror image."""
+
+    path: FacePath
+    mirror: bool = False
+
+
+def _sprite(mirror: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head-and-shoulders cut of the astronaut (RGB float), a feathered elliptical alpha, and the face box in it."""
+    import cv2
+
+    from edge_affect.runtime.preprocess import decode_image
+
+    rgb = decode_image(SAMPLES_DIR / "astronaut.png")
+    x0, y0, x1, y1 = 98, 0, 348, 250
+    cut = rgb[y0:y1, x0:x1].astype(np.float32)
+    face = ASTRONAUT_FACE - [x0, y0, 0, 0]
+    h, w = cut.shape[:2]
+    alpha = np.zeros((h, w), np.float32)
+    cx, cy = face[0] + face[2] / 2, face[1] + face[3] / 2
+    cv2.ellipse(alpha, (round(cx), round(cy + 8)), (round(face[2] * 0.95), round(face[3] * 0.85)), 0, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 6)
+    if mirror:
+        cut, alpha = cut[:, ::-1].copy(), alpha[:, ::-1].copy()
+        face = np.array([w - face[0] - face[2], face[1], face[2], face[3]])
+    return cut, alpha, face
+
+
+def background(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:
+    """A smooth random colour field with soft shapes and sensor-like noise (no faces in it)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    field_ = cv2.resize(rng.uniform(40, 210, (6, 8, 3)).astype(np.float32), (width, height), cv2.INTER_CUBIC)
+    for _ in range(12):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        col = tuple(float(c) for c in rng.uniform(30, 230, 3))
+        cv2.rectangle(field_, (x, y), (x + int(rng.integers(20, 160)), y + int(rng.integers(20, 120))), col, -1)
+    field_ = cv2.GaussianBlur(field_, (0, 0), 2.0) + rng.normal(0, 3.0, field_.shape).astype(np.float32)
+    return np.clip(field_, 0, 255)
+
+
+def render_clip(
+    path: str | Path,
+    faces: Sequence[ClipFace],
+    frames: int,
+    size: tuple[int, int] = (640, 480),
+    fps: float = 30.0,
+    seed: int = 0,
+) -> list[list[tuple[int, np.ndarray]]]:
+    """Write the clip to ``path`` (``.mp4``) and return, per frame, ``(face index, box x, y, w, h)`` of each face drawn."""
+    import cv2
+
+    width, height = size
+    bg = background(width, height, seed)
+    sprites = {m: _sprite(m) for m in {f.mirror for f in faces}}
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write the video {path} (mp4v)")
+    truth: list[list[tuple[int, np.ndarray]]] = []
+    try:
+        for i in range(frames):
+            img = bg.copy()
+            boxes = []
+            for k, face in enumerate(faces):
+                where = face.path(i)
+                if where is None:
+                    continue
+                cut, alpha, fbox = sprites[face.mirror]
+                cx, cy, fh = where
+                s = fh / fbox[3]
+                sw, sh = max(1, round(cut.shape[1] * s)), max(1, round(cut.shape[0] * s))
+                interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+                spr, a = (
+                    cv2.resize(cut, (sw, sh), interpolation=interp),
+                    cv2.resize(alpha, (sw, sh), interpolation=interp),
+                )
+                fx, fy = (fbox[0] + fbox[2] / 2) * sw / cut.shape[1], (fbox[1] + fbox[3] / 2) * sh / cut.shape[0]
+                ox, oy = round(cx - fx), round(cy - fy)
+                xa, ya, xb, yb = max(ox, 0), max(oy, 0), min(ox + sw, width), min(oy + sh, height)
+                if xb > xa and yb > ya:
+                    sub_a = a[ya - oy : yb - oy, xa - ox : xb - ox, None]
+                    region = img[ya:yb, xa:xb]
+                    img[ya:yb, xa:xb] = region * (1 - sub_a) + spr[ya - oy : yb - oy, xa - ox : xb - ox] * sub_a
+                fw = fbox[2] * sw / cut.shape[1]
+                boxes.append((k, np.array([cx - fw / 2, cy - fh / 2, fw, fh])))
+            truth.append(boxes)
+            frame = np.clip(img, 0, 255).astype(np.uint8)
+            writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+    finally:
+        writer.release()
+    return truth
+
+
+def moving_face_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> list[list[tuple[int, np.ndarray]]]:
+    """640×480, one face moving on a Lissajous path (up to ~8 px per frame) while its height swings 70–170 px."""
+
+    def where(i: int) -> tuple[float, float, float]:
+        t = 2 * np.pi * i / 150.0
+        return 320 + 170 * np.sin(t), 240 + 70 * np.sin(2 * t + 0.5), 120 + 50 * np.sin(1.5 * t)
+
+    return render_clip(path, [ClipFace(where)], frames, fps=fps)
+
+
+def enter_leave_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> list[list[tuple[int, np.ndarray]]]:
+    """640×480, three faces that never overlap: A (100 px) slides in from the left and out to the right
+    along the top; B (mirrored, 110–126 px) cuts in at frame 47 and slides out at the bottom from frame
+    100; C (60 px) cuts in at frame 93 at the bottom left and cuts out at frame 131."""
+
+    def a(i: int) -> tuple[float, float, float] | None:
+        x = -60 + 6.5 * i
+        return (x, 110 + 15 * np.sin(i / 9), 100.0) if x < 700 else None
+
+    def b(i: int) -> tuple[float, float, float] | None:
+        if i < 47:
+            return None
+        y = 330 + max(0, i - 100) * 8.0
+        return (470 - (i - 47) * 1.5, y, 110 + (i - 47) * 0.3) if y < 560 else None
+
+    def c(i: int) -> tuple[float, float, float] | None:
+        return (120.0 + 0.5 * (i - 93), 400.0, 60.0) if 93 <= i < 131 else None
+
+    return render_clip(path, [ClipFace(a), ClipFace(b, mirror=True), ClipFace(c)], frames, fps=fps, seed=1)
