@@ -11,6 +11,7 @@ import argparse
 import errno
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -228,8 +229,9 @@ def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namesp
     except BrokenPipeError:
         # the reader went away (`... | head`): nothing to report; keep Python from complaining at exit
         try:
-            sys.stdout = open("/dev/null", "w")  # noqa: SIM115
-        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
             pass
         return 141
     except ModuleNotFoundError as e:

@@ -259,6 +259,10 @@ def check_out_dir(
         raise ValueError(f"--out {out}: is a file, expected a folder for the run")
     inputs = {"--data": data_root, "--images": images}
     check_not_inputs({"--out": out, "--cache-dir": cache_dir}, inputs, input_folders=list(inputs))
+    if resume and not (out / "last.pt").is_file():
+        raise FileNotFoundError(
+            f"--resume: {out / 'last.pt'} does not exist, expected the last.pt of the run to continue"
+        )
     if not resume:
         held = [n for n in RUN_FILES if (out / n).exists()]
         if held:
