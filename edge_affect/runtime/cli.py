@@ -13,6 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_affect.cliutil import float_range, int_list, int_range, positive_int, probability
+
+#: Largest batch ``bench`` accepts (a batch of 1024 112-px faces is ~150 MB of input; more is a typo).
+MAX_BENCH_BATCH = 1024
+
 
 def _console(stderr: bool = True) -> Any:
     from rich.console import Console
@@ -40,6 +45,14 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
         help="ONNX Runtime providers, comma-separated: cpu, cuda, tensorrt (default: cuda if usable, else cpu)",
     )
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay a captured CUDA graph per batch shape")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "int8"],
+        default="auto",
+        help="pick this precision's ONNX from the export folder ARTIFACT is (or is in): int8 on the CPU provider "
+        "is model.int8.cpu.onnx (ONNX Runtime integer kernels), on CUDA/TensorRT model.int8.onnx (default: "
+        "ARTIFACT as given; fp32 for a folder)",
+    )
     p.add_argument("--device", default=None, help="torch backend device (cpu, cuda:0)")
 
 
@@ -57,11 +70,31 @@ def add_commands(subparsers: Any) -> None:
     run.add_argument("--out", default=None, help="JSON Lines output (default: stdout)")
     run.add_argument("--overlay", default=None, help="draw results into out.mp4, out.png (single image) or a folder")
     run.add_argument("--smooth", action="store_true", help="EMA-smooth predictions per track (videos and streams)")
-    run.add_argument("--alpha", type=float, default=0.4, help="EMA weight of the newest frame (default 0.4)")
-    run.add_argument("--max-faces", type=int, default=None, help="keep at most this many faces per frame (best first)")
-    run.add_argument("--score-threshold", type=float, default=0.6, help="face detector score threshold (default 0.6)")
-    run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    run.add_argument(
+        "--alpha",
+        type=float_range(0.0, 1.0, lo_open=True),
+        default=0.4,
+        help="EMA weight of the newest frame (default 0.4)",
+    )
+    run.add_argument(
+        "--max-faces", type=positive_int, default=None, help="keep at most this many faces per frame (best first)"
+    )
+    run.add_argument(
+        "--score-threshold", type=probability, default=0.6, help="face detector score threshold (default 0.6)"
+    )
+    run.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from edge_affect.runtime.pipeline import add_pipeline_arguments
+
+    add_pipeline_arguments(run)
+    run.add_argument(
+        "--prefetch",
+        type=int_range(0, 256),
+        default=4,
+        metavar="N",
+        help="frames read and decoded ahead in a thread (default 4; 0 = off); a camera or stream drops the "
+        "oldest, counted, when processing falls behind, a file never drops",
+    )
     run.set_defaults(func=cmd_run)
 
     bench = subparsers.add_parser(
@@ -70,10 +103,29 @@ def add_commands(subparsers: Any) -> None:
         description="Per-stage p50/p90/p99 latency and throughput, as a table and JSON.",
     )
     _add_backend_args(bench)
-    bench.add_argument("--batch", default="1,8,32", help="batch sizes, comma-separated (default 1,8,32)")
-    bench.add_argument("--iters", type=int, default=50, help="timed calls per stage (default 50)")
+    bench.add_argument(
+        "--batch",
+        type=int_list(1, MAX_BENCH_BATCH),
+        default="1,8,32",
+        help=f"batch sizes, comma-separated, each 1..{MAX_BENCH_BATCH} (default 1,8,32)",
+    )
+    bench.add_argument("--iters", type=int_range(1, 100_000), default=50, help="timed calls per stage (default 50)")
     bench.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON here")
     bench.add_argument("--source", default=None, metavar="IMG", help="photo with a face (default: bundled astronaut)")
+    bench.add_argument(
+        "--pipeline",
+        default=None,
+        metavar="VIDEO",
+        help="instead, the whole face pipeline on VIDEO end to end (frames/s, ms per stage, faces found): "
+        "the old policy (detect every frame at 640) and the settings below, side by side",
+    )
+    add_pipeline_arguments(bench)
+    bench.add_argument(
+        "--rounds", type=int_range(1, 100), default=3, help="--pipeline: interleaved timed rounds (default 3)"
+    )
+    bench.add_argument(
+        "--prefetch", type=int_range(0, 256), default=4, metavar="N", help="--pipeline: frames decoded ahead"
+    )
     bench.set_defaults(func=cmd_bench)
 
 
@@ -84,6 +136,18 @@ def _resolve_artifact(args: argparse.Namespace) -> None:
 
         args.artifact = str(default_model("onnx"))
         _console().print(f"[dim]no artifact given: using the default model {args.artifact}[/]")
+    precision = getattr(args, "precision", "auto")
+    if precision == "auto" and Path(args.artifact).is_dir():
+        precision = "fp32"
+    if precision != "auto":
+        from edge_affect.runtime.backends.onnxruntime_runner import select_precision
+
+        if args.backend not in ("auto", "onnxruntime"):
+            raise ValueError(f"--precision {precision} picks an export folder's ONNX; it runs on --backend onnxruntime")
+        chosen = str(select_precision(args.artifact, precision, args.providers))
+        if chosen != args.artifact:
+            _console().print(f"[dim]--precision {precision}: using {chosen}[/]")
+        args.artifact = chosen
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -93,6 +157,27 @@ def _load(args: argparse.Namespace) -> Any:
     return load(
         args.artifact, backend=args.backend, providers=args.providers, cuda_graph=args.cuda_graph, device=args.device
     )
+
+
+def _check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> None:
+    """Refuse outputs that name the artifact or the source (however spelt: links, ``..``), before any write."""
+    from edge_affect.fsutil import check_not_inputs, check_output_file
+
+    artifact = args.artifact
+    if not artifact:
+        from edge_affect.default import default_model
+
+        artifact = str(default_model("onnx"))
+    inputs = {"ARTIFACT": artifact}
+    if str(artifact).endswith(".engine"):
+        inputs["ARTIFACT's sidecar"] = f"{artifact}.json"
+    source = getattr(args, "source", None)
+    if source and Path(source).exists():  # not cam:N / rtsp://… / gst:
+        inputs["--source"] = source
+    check_not_inputs(outputs, inputs, input_folders=["--source"] if source and Path(source).is_dir() else [])
+    for opt, path in outputs.items():
+        if opt != "--overlay" or Path(path or "").suffix:  # an overlay without suffix is a folder
+            check_output_file(opt, path)
 
 
 def _parse_batches(text: str) -> list[int]:
@@ -115,10 +200,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     con = _console()
     if args.alpha <= 0 or args.alpha > 1:
         raise ValueError(f"--alpha {args.alpha}: expected a value in (0, 1]")
+    _check_outputs(args, {"--out": args.out, "--overlay": args.overlay})
     out_path = Path(args.out) if args.out else None
     if out_path is not None and not out_path.parent.is_dir():
         raise FileNotFoundError(f"--out {out_path}: folder {out_path.parent} does not exist")
-    source = open_source(args.source)
+    source = open_source(args.source, prefetch=args.prefetch)
     try:
         predictor = _load(args)
     except BaseException:
@@ -129,7 +215,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         con.print("[yellow]--smooth ignored: still images are not smoothed[/]")
     providers = getattr(predictor.runner, "providers", None) or None
     detector = YuNetDetector(yunet_runner(predictor.backend, providers), score_threshold=args.score_threshold)
-    pipe = FacePipeline(predictor, detector, smooth=smooth, alpha=args.alpha, max_faces=args.max_faces)
+    from edge_affect.runtime.pipeline import pipeline_settings
+
+    pipe = FacePipeline(
+        predictor, detector, smooth=smooth, alpha=args.alpha, max_faces=args.max_faces, **pipeline_settings(args)
+    )
     overlay = None
     if args.overlay:
         overlay = OverlayWriter(
@@ -191,7 +281,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     reason = reason or source.end_reason
     fps = n_frames / dt if dt > 0 else 0.0
     con.print(
-        f"{n_frames} frames ({n_bad} unreadable, {n_noface} without a face), {n_faces} faces in {dt:.1f} s "
+        f"{n_frames} frames ({n_bad} unreadable, {n_noface} without a face"
+        + (f", {source.dropped} dropped: processing fell behind" if getattr(source, "dropped", 0) else "")
+        + f"), {n_faces} faces in {dt:.1f} s "
         f"({fps:.1f} frames/s); {reason}"
         + (f"; predictions in {out_path}" if out_path else "")
         + (f"; overlay in {args.overlay}" if overlay is not None else "")
@@ -200,16 +292,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.pipeline:
+        return _bench_pipeline(args)
     from rich.table import Table
 
     from edge_affect.artifact import atomic_write_text
     from edge_affect.runtime.bench import bench_stages
 
-    batches = _parse_batches(args.batch)
+    batches = args.batch if isinstance(args.batch, list) else _parse_batches(args.batch)
     if args.iters < 1:
         raise ValueError(f"--iters {args.iters}: expected ≥ 1")
     if args.source is not None and not Path(args.source).is_file():
         raise FileNotFoundError(f"--source {args.source} does not exist")
+    _check_outputs(args, {"--json": args.json})
     predictor = _load(args)
     try:
         res = bench_stages(predictor, args.source, batches, args.iters)
@@ -236,20 +331,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    """``bench --pipeline VIDEO``: old vs new face-finding policy on one video, as a table and JSON."""
+    from edge_affect.artifact import atomic_write_text
+    from edge_affect.runtime.bench import (
+        PIPELINE_COLUMNS,
+        bench_pipeline,
+        format_table,
+        pipeline_policies,
+        pipeline_rows,
+    )
+
+    if not Path(args.pipeline).is_file():
+        raise FileNotFoundError(f"--pipeline {args.pipeline} does not exist, expected a video file")
+    _check_outputs(args, {"--json": args.json})
+    policies = pipeline_policies(args.det_size, args.detect_every, args.track_policy)
+    predictor = _load(args)
+    try:
+        res = bench_pipeline(predictor, args.pipeline, policies, rounds=args.rounds, prefetch=args.prefetch)
+    finally:
+        predictor.close()
+    a, m = res["artifact"], res["machine"]
+    # A plain table: 13 columns do not fit a rich table in 80 columns, and it stays greppable in logs.
+    print(f"{Path(args.pipeline).name} · {a['backend']} on {a['device']} · {m['cpu']}, {m['cpu_count']} cores")
+    print(format_table(PIPELINE_COLUMNS, pipeline_rows(res)), flush=True)
+    con = _console(stderr=False)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(res, indent=2, default=float))
+        con.print(f"results in {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m edge_affect.runtime.cli``) with the house error contract."""
     import logging
 
-    parser = argparse.ArgumentParser(prog="edge-affect")
+    from edge_affect.cliutil import OneLineParser, run_command
+
+    parser = OneLineParser(prog="edge-affect")
+    parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"edge-affect: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":
