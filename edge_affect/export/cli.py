@@ -10,6 +10,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from edge_affect.export.capture import CAPTURE_LOG
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the export, calibration and parity subcommands."""
@@ -32,7 +34,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="target recipe (export/<target>.toml): precisions, batch range, workspace, DLA, version compatibility",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder (model.onnx, model.fp16.onnx, ...)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder: new, empty or an earlier export folder, which is replaced whole (default: "
+        "runs/export/<model>-<sha256 prefix>, one folder per checkpoint)",
+    )
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (FP16 inside, FP32 I/O)")
     p.add_argument(
         "--int8", action="store_true", help="also write model.int8.onnx (explicit Q/DQ from calibration frames)"
@@ -203,16 +211,42 @@ def _apply_profile(args: argparse.Namespace) -> str | None:
     )
 
 
+#: Parent of the default export folders (``--out`` not given).
+DEFAULT_EXPORT_ROOT = Path("runs") / "export"
+
+
+def default_export_dir(checkpoint: Path, default: bool = False) -> Path:
+    """``runs/export/<name>-<sha256[:8]>``: one folder per checkpoint, so exporting it again replaces its own
+    artifacts and never lands on another model's. ``<name>`` is ``default`` for the shipped model, else the
+    checkpoint's file name (with its folder's for the generic ``best``/``last``/``model``)."""
+    from edge_affect.artifact import sha256_file
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    name = checkpoint.stem
+    if default:
+        name = "default"
+    elif name in ("best", "last", "model") and checkpoint.resolve().parent.name:
+        name = f"{checkpoint.resolve().parent.name}-{name}"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return DEFAULT_EXPORT_ROOT / f"{name}-{sha256_file(checkpoint)[:8]}"
+
+
 def _export(args: argparse.Namespace) -> int:
     from edge_affect.export.pipeline import ExportRequest, export_all
     from edge_affect.export.tensorrt_build import BatchRange
 
-    device_hint = _apply_profile(args)
-    if args.checkpoint is None:
+    default = args.checkpoint is None
+    if default:
         from edge_affect.default import default_model
 
-        args.checkpoint = default_model()
-        print(f"no checkpoint given: exporting the default model {args.checkpoint}")
+        args.checkpoint = default_model("safetensors")
+    if args.out is None:
+        args.out = default_export_dir(args.checkpoint, default=default)
+    device_hint = _apply_profile(args)
+    if default:
+        print(f"no checkpoint given: exporting the default model {args.checkpoint} to {args.out}")
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -240,6 +274,9 @@ def _export(args: argparse.Namespace) -> int:
     if device_hint:
         print(device_hint)
     print(f"exporter: {rep.exporter}; report: {args.out / 'export_report.md'}; {'PASS' if rep.passed else 'FAIL'}")
+    if (args.out / CAPTURE_LOG).is_file():
+        print(f"ModelOpt / ONNX Runtime output: {args.out / CAPTURE_LOG}")
+    print(f"artifacts in {args.out}/")
     return 0 if rep.passed else 1
 
 

@@ -29,12 +29,17 @@ KEEP_FP32_OPS: tuple[str, ...] = (
 INSTALL_HINT = "install the export extra: pip install 'edge-affect[export]' (brings nvidia-modelopt[onnx])"
 
 
-def _convert_modelopt(src: Path) -> Any:
+def _convert_modelopt(src: Path, log_path: Path) -> Any:
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
-    return convert_to_mixed_precision(
-        str(src), low_precision_type="fp16", keep_io_types=True, op_types_to_exclude=list(KEEP_FP32_OPS)
-    )
+    from edge_affect.export.capture import capture_output
+
+    with capture_output(log_path, "FP16 (ModelOpt AutoCast)") as cap:  # its log lines go to quantize.log
+        model = convert_to_mixed_precision(
+            str(src), low_precision_type="fp16", keep_io_types=True, op_types_to_exclude=list(KEEP_FP32_OPS)
+        )
+    log.info(cap.summary())
+    return model
 
 
 def _convert_onnxconverter(src: Path) -> Any:
@@ -56,11 +61,12 @@ def convert_fp16(src: str | Path, dst: str | Path, meta: ArtifactMeta | None = N
     if not src.is_file():
         raise FileNotFoundError(f"ONNX file {src} does not exist")
     meta = meta or read_onnx_meta(src)
-    from edge_affect.export.int8 import quiet_modelopt
+    from edge_affect.export.capture import CAPTURE_LOG
 
     try:
-        with quiet_modelopt():
-            model, used = _convert_modelopt(src), "modelopt.autocast"
+        import modelopt.onnx.autocast  # noqa: F401 - imported outside the captured step
+
+        model, used = _convert_modelopt(src, dst.parent / CAPTURE_LOG), "modelopt.autocast"
     except ImportError:
         try:
             model, used = _convert_onnxconverter(src), "onnxconverter_common.float16"

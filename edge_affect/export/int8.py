@@ -3,33 +3,21 @@ elsewhere, FP32 I/O), with NVIDIA ModelOpt ONNX PTQ; the result must pass ``qdq_
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_affect.artifact import ArtifactMeta, atomic_write_bytes
+from edge_affect.export.capture import CAPTURE_LOG, capture_output
 from edge_affect.export.fp16 import INSTALL_HINT
 from edge_affect.export.onnx_export import read_onnx_meta, set_onnx_meta
 from edge_affect.export.qdq_check import assert_trt_qdq
 from edge_affect.schema import INPUT_NAME
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def quiet_modelopt(level: int = logging.INFO) -> Iterator[None]:
-    """Silence log records at ``level`` and below while ModelOpt runs (it reconfigures its own loggers per call)."""
-    previous = logging.root.manager.disable
-    logging.disable(max(level, previous))
-    try:
-        yield
-    finally:
-        logging.disable(previous)
 
 
 def require_modelopt() -> Any:
@@ -76,7 +64,9 @@ def quantize_int8(
         exclude = list(exclude or [])
         op_types = [e for e in exclude if e[:1].isupper() and "/" not in e]
         nodes = [e for e in exclude if e not in op_types]
-        with quiet_modelopt():
+        # ModelOpt/ONNX Runtime output (a line and a progress bar per calibration batch) goes to quantize.log
+        step = f"INT8 PTQ (ModelOpt, {calibration_method} calibration, {len(calib)} frames)"
+        with capture_output(dst.parent / CAPTURE_LOG, step) as cap:
             quantization.quantize(
                 str(tmp_in),
                 quantize_mode="int8",
@@ -85,10 +75,11 @@ def quantize_int8(
                 calibration_eps=["cpu"],
                 high_precision_dtype="fp16",
                 output_path=str(tmp_out),
-                log_level="WARNING",
+                log_level="INFO",  # into quantize.log only
                 op_types_to_exclude=op_types or None,
                 nodes_to_exclude=nodes or None,
             )
+        log.info(cap.summary())
         if not tmp_out.is_file():
             raise RuntimeError(f"ModelOpt produced no INT8 model for {src}")
         model = onnx.load(str(tmp_out))
