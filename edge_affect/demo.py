@@ -261,7 +261,7 @@ def run_demo(out: Path, checkpoint: Path | None = None, engines: bool = True, be
     t_all = time.perf_counter()
     out = Path(out)
     _prepare_out(out)
-    ckpt = Path(checkpoint) if checkpoint is not None else default_model()
+    ckpt = Path(checkpoint) if checkpoint is not None else default_model("safetensors")
     card: dict[str, Any] = {}
     if checkpoint is None:
         from edge_affect.default import default_model_card

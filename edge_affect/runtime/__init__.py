@@ -1,8 +1,9 @@
 """Torch-free runtime: load any edge-affect artifact and predict affect for faces in crops or frames.
 
-Needs numpy + OpenCV + ONNX Runtime (or TensorRT + cuda-python); never torch (only the optional
-``torch`` backend imports it, when asked). Names are resolved lazily so ``import edge_affect.runtime``
-stays cheap::
+Needs numpy + OpenCV + ONNX Runtime (or TensorRT + cuda-python); never torch (only the optional ``torch``
+backend imports it, when asked). OpenCV comes from the ``opencv`` extra or from the platform (JetPack's, with
+GStreamer, on a Jetson); ``require_cv2`` imports it or names the extra. Names are resolved lazily so
+``import edge_affect.runtime`` stays cheap::
 
     from edge_affect.runtime import load
     with load("model.onnx") as p:
@@ -13,6 +14,30 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+#: What to install when OpenCV is missing. The base install leaves it out so that a Jetson keeps JetPack's
+#: OpenCV (built with GStreamer for CSI/RTSP cameras), which a PyPI OpenCV would shadow.
+CV2_HINT = (
+    "OpenCV (cv2) is not installed: pip install 'edge-affect[opencv]' "
+    "(on a Jetson use JetPack's OpenCV, which has GStreamer: docker/Dockerfile.jetson)"
+)
+
+
+class MissingDependencyError(ImportError, RuntimeError):
+    """An optional dependency is absent; the message names what to install. An ``ImportError`` for callers
+    that catch that, and a ``RuntimeError`` so the CLI prints the message as its one-line error."""
+
+
+def require_cv2() -> Any:
+    """``import cv2``, or a ``MissingDependencyError`` naming the ``opencv`` extra (and JetPack's OpenCV)."""
+    try:
+        import cv2
+    except ModuleNotFoundError as e:
+        if e.name != "cv2":
+            raise
+        raise MissingDependencyError(CV2_HINT, name="cv2") from None
+    return cv2
+
 
 _EXPORTS = {
     "load": "edge_affect.runtime.predictor",
@@ -36,7 +61,7 @@ _EXPORTS = {
     "decode_image": "edge_affect.runtime.preprocess",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "CV2_HINT", "MissingDependencyError", "require_cv2"])
 
 
 def __getattr__(name: str) -> Any:
