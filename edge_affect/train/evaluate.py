@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,10 @@ import numpy as np
 import torch
 
 from edge_affect.artifact import atomic_write_text
+
+#: The temporary cache folder of one ``eval`` (in the system temp folder, named after its process), so the
+#: next ``eval`` can remove what a killed one left (a packed cache of a whole split can be gigabytes).
+_EVAL_TEMP = re.compile(r"^edge-affect-eval-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 
 
 def evaluate_checkpoint(
@@ -31,11 +38,18 @@ def evaluate_checkpoint(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, meta = load_checkpoint(ckpt, map_location=dev)
     ann = load_split(data_root, split, images=images)
-    with tempfile.TemporaryDirectory(prefix="edge-affect-eval-") as tmp:
+    from edge_affect.fsutil import clean_stale
+
+    clean_stale(tempfile.gettempdir(), _EVAL_TEMP)
+    tmp = tempfile.mkdtemp(prefix=f"edge-affect-eval-{os.getpid()}-")
+    try:
         cache = build_cache(ann, ann.images_root, model.preprocess, Path(cache_dir or tmp) / split)
         pred = predict_cache(model, cache, model.preprocess, dev, batch_size)
         at_half = score_predictions(pred, cache)
         tuned = score_predictions(pred, cache, meta.au_thresholds)
+        del cache  # its memory map, before the folder goes
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     metrics = {
         **tuned,
         "au_at_0.5": at_half["au"],

@@ -181,3 +181,25 @@ def test_pid_alive() -> None:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     assert not pid_alive(p.pid)
+
+
+def test_eval_removes_the_cache_folder_a_killed_eval_left_in_the_temp_folder(
+    tmp_path: Path,
+    small_synth: Path,
+    tiny_ckpts: tuple[Path, Path],
+    rel: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tempfile
+
+    from edge_affect.train.evaluate import evaluate_checkpoint
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"edge-affect-eval-{rel.dead_pid()}-k2j3h4"
+    (dead / "val").mkdir(parents=True)
+    (dead / "val" / "images.npy").write_bytes(b"a whole split, packed")
+    live = tmp_path / f"edge-affect-eval-{os.getppid()}-a1b2c3"
+    live.mkdir()
+    metrics, _, _ = evaluate_checkpoint(tiny_ckpts[0], small_synth, "val", device="cpu")
+    assert metrics["rows"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]  # the dead one and its own are gone
