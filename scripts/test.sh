@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the whole test suite on CPU, plus the Python 3.10 lint of the runtime.
+# Set up (scripts/setup.sh), lint, and run the test suite on CPU without the `slow` tests (what CI runs).
+# Extra arguments go to pytest: `-m slow` for the slow tests only, `-m ""` for everything, `-k NAME`, a path...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check edge_affect tests benchmarks
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -m "not slow" "$@"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "edge_affect.runtime.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "edge_affect.runtime.cli", *args], cwd=ROOT, capture_output=True, text=True
     )
 
 
