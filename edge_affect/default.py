@@ -23,9 +23,6 @@ from typing import Any
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "models" / "default"
 #: File of each format in ``DEFAULT_MODEL_DIR``.
 DEFAULT_FILES = {"onnx": "model.onnx", "safetensors": "model.safetensors", "card": "model.json"}
-#: INT8 activation calibration for the default model (MODEL_CARD.md): with "entropy" INT8 stays within 1 point
-#: of FP32 accuracy on FER2013 (64.00 % vs 64.92 %); "max" loses 2 points (62.91 %).
-DEFAULT_MODEL_CALIB_METHOD = "entropy"
 
 
 def default_model(fmt: str = "onnx") -> Path:
@@ -58,4 +55,4 @@ def default_model_card() -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-__all__ = ["DEFAULT_FILES", "DEFAULT_MODEL_CALIB_METHOD", "DEFAULT_MODEL_DIR", "default_model", "default_model_card"]
+__all__ = ["DEFAULT_FILES", "DEFAULT_MODEL_DIR", "default_model", "default_model_card"]

@@ -1,5 +1,5 @@
-"""Fixtures shared across areas: the FER2013 public-test split (real faces; skipped where absent) and scoring
-an artifact on it through the runtime."""
+"""Fixtures shared across areas: the FER+ valid and FER2013 public-test splits (real faces; skipped where
+absent) and scoring an artifact on them through the runtime."""
 
 from __future__ import annotations
 
@@ -12,6 +12,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FER_DIR = Path(os.environ.get("EDGE_AFFECT_FER_DIR", ROOT.parent / "shared" / "data" / "fer2013"))
+FERPLUS_DIR = Path(os.environ.get("EDGE_AFFECT_FERPLUS_DIR", ROOT.parent / "shared" / "data" / "ferplus"))
+
+
+@pytest.fixture(scope="session")
+def ferplus_valid() -> tuple[np.ndarray, np.ndarray]:
+    """(images N×48×48 uint8, FER+ majority labels in ABAW order) of FER+ valid, unknown/NF-majority faces left
+    out; skips if not on this machine."""
+    from edge_affect.data.fer import majority_label, votes_to_distribution
+
+    path = FERPLUS_DIR / "ferplus_valid.npz"
+    if not path.is_file():
+        pytest.skip(f"FER+ valid not at {path} (set EDGE_AFFECT_FERPLUS_DIR); nothing is downloaded")
+    with np.load(path) as z:
+        dist, keep = votes_to_distribution(z["votes"], where=str(path))
+        return z["images"][keep], majority_label(dist[keep])
 
 
 @pytest.fixture(scope="session")

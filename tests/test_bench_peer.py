@@ -107,8 +107,9 @@ def test_peer_on_64_public_test_faces() -> None:
     except bench.SetupError as e:
         pytest.skip(str(e))
     if not bench.DEFAULT_DATA.is_file():
-        pytest.skip(f"FER2013 public test not found at {bench.DEFAULT_DATA}")
-    images, labels = bench.load_data(bench.DEFAULT_DATA, limit=64)
+        pytest.skip(f"FER+ valid not found at {bench.DEFAULT_DATA}")
+    images, labels, facts = bench.load_data(bench.DEFAULT_DATA, limit=64)
+    assert facts["kind"] == "ferplus" and facts["classes"] == 8
     peer = bench.PeerFer(threads=1)
     try:
         pred, probs = peer.predict_probs(images)
@@ -119,3 +120,34 @@ def test_peer_on_64_public_test_faces() -> None:
     np.testing.assert_allclose(bench.fer_probs_to_abaw(one_by_one), probs[:8], atol=1e-5)  # batching is exact
     acc = float((pred == labels).mean())
     assert acc > 0.3, f"peer accuracy {acc:.3f} on 64 faces: class order or preprocessing is off"
+
+
+def test_ferplus_data_scores_the_majority_vote_over_8_classes(tmp_path: Path) -> None:
+    """A FER+ .npz (votes) is scored against the majority vote, unknown/NF-majority faces left out, 8 classes."""
+    votes = np.zeros((5, 10), np.uint8)
+    votes[0, 1] = 10  # happiness → ABAW 4
+    votes[1, 7] = 6  # contempt → Other (7)
+    votes[1, 0] = 4
+    votes[2, 8] = 10  # unknown: left out
+    votes[3, 5] = 7  # disgust → 2
+    votes[3, 4] = 3
+    votes[4, 9] = 10  # NF: left out
+    np.savez(tmp_path / "fp.npz", images=np.zeros((5, 48, 48), np.uint8), votes=votes)
+    images, labels, facts = bench.load_data(tmp_path / "fp.npz")
+    assert labels.tolist() == [4, 7, 2] and len(images) == 3
+    assert facts["classes"] == 8 and facts["left_out_unknown_or_nf"] == 2
+    res = bench.evaluate_predictions(np.array([4, 0, 2]), labels, k=8)
+    assert res["accuracy"] == pytest.approx(2 / 3) and res["per_class"]["Other"]["recall"] == 0.0
+    assert np.asarray(res["confusion"]).shape == (8, 9)
+    peer = {
+        "kind": "peer",
+        "metrics": {"latency_batch": {"ms_per_face_median": 0.5}, "latency_single": {"ms_median": 0.4}},
+    }
+    ours = {
+        "kind": "ours",
+        "name": "m",
+        "metrics": {"latency_batch": {"ms_per_face_median": 0.6}, "latency_single": {"ms_median": 1.0}},
+    }
+    assert bench.latency_ratios([peer, ours], peer) == {
+        "m": {"batch": pytest.approx(1.2), "single": pytest.approx(2.5)}
+    }

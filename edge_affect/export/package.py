@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.default import DEFAULT_FILES
+from edge_affect.fsutil import make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,33 @@ def evaluation_from_bench(d: dict[str, Any], where: str = "evaluation") -> dict[
     return out
 
 
+def expression_prior(ann) -> np.ndarray:
+    """Mean training expression target of ``Annotations`` (soft distributions when present, else the
+    hard-label frequencies) over its labelled rows: 8 probabilities."""
+    from edge_affect.schema import NUM_EXPR
+
+    lab = ann.expr >= 0
+    if not lab.any():
+        raise ValueError(f"{ann.source}: no labelled expressions to estimate the class prior from")
+    if ann.expr_soft is not None:
+        prior = np.asarray(ann.expr_soft, dtype=np.float64)[lab].mean(0)
+    else:
+        prior = np.bincount(ann.expr[lab], minlength=NUM_EXPR) / lab.sum()
+    return prior / prior.sum()
+
+
+def adjust_expression_logits(model, prior: np.ndarray, tau: float) -> None:
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021): ``expr_head.bias -= tau · log(prior)``, in place.
+    Shifts decisions toward rare classes; ``tau = 0`` changes nothing."""
+    import torch
+
+    if not (np.isfinite(tau) and 0.0 <= tau <= 2.0):
+        raise ValueError(f"expression logit adjustment tau {tau!r} must lie in [0, 2]")
+    logp = np.log(np.clip(np.asarray(prior, dtype=np.float64), 1e-12, None))
+    with torch.no_grad():
+        model.expr_head.bias -= torch.as_tensor(tau * logp, dtype=model.expr_head.bias.dtype)
+
+
 def package_model(
     checkpoint: str | Path,
     out: str | Path,
@@ -98,12 +126,15 @@ def package_model(
     evaluation: dict[str, Any] | None = None,
     description: str = "",
     test_time_flip: bool | None = None,
+    expr_logit_adjust: float = 0.0,
 ) -> dict[str, Any]:
     """Package ``checkpoint`` into ``out`` (must not exist or be empty); returns the ``model.json`` dict.
 
     ``data``: the training dataset root; an ``import.json`` there with an ``align_template`` (see
     ``edge-affect data import``) sets the runtime's crop framing. ``evaluation`` is stored as is.
-    ``test_time_flip``: switch mirror averaging on/off in the shipped model (None keeps the checkpoint's)."""
+    ``test_time_flip``: switch mirror averaging on/off in the shipped model (None keeps the checkpoint's).
+    ``expr_logit_adjust``: tau of a logit adjustment against the training prior of ``data`` (needs ``data``),
+    baked into the expression head (see ``benchmarks/bench_rare_classes.py`` for its measured effect)."""
     import torch
 
     from edge_affect.data.fer import dataset_align_template
@@ -112,7 +143,7 @@ def package_model(
 
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not an empty folder; choose a new output folder")
+        raise ValueError(f"--out {out}: exists and is not an empty folder, expected a new output folder")
     model, meta = load_checkpoint(checkpoint)
     if test_time_flip is not None:
         model.config.test_time_flip = bool(test_time_flip)
@@ -122,9 +153,17 @@ def package_model(
         if tpl is None:
             raise ValueError(f"{data}: no align_template in import.json (re-run edge-affect data import)")
         extra["align_template"] = tpl
+    if expr_logit_adjust:
+        if data is None:
+            raise ValueError("--expr-logit-adjust needs --data (the training set whose class prior it removes)")
+        from edge_affect.data.abaw import load_split
+
+        prior = expression_prior(load_split(data, "train", check_images=False))
+        adjust_expression_logits(model, prior, expr_logit_adjust)
+        extra["expr_logit_adjust"] = {"tau": float(expr_logit_adjust), "prior": [round(float(x), 6) for x in prior]}
     extra["source_checkpoint_sha256"] = meta.checkpoint_sha256
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
+    tmp = make_temp_dir(out)  # named after this process: the next run removes it if a kill leaves it
     try:
         st = tmp / DEFAULT_FILES["safetensors"]
         save_safetensors(st, model, au_thresholds=meta.au_thresholds, extra=extra)
@@ -141,6 +180,7 @@ def package_model(
             "macs": macs,
             "input": {"size": meta.preprocess.input_size, "color": meta.preprocess.color},
             "align_template": extra.get("align_template"),
+            "expr_logit_adjust": extra.get("expr_logit_adjust"),
             "au_thresholds": list(meta.au_thresholds),
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in (st, onnx_path)},
             "onnx": {"exporter": res.exporter, "max_abs_diff_vs_torch": res.max_abs_diff},
@@ -154,12 +194,9 @@ def package_model(
             "evaluation": evaluation or {},
         }
         atomic_write_text(tmp / DEFAULT_FILES["card"], json.dumps(card, indent=1) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(out, 0o777 & ~umask)  # mkdtemp made it 0700
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # something appeared meanwhile
+            raise ValueError(f"--out {out}: was filled while packaging, expected a new output folder")
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("packaged %s → %s (%.1f M parameters)", checkpoint, out, card["parameters"] / 1e6)

@@ -57,3 +57,34 @@ def test_package_refuses_a_used_folder(trained_ckpt: Path, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="no align_template in import.json"):
         package_model(trained_ckpt, tmp_path / "new", data=tmp_path)
     assert not (tmp_path / "new").exists()
+
+
+def test_expression_logit_adjustment_moves_rare_classes_by_the_prior(
+    trained_ckpt: Path, synth_root: Path, tmp_path: Path
+) -> None:
+    """``--expr-logit-adjust TAU``: expression logits shift by exactly −TAU·log(training prior) in the shipped
+    ONNX (VA/AU untouched), the prior and TAU are recorded, and it needs the dataset."""
+    from edge_affect.data.abaw import load_split
+    from edge_affect.export.onnx_export import run_onnx
+    from edge_affect.export.package import expression_prior
+
+    data = tmp_path / "data"  # the synthetic training annotations plus an import.json with a crop framing
+    data.mkdir()
+    (data / "training_set_annotations.txt").symlink_to(synth_root / "training_set_annotations.txt")
+    tpl = [[0.31, 0.38], [0.69, 0.38], [0.5, 0.59], [0.35, 0.75], [0.65, 0.75]]
+    (data / "import.json").write_text(json.dumps({"align_template": tpl}))
+    prior = expression_prior(load_split(data, "train", check_images=False))
+    assert prior.shape == (8,) and abs(prior.sum() - 1) < 1e-9 and (prior > 0).all()
+    plain = package_model(trained_ckpt, tmp_path / "plain", data=data)
+    adj = package_model(trained_ckpt, tmp_path / "adj", data=data, expr_logit_adjust=0.5)
+    assert plain["expr_logit_adjust"] is None
+    assert adj["expr_logit_adjust"]["tau"] == 0.5
+    np.testing.assert_allclose(adj["expr_logit_adjust"]["prior"], prior, atol=1e-6)
+    x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    a, b = run_onnx(tmp_path / "plain" / "model.onnx", x), run_onnx(tmp_path / "adj" / "model.onnx", x)
+    np.testing.assert_allclose(b["expr"] - a["expr"], np.broadcast_to(-0.5 * np.log(prior), (4, 8)), atol=1e-4)
+    np.testing.assert_allclose(b["va"], a["va"], atol=1e-6)
+    with pytest.raises(ValueError, match="needs --data"):
+        package_model(trained_ckpt, tmp_path / "nodata", expr_logit_adjust=0.5)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\]"):
+        package_model(trained_ckpt, tmp_path / "big", data=data, expr_logit_adjust=5.0)
