@@ -586,7 +586,7 @@ def _print_tables(con: Any, s: dict) -> None:
         )
     con.print(t)
     g = Table(
-        title=f"parity gates vs PyTorch FP32 (calibration frames) — {'PASS' if s['export']['passed'] else 'FAIL'}"
+        title=f"parity gates vs PyTorch FP32 (frames: export/export_report.md) — {'PASS' if s['export']['passed'] else 'FAIL'}"
     )
     for col in ("artifact", "gate", "value", "threshold", "result"):
         g.add_column(col)
@@ -699,7 +699,7 @@ def _markdown(s: dict) -> str:
         "",
         "![clip](plots/clip_va.png)",
         "",
-        f"## Parity gates (vs PyTorch FP32, calibration frames; *{MEASURED}*)",
+        f"## Parity gates (vs PyTorch FP32 on the frames export_report.md names; *{MEASURED}*)",
         "",
         "| artifact | gate | value | threshold | result |",
         "|---|---|---|---|---|",
