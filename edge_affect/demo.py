@@ -684,8 +684,9 @@ def _markdown(s: dict) -> str:
             f"## FER+ validation faces (*{MEASURED}*)",
             "",
             f"{fp['mosaic_match']} of {fp['mosaic_faces']} mosaic faces predicted as their FER+ majority label "
-            f"({FERPLUS_PER_CLASS} random faces per expression, one row each; green: same, red: differs). These",
-            "faces were not used to train the shipped FER2013 model. Per expression:",
+            f"({FERPLUS_PER_CLASS} random faces per expression, one row each; green: same, red: differs). FER+'s",
+            "validation split: not trained on, though a model may have been selected on it (see MODEL_CARD.md).",
+            "Per expression:",
             "",
             "| expression | faces | accuracy |",
             "|---|---|---|",
