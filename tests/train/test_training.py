@@ -204,7 +204,7 @@ def test_bf16_cpu_training_still_learns(synth_root: Path, tmp_path: Path, monkey
     ann = load_split(synth_root, "train").subset(np.arange(32))
     model = create_model("tiny")
     cache = build_cache(ann, ann.images_root, model.preprocess, tmp_path / "cache")
-    x = to_input(torch.from_numpy(np.asarray(cache.images)), model.preprocess)
+    x = to_input(torch.from_numpy(np.array(cache.images)), model.preprocess)
     batch = {
         "va": torch.from_numpy(cache.va),
         "expr": torch.from_numpy(cache.expr),
