@@ -4,11 +4,12 @@ Generated 640×480 clips (``edge_affect.runtime.clips``, written with cv2.VideoW
 video) go through the shipped default model twice: the old policy (full detection every frame at 640)
 and the new defaults (detection at 384 every N frames, faces re-found in regions in between).
 
-Measured here (150-frame clips, N = 5): same faces in 100 % of the frames with a face ≥ 48 px wholly in
-view outside the N-frame pickup window (one face: 145 frames; entering/leaving: 105 frames; over every
-frame with a face ≥ 48 px, partly visible or being picked up: 100 % and 93.1 %); every new face picked up
-at most 3 frames after the old policy found it; expression top-1 agreement on tracked frames 100 % and
-99.4 %. Asserted: ≥ 99 %, < N frames, ≥ 98 %.
+Measured here (150-frame clips, N = 5, default model edge_gray48_slim): same faces in 100 % of the frames
+with a face ≥ 48 px wholly in view outside the N-frame pickup window (one face: 145 frames; entering and
+leaving: 105 frames; over every frame with a face ≥ 48 px, partly visible or being picked up: 100 % and
+93.1 %); every new face picked up 1–3 frames after the old policy found it; expression top-1 agreement
+on tracked frames 100 % (120 and 161 faces; 99.4 % with the previous default model or one ORT thread).
+Asserted: ≥ 99 %, < N frames, ≥ 98 %.
 """
 
 from __future__ import annotations
