@@ -448,14 +448,25 @@ def latency_single(models: Sequence[Any], images: np.ndarray, rounds: int, faces
     }
 
 
-def write_png(results: dict[str, Any], path: Path) -> str:
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None where matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed: no PNG written (pip install matplotlib)"
+        return None
+    return plt
+
+
+NO_MPL = "matplotlib is not installed: no PNG written (pip install matplotlib)"
+
+
+def write_png(results: dict[str, Any], path: Path) -> str:
+    plt = _pyplot()
+    if plt is None:
+        return NO_MPL
     models = results["models"]
     names = EXPRESSIONS[: results["data"]["classes"]]
     groups = [*names, "macro-F1", "accuracy"]
@@ -480,13 +491,9 @@ def write_png(results: dict[str, Any], path: Path) -> str:
 
 def write_confusion_png(results: dict[str, Any], path: Path) -> str:
     """Row-normalised confusion matrices (true class → predicted class), one panel per model."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no confusion PNG written (pip install matplotlib)"
+    plt = _pyplot()
+    if plt is None:
+        return NO_MPL
     models = results["models"]
     k = results["data"]["classes"]
     names = [n[:4] for n in EXPRESSIONS[:k]]

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------- option types
 
 
+#: Top-level module → the extra that installs it, for the one-line "missing dependency" error.
+_EXTRA_OF = {"cv2": "opencv", "tensorrt": "trt", "cuda": "trt", "onnx": "export", "modelopt": "export"}
+
+
 def _shown(text: str, limit: int = 40) -> str:
     """The user's value as it goes into a one-line message (quoted when blank or odd, shortened)."""
     s = str(text)
@@ -237,9 +241,10 @@ def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namesp
     except ModuleNotFoundError as e:
         if verbose:
             raise
+        extra = _EXTRA_OF.get((e.name or "").split(".")[0], "train,export")
         one_line(
             f"missing dependency {e.name!r} for '{command}', expected it installed "
-            "(install the matching extra, e.g. pip install 'edge-affect[train,export]')"
+            f"(install the matching extra: pip install 'edge-affect[{extra}]')"
         )
         return EXIT_USER_ERROR
     except OSError as e:

@@ -164,10 +164,12 @@ def dataset_align_template(root: str | Path) -> list[list[float]] | None:
         raise ValueError(f"{p}: not readable JSON ({e})") from None
     if tpl is None:
         return None
-    arr = np.asarray(tpl, dtype=np.float64)
-    if arr.shape != (5, 2) or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-        raise ValueError(f"{p}: align_template {tpl!r} is not 5×2 fractions of the crop")
-    return arr.tolist()
+    from edge_affect.artifact import check_align_template
+
+    try:
+        return check_align_template(tpl)  # the same check every artifact's metadata passes
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{p}: align_template: {e}") from None
 
 
 def _align_template(out: Path, images: np.ndarray, n: int = 1000) -> tuple[list[list[float]] | None, int]:

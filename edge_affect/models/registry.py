@@ -190,7 +190,7 @@ def edge() -> ModelConfig:
 
 @register_model
 def edge_gray48() -> ModelConfig:
-    """Edge config for 48×48 grayscale crops (FER2013-style), the shipped default model's layout:
+    """Edge config for 48×48 grayscale crops (FER2013-style), v1 of the shipped default model:
     ResNet-18 stages 1-3 (stride 16 → 3×3 = 9 image tokens), 3.5 M parameters, 69 M MACs.
 
     Dense 3×3 convolutions train ~1.6× faster per MAC than depthwise EfficientNet blocks on a CPU and
@@ -217,18 +217,9 @@ def edge_gray48_slim() -> ModelConfig:
     Chosen by measurement against the ``fer`` peer (ONNX Runtime FP32, one thread, same run, 2-core EPYC):
     ``edge_gray48`` ran at 2.9× the peer's time per face at batch 64 and 5.1× at batch 1, this one at
     1.2× and 2.0×; bf16 CPU training runs at 1.3 k img/s vs 0.7 k."""
-    return ModelConfig(
-        backbone="resnet18",
-        backbone_kwargs={"feature_index": 3, "channels": [32, 64, 128, 256]},
-        input_size=48,
-        color="gray",
-        dim=128,
-        heads=8,
-        mlp_ratio=4.0,
-        encoder_layers=1,
-        decoder_layers=2,
-        dropout=0.1,
-    )
+    cfg = edge_gray48()
+    cfg.backbone_kwargs = {"feature_index": 3, "channels": [32, 64, 128, 256]}
+    return cfg
 
 
 @register_model
