@@ -43,7 +43,10 @@ def _train(args: argparse.Namespace) -> int:
     from edge_affect.train.loop import check_train_config, train
 
     where = args.config or "config"
-    d = load_config_file(args.config) if args.config else {}
+    try:
+        d = load_config_file(args.config) if args.config else {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 text (byte {e.start}), expected a JSON or TOML file") from None
     if not isinstance(d, dict):
         raise ValueError(f"{where}: a JSON {type(d).__name__}, expected an object of settings (a TOML table)")
     try:
