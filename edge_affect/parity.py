@@ -159,7 +159,9 @@ def compare_outputs(
         **{f"max_abs_{k}": v for k, v in raw.items()},
         **{f"max_abs_prob_{k}": v for k, v in prob.items()},
         "expr_top1_agreement": expr_agree,
+        "expr_top1_flipped": float((ref["expr"].argmax(1) != got["expr"].argmax(1)).sum()),
         "au_decision_agreement": au_agree,
+        "au_decisions_flipped": float(((p_ref["au"] >= thr) != (p_got["au"] >= thr)).sum()),
         "va_ccc_min": va_ccc,
     }
     results: list[GateResult] = []
@@ -220,6 +222,11 @@ def load_eval_set(data: str | Path | None, pp: Any, split: str = "val", limit: i
             raise ValueError(f"{path}: has no 'images' array")
         imgs = d["images"][:limit]
         labels = Labels(expr=d["labels"][:limit].astype(np.int64)) if "labels" in d.files else None
+        if labels is None and "votes" in d.files:  # FER+: majority label (-1 where unknown / not a face)
+            from edge_affect.data.fer import majority_label, votes_to_distribution
+
+            dist, keep = votes_to_distribution(d["votes"][:limit], where=f"{path}: votes")
+            labels = Labels(expr=np.where(keep, majority_label(dist), MISSING_EXPR).astype(np.int64))
         return EvalSet(prepare_batch(imgs, pp), labels, f"{path} ({len(imgs)} images)")
     if path.is_dir():
         from edge_affect.data.abaw import load_split
@@ -241,9 +248,10 @@ INT8_CPU_BACKEND = "onnxruntime-cpu, fp16 upcast"
 
 def onnx_cpu_runner(path: Path, precision: str) -> tuple[str, Runner]:
     """The CPU runner for an ONNX artifact and its backend label (INT8 Q/DQ graphs run with FP16 upcast)."""
+    from edge_affect.export.cpu_int8 import has_float16
     from edge_affect.export.onnx_export import run_onnx
 
-    if precision == "int8":
+    if precision == "int8" and has_float16(path):  # TensorRT-shaped: Q/DQ + FP16 (the CPU INT8 model has no FP16)
         return INT8_CPU_BACKEND, lambda x: run_onnx(path, x, emulate_fp16_in_fp32=True)
     return "onnxruntime-cpu", lambda x: run_onnx(path, x)
 
@@ -348,7 +356,12 @@ def run_parity(
         checkpoint = export_rep.get("checkpoint")
         if not checkpoint:
             raise FileNotFoundError(f"{d} has no {REPORT_JSON} naming the checkpoint; pass --checkpoint")
-    if data is None:  # the frames the export was checked on, when still there
+    gate_ev = None
+    if data is None:  # the frames the export was gated on (held out from calibration), when still there
+        from edge_affect.export.gates import recorded_gate_set
+
+        gate_ev = recorded_gate_set(export_rep, meta.preprocess, limit)
+    if data is None and gate_ev is None:  # an older export: the frames it was checked on
         calib = export_rep.get("calibration", {}).get("dir")
         data = calib if calib and Path(calib).is_dir() else None
     model, cmeta = load_checkpoint(checkpoint)
@@ -356,10 +369,14 @@ def run_parity(
         raise ValueError(
             f"checkpoint {checkpoint} (sha256 {cmeta.checkpoint_sha256[:12]}) is not the one {fp32} was exported from ({meta.checkpoint_sha256[:12]})"
         )
-    ev = load_eval_set(data, meta.preprocess, split, limit)
+    ev = gate_ev or load_eval_set(data, meta.preprocess, split, limit)
     ref = run_torch(model, ev.x)
     comps: list[Comparison] = []
-    for fmt in FORMATS.values():
+    from edge_affect.export.formats import Format
+    from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
+
+    cpu_int8 = Format("onnx-int8-cpu", CPU_INT8_ONNX, "int8", "onnxruntime", "onnxruntime_onnx")
+    for fmt in [*FORMATS.values(), cpu_int8]:
         p = d / fmt.filename
         if not p.is_file():
             continue

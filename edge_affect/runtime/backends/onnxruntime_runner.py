@@ -35,6 +35,35 @@ _ORT_TYPES = {
 
 ProviderArg = str | tuple[str, dict[str, Any]]
 
+#: The ONNX files of an export folder per precision (the export's ``formats.FORMATS`` names them the same;
+#: a test keeps the two tables equal). INT8 has two: TensorRT-shaped Q/DQ and ONNX Runtime CPU-native.
+EXPORT_ONNX: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+CPU_INT8_ONNX = "model.int8.cpu.onnx"
+#: ``ArtifactMeta.extra["int8_target"]`` of the CPU-native INT8 model.
+INT8_TARGET_CPU = "cpu"
+
+
+def select_precision(artifact: str | Path, precision: str, providers: Sequence[ProviderArg] | str | None) -> Path:
+    """The export-folder file that runs ``precision`` on ``providers``: ``artifact`` is an export folder or a
+    file in one. INT8 on the CPU provider is ``model.int8.cpu.onnx`` (integer kernels); INT8 on CUDA/TensorRT
+    is the TensorRT-shaped ``model.int8.onnx``. A missing file is a ``FileNotFoundError`` saying how to make it."""
+    if precision not in EXPORT_ONNX:
+        raise ValueError(f"precision {precision!r}, expected one of {', '.join(EXPORT_ONNX)}")
+    p = Path(artifact)
+    folder = p if p.is_dir() else p.parent
+    first = resolve_providers(providers)[0]
+    on_cpu = (first if isinstance(first, str) else first[0]) == "CPUExecutionProvider"
+    name = CPU_INT8_ONNX if precision == "int8" and on_cpu else EXPORT_ONNX[precision]
+    chosen = folder / name
+    if not chosen.is_file():
+        how = {
+            CPU_INT8_ONNX: "edge-affect export CKPT --int8-target cpu (or --profile export/cpu.toml)",
+            "model.int8.onnx": "edge-affect export CKPT --int8",
+            "model.fp16.onnx": "edge-affect export CKPT --fp16",
+        }.get(name, "edge-affect export CKPT")
+        raise FileNotFoundError(f"--precision {precision}: {folder} has no {name}; write it with: {how}")
+    return chosen
+
 
 def import_onnxruntime() -> Any:
     """Import onnxruntime or fail with the install hint."""
