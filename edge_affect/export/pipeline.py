@@ -22,7 +22,7 @@ from typing import Any
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
-from edge_affect.fsutil import is_within, make_temp_dir, replace_dir
+from edge_affect.fsutil import check_not_inputs, is_within, make_temp_dir, replace_dir
 from edge_affect.parity import Comparison, Gates, comparisons_markdown
 
 log = logging.getLogger(__name__)
@@ -135,11 +135,16 @@ def _versions() -> dict[str, str]:
 CARRY_OVER = ("trt.timing.cache",)
 
 
+#: Other files an export (or ``parity`` on its folder) writes there; a new one must be added here, or a
+#: re-export into the folder is refused as holding something foreign.
+OTHER_EXPORT_FILES = (REPORT_JSON, REPORT_MD, "parity_report.json", "parity_report.md", "quantize.log", "triton")
+
+
 def export_folder_names() -> set[str]:
     """Every name an export (or ``parity`` on its folder) writes into an export folder."""
     names = {f.filename for f in FORMATS.values()}
     names |= {f"{f.filename}.json" for f in FORMATS.values() if f.backend == "tensorrt"}  # engine sidecars
-    return names | {REPORT_JSON, REPORT_MD, "parity_report.json", "parity_report.md", "triton", *CARRY_OVER}
+    return names | {*OTHER_EXPORT_FILES, *CARRY_OVER}
 
 
 def _foreign_entries(out: Path) -> list[str]:
@@ -224,6 +229,7 @@ def export_all(req: ExportRequest) -> ExportReport:
     inputs = {"checkpoint": Path(req.checkpoint), "--calib": Path(req.calib) if req.calib is not None else None}
     _check_request(req)
     _check_out(out, inputs)
+    check_not_inputs({"--timing-cache": req.timing_cache}, inputs)  # TensorRT writes it back after a build
     timings: dict[str, float] = {}
     t = time.perf_counter()
     model, meta = load_checkpoint(req.checkpoint)

@@ -305,5 +305,7 @@ def test_export_refuses_folders_it_did_not_write(
         export_all(ExportRequest(ckpt, calib_set.parent, calib=calib_set))
     with pytest.raises(ValueError, match=r"parity_frames 0: out of range"):
         export_all(ExportRequest(ckpt, tmp_path / "new", calib=calib_set, parity_frames=0))
+    with pytest.raises(ValueError, match=r"--timing-cache .*: is the file given as checkpoint"):
+        export_all(ExportRequest(ckpt, tmp_path / "new", calib=calib_set, timing_cache=ckpt))
     assert {p: rel.tree_digest(p) for p in (run, pkg)} == digests
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "run"]
