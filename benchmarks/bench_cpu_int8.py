@@ -75,40 +75,6 @@ def latencies(
     return rows
 
 
-def integer_kernels(path: Path, tmp: Path) -> dict[str, int]:
-    """Op counts of ONNX Runtime's optimized CPU graph (what actually runs), integer and float compute ops."""
-    import onnx
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(tmp)
-    ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    ops: dict[str, int] = {}
-    for n in onnx.load(str(tmp)).graph.node:
-        ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    tmp.unlink(missing_ok=True)
-    keep = (
-        "QLinearConv",
-        "QLinearMatMul",
-        "QGemm",
-        "MatMulInteger",
-        "ConvInteger",
-        "MatMulIntegerToFloat",
-        "DynamicQuantizeMatMul",
-        "QLinearAdd",
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "Conv",
-        "FusedConv",
-        "MatMul",
-        "FusedMatMul",
-        "Gemm",
-    )
-    return {k: ops[k] for k in keep if k in ops}
-
-
 def load_labelled(path: Path, pp) -> tuple[np.ndarray, np.ndarray | None]:
     """Preprocessed inputs and expression labels (-1 where none) of an ``.npz``."""
     from edge_affect.runtime.preprocess import prepare_batch
@@ -180,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["speedup_vs_fp32"] = base[(r["batch"], r["threads"])] / r["ms_per_face"]
 
+    from edge_affect.export.cpu_int8 import integer_kernels
+
     ref = predict_expr(args.fp32, x_eval) if args.data else None
-    tmp = Path(args.json or "bench_cpu_int8").with_suffix(".optimized.onnx")
     for p in paths:
-        m: dict = {"kernels": integer_kernels(p, tmp)}
+        m: dict = {"kernels": integer_kernels(p)}  # ops of ONNX Runtime's optimized CPU graph
         if ref is not None:
             got = predict_expr(p, x_eval)
             m["n"] = int(len(got))
