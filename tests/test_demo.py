@@ -103,11 +103,13 @@ def test_demo_predictions_agree_across_artifacts(demo) -> None:
     assert len(lines) >= 4 + 30 and all(json.loads(line)["artifact"] for line in lines)
 
 
-def test_demo_int8_accuracy_within_one_point_of_fp32(demo, fer_public_test, runtime_accuracy) -> None:
+def test_demo_int8_accuracy_within_half_a_point_of_fp32(demo, ferplus_valid, runtime_accuracy) -> None:
+    """The INT8 model the demo exports (calibrated on FER2013 *training* faces) on the 3,553 FER+ valid faces:
+    within 0.5 point of FP32 (measured: 83.31 % vs 83.20 %)."""
     out, r = demo
     assert r.returncode == 0
-    images, labels = fer_public_test
+    images, labels = ferplus_valid
     acc32, _ = runtime_accuracy(out / "export" / "model.onnx", images, labels)
     acc8, _ = runtime_accuracy(out / "export" / "model.int8.onnx", images, labels)
-    assert acc32 - acc8 <= 0.01, f"INT8 {acc8:.4f} vs FP32 {acc32:.4f}"
+    assert acc32 - acc8 <= 0.005, f"INT8 {acc8:.4f} vs FP32 {acc32:.4f}"
     assert np.isfinite(acc8)

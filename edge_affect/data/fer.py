@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from edge_affect.artifact import atomic_write_text
 from edge_affect.data.abaw import IMAGES_DIR, SPLIT_FILES, soft_expr_file, write_annotations, write_soft_expr
 from edge_affect.data.synth import PROTOTYPES, va_from_intensity
+from edge_affect.fsutil import make_temp_dir, replace_dir
 from edge_affect.schema import AUS, MISSING_AU, MISSING_VA, NUM_AU, NUM_EXPR
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def dataset_align_template(root: str | Path) -> list[list[float]] | None:
     try:
         return check_align_template(tpl)  # the same check every artifact's metadata passes
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{p}: align_template: {e}") from None
+        raise ValueError(f"{p}: {e}") from None
 
 
 def _align_template(out: Path, images: np.ndarray, n: int = 1000) -> tuple[list[list[float]] | None, int]:
@@ -200,10 +200,7 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"parent folder {parent} of {out} does not exist")
-    for stale in parent.glob(f".{out.name}.import-*"):
-        log.warning("removing %s, left by an interrupted import", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = parent / f".{out.name}.import-{os.getpid()}"
+    tmp = make_temp_dir(out)  # named after this process; what killed imports left is removed first
     summary: dict = {"weak_targets": weak, "splits": {}}
     try:
         for split, src in (("train", Path(train_npz)), ("val", Path(val_npz))):
@@ -251,9 +248,7 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
             else "valence/arousal and AUs are missing (-5/-1)"
         )
         atomic_write_text(tmp / "import.json", json.dumps(summary, indent=2))
-        if out.is_dir():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)  # out is absent or empty (checked above)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

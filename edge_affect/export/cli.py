@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from edge_affect.cliutil import float_range, int_range
 from edge_affect.export.capture import CAPTURE_LOG
 
 
@@ -52,11 +53,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--engine", action="store_true", help="build TensorRT engines from the typed ONNX (needs TensorRT + GPU)"
     )
     p.add_argument("--batch", default="1:8:32", help="engine/Triton batch range MIN:OPT:MAX (default 1:8:32)")
-    p.add_argument("--workspace", type=int, default=1024, metavar="MIB", help="TensorRT workspace limit in MiB")
+    p.add_argument("--workspace", type=int_range(16), default=1024, metavar="MIB", help="TensorRT workspace limit in MiB")
     p.add_argument("--timing-cache", type=Path, default=None, help="TensorRT timing cache file (reused across builds)")
     p.add_argument("--version-compatible", action="store_true", help="build version-compatible engines")
     p.add_argument(
-        "--dla", type=int, default=None, metavar="CORE", help="Jetson: build for DLA core CORE (GPU fallback)"
+        "--dla", type=int_range(0, 1), default=None, metavar="CORE", help="Jetson: build for DLA core CORE (GPU fallback)"
     )
     p.add_argument("--triton", action="store_true", help="write a Triton model repository under OUT/triton/")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto", help="torch ONNX exporter")
@@ -71,11 +72,40 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--int8-calib-method",
         choices=("max", "entropy"),
         default=None,
-        help="activation range calibration for INT8 (ModelOpt): max (default) or entropy (default for the "
-        "shipped default model: it keeps INT8 within 1 point of FP32 accuracy, max does not)",
+        help="activation range calibration for INT8 (ModelOpt): max (default) or entropy",
     )
     p.add_argument(
-        "--parity-frames", type=int, default=None, help="calibration frames used for the parity gates (default all)"
+        "--int8-quantize-stem",
+        action="store_true",
+        help="quantize the stem convolution that reads the image too (default: it stays FP16; quantizing it "
+        "cost the default model 3 points of FER+ accuracy)",
+    )
+    p.add_argument(
+        "--int8-target",
+        action="append",
+        choices=("tensorrt", "cpu"),
+        default=None,
+        help="INT8 model(s) to write (repeatable; implies --int8): tensorrt = model.int8.onnx (what --int8 "
+        "writes), cpu = model.int8.cpu.onnx (ONNX Runtime integer kernels, no FP16; run/bench --precision int8)",
+    )
+    p.add_argument(
+        "--eval-data",
+        type=Path,
+        default=None,
+        metavar="DIR_OR_NPZ",
+        help="frames the parity gates judge: calibration folder, .npz or ABAW root (default: a seeded "
+        "--gate-holdout share of the calibration set, held out from calibration)",
+    )
+    p.add_argument("--eval-split", default="val", help="ABAW split when --eval-data is a dataset root")
+    p.add_argument(
+        "--gate-holdout",
+        type=float_range(0, 1, lo_open=True, hi_open=True),
+        default=0.25,
+        metavar="FRACTION",
+        help="share of the calibration set held out for the gates when no --eval-data (default 0.25)",
+    )
+    p.add_argument(
+        "--parity-frames", type=int_range(1), default=None, help="gate frames used for the parity gates (default all)"
     )
     p.set_defaults(func=_export)
 
@@ -96,6 +126,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="average each face with its mirror image at inference (in the graph; 2× MACs)",
     )
+    k.add_argument(
+        "--expr-logit-adjust",
+        type=float_range(0, 2),
+        default=0.0,
+        metavar="TAU",
+        help="subtract TAU·log(training class prior) from the expression logits (rare classes; needs --data; "
+        "measure it with benchmarks/bench_rare_classes.py; default 0 = off)",
+    )
     k.set_defaults(func=_package)
 
     e = sub.add_parser(
@@ -107,10 +145,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", type=Path, default=None, help="engine path (default: ONNX path with .engine)")
     e.add_argument("--profile", type=Path, default=None, help="target recipe (export/<target>.toml)")
     e.add_argument("--batch", default=None, help="batch range MIN:OPT:MAX (default: the profile's, else 1:8:32)")
-    e.add_argument("--workspace", type=int, default=None, metavar="MIB")
+    e.add_argument("--workspace", type=int_range(16), default=None, metavar="MIB")
     e.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default: beside the ONNX)")
     e.add_argument("--version-compatible", action="store_true")
-    e.add_argument("--dla", type=int, default=None, metavar="CORE")
+    e.add_argument("--dla", type=int_range(0, 1), default=None, metavar="CORE")
     e.set_defaults(func=_build_engine)
 
     c = sub.add_parser("calib", help="calibration frame sets")
@@ -118,9 +156,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b = csub.add_parser("build", help="sample face crops from an image folder, video, ABAW root or .npz")
     b.add_argument("src", type=Path, help="image folder, video file, ABAW dataset root or .npz with 'images'")
     b.add_argument("--out", type=Path, required=True, help="output folder, e.g. calibration/NAME")
-    b.add_argument("--n", type=int, default=512, help="frames to sample (default 512)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--size", type=int, default=None, help="resize crops to SIZE×SIZE (default: keep their size)")
+    b.add_argument("--n", type=int_range(1, 100_000), default=512, help="frames to sample (default 512)")
+    b.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+    b.add_argument("--size", type=int_range(16, 1024), default=None, help="resize crops to SIZE×SIZE (default: keep their size)")
     b.add_argument("--split", default="train", help="ABAW split to sample (train or val)")
     b.add_argument("--no-stratify", action="store_true", help="do not balance expression classes")
     b.add_argument("--provenance", default="", help="where the frames come from (licence, URL, commit)")
@@ -147,7 +185,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the one in export_report.json)"
     )
-    q.add_argument("--limit", type=int, default=None, help="use only the first N frames")
+    q.add_argument("--limit", type=int_range(1), default=None, help="use only the first N frames")
     q.add_argument("--no-engines", action="store_true", help="skip TensorRT engines")
     q.set_defaults(func=_parity)
 
@@ -193,6 +231,12 @@ def _apply_profile(args: argparse.Namespace) -> str | None:
             f"{args.profile}: target {prof.target!r} builds engines on the device (build_engine_here = false); drop --engine"
         )
     args.fp16 = args.fp16 or "fp16" in prof.precisions
+    if prof.target == CPU_TARGET:  # ONNX Runtime on CPU: the CPU-native INT8 model, no engines
+        if "int8" in prof.precisions:
+            args.int8_target = sorted({*(args.int8_target or []), "cpu"})
+        args.batch = ":".join(str(b) for b in prof.batch)
+        args.triton = args.triton or prof.triton
+        return None
     args.int8 = args.int8 or "int8" in prof.precisions
     args.batch = ":".join(str(b) for b in prof.batch)
     args.workspace = prof.workspace_mib
@@ -210,6 +254,9 @@ def _apply_profile(args: argparse.Namespace) -> str | None:
         f"Copy {args.out}/ there and run: {cmds}"
     )
 
+
+#: ``target`` of an export recipe for ONNX Runtime on CPU (``export/cpu.toml``): its INT8 is model.int8.cpu.onnx.
+CPU_TARGET = "cpu"
 
 #: Parent of the default export folders (``--out`` not given).
 DEFAULT_EXPORT_ROOT = Path("runs") / "export"
@@ -247,11 +294,18 @@ def _export(args: argparse.Namespace) -> int:
     device_hint = _apply_profile(args)
     if default:
         print(f"no checkpoint given: exporting the default model {args.checkpoint} to {args.out}")
+    targets = set(args.int8_target or (["tensorrt"] if args.int8 else []))
+    if not 0.0 < args.gate_holdout < 1.0:
+        raise ValueError(f"--gate-holdout {args.gate_holdout}: expected a fraction between 0 and 1 (e.g. 0.25)")
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,
         fp16=args.fp16,
-        int8=args.int8,
+        int8="tensorrt" in targets,
+        int8_cpu="cpu" in targets,
+        eval_data=args.eval_data,
+        eval_split=args.eval_split,
+        gate_holdout=args.gate_holdout,
         calib=args.calib,
         engine=args.engine,
         batch=BatchRange.parse(args.batch),
@@ -264,9 +318,12 @@ def _export(args: argparse.Namespace) -> int:
         parity_frames=args.parity_frames,
         int8_exclude=args.int8_exclude,
         int8_calib_method=args.int8_calib_method,
+        int8_quantize_stem=args.int8_quantize_stem,
     )
     rep = export_all(req)
     _print_table(_gate_rows(rep.comparisons), ("artifact", "backend", "gate", "value", "threshold", "result"))
+    g = rep.gate_frames
+    print(f"gates judged {g.get('count', 0)} frames ({g.get('source', '')}), none used for calibration")
     for name, a in rep.artifacts.items():
         print(f"{args.out / name}  {a['size_bytes'] / 1024:.1f} KiB  ({a['precision']})")
     if rep.engines_skipped:
@@ -294,6 +351,7 @@ def _package(args: argparse.Namespace) -> int:
         evaluation=evaluation,
         description=args.description,
         test_time_flip=args.test_time_flip,
+        expr_logit_adjust=args.expr_logit_adjust,
     )
     for name, f in card["files"].items():
         print(f"{args.out / name}  {f['bytes'] / 2**20:.1f} MiB  sha256 {f['sha256'][:16]}…")
@@ -323,12 +381,15 @@ def _build_engine(args: argparse.Namespace) -> int:
         vc = vc or prof.version_compatible
     batch = args.batch or batch
     workspace = args.workspace or workspace
+    from edge_affect.fsutil import check_not_inputs
+
+    engine = args.out or args.onnx.with_suffix(".engine")
+    cache = args.timing_cache or args.onnx.parent / "trt.timing.cache"
+    check_not_inputs({"--out": engine, "--timing-cache": cache}, {"ONNX": args.onnx})  # never over the input
     meta = read_meta_ort(args.onnx)
     why = tensorrt_unavailable_reason()
     if why:
         raise RuntimeError(f"cannot build an engine here: {why}")
-    engine = args.out or args.onnx.with_suffix(".engine")
-    cache = args.timing_cache or args.onnx.parent / "trt.timing.cache"
     opts = EngineOptions(BatchRange.parse(batch), workspace, cache, vc, dla)
     build_engine(args.onnx, engine, opts, meta)
     print(f"{engine} (+ {engine.name}.json sidecar), batch {batch}, precision {meta.precision}")

@@ -24,10 +24,12 @@ from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSO
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
 from edge_affect.fsutil import check_not_inputs, is_within, make_temp_dir, replace_dir
 from edge_affect.parity import Comparison, Gates, comparisons_markdown
+from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
 
 log = logging.getLogger(__name__)
 
-#: Frames of the calibration set used for the FP32 export check (all of them feed INT8 and parity).
+#: Frames of the calibration set used for the FP32 export check (the INT8 scales come from the calibration side
+#: of the gate split, the parity gates judge its held-out side: ``edge_affect.export.gates``).
 CHECK_FRAMES = 32
 
 
@@ -48,11 +50,20 @@ class ExportRequest:
     version_compatible: bool = False
     dla_core: int | None = None
     timing_cache: Path | None = None
-    parity_frames: int | None = None  # None: every calibration frame
+    parity_frames: int | None = None  # None: every gate frame
     int8_exclude: list[str] = field(default_factory=list)  # op types / node names kept FP16 in the INT8 model
-    # ModelOpt activation calibration: "max" or "entropy"; None: the shipped default model's own choice
-    # (edge_affect.default.DEFAULT_MODEL_CALIB_METHOD) for that model (same sha256), else "max"
+    # ModelOpt activation calibration: "max" (default) or "entropy"
     int8_calib_method: str | None = None
+    # quantize the stem convolution(s) reading the image too (default: they stay FP16, see int8.quantize_int8)
+    int8_quantize_stem: bool = False
+    # also write model.int8.cpu.onnx: ONNX Runtime-native INT8 for CPUs (edge_affect.export.cpu_int8)
+    int8_cpu: bool = False
+    # frames the gates judge (calibration folder, .npz, ABAW root); None: `gate_holdout` of the calibration
+    # set, held out from calibration by a split seeded with `gate_seed` (edge_affect.export.gates)
+    eval_data: Path | None = None
+    eval_split: str = "val"
+    gate_holdout: float = 0.25
+    gate_seed: int = 0
     gates: Gates = field(default_factory=Gates)
 
 
@@ -67,9 +78,12 @@ class ExportReport:
     exporter_attempts: dict[str, str] = field(default_factory=dict)
     opset: int = OPSET
     calibration: dict[str, Any] = field(default_factory=dict)
+    gate_frames: dict[str, Any] = field(default_factory=dict)  # which frames the gates judged (gates.py)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
+    # INT8 artifacts on the frames that set their scales: shown beside the gates, never gating
+    calibration_figures: list[Comparison] = field(default_factory=list)
     engines_skipped: str = ""
     triton: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -81,6 +95,7 @@ class ExportReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["comparisons"] = [c.to_dict() for c in self.comparisons]
+        d["calibration_figures"] = [c.to_dict() for c in self.calibration_figures]
         d["passed"] = self.passed
         return d
 
@@ -90,7 +105,11 @@ class ExportReport:
             "",
             f"- checkpoint: `{self.checkpoint}` (sha256 `{self.checkpoint_sha256[:16]}…`)",
             f"- exporter: **{self.exporter}** (attempts: {self.exporter_attempts}), opset {self.opset}",
-            f"- calibration: {self.calibration.get('dir', '')} ({self.calibration.get('frames', 0)} frames)",
+            f"- calibration: {self.calibration.get('dir', '')} ({self.calibration.get('frames', 0)} frames set the "
+            "INT8 scales)",
+            f"- gate frames: {self.gate_frames.get('description', '')} — {self.gate_frames.get('source', '')}, "
+            f"{self.gate_frames.get('count', 0)} frames, none of them a calibration frame "
+            f"({self.gate_frames.get('duplicates_dropped', 0)} with a calibration frame's pixels left out)",
             f"- result: **{'PASS' if self.passed else 'FAIL'}**",
         ]
         if self.engines_skipped:
@@ -102,12 +121,25 @@ class ExportReport:
             lines.append(f"| {name} | {a['precision']} | {a['size_bytes'] / 1024:.1f} | `{a['sha256'][:16]}…` |")
         lines += ["", "## Step timings", "", "| step | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in self.timings_s.items()]
-        lines += ["", "## Parity gates (vs PyTorch FP32)", "", comparisons_markdown(self.comparisons), ""]
-        if any(c.precision == "int8" for c in self.comparisons):
+        lines += ["", "## Parity gates (vs PyTorch FP32, on the gate frames)", ""]
+        lines += [comparisons_markdown(self.comparisons), ""]
+        flips = [c for c in self.comparisons if "expr_top1_flipped" in c.stats]
+        if flips:
+            lines += ["Expression predictions flipped vs PyTorch on the gate frames: "]
+            lines[-1] += ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped'])} of {c.n}" for c in flips) + "."
+            lines += [""]
+        if self.calibration_figures:
+            lines += [
+                "## INT8 on the calibration frames (shown beside, not gating: these frames set the scales)",
+                "",
+                comparisons_markdown(self.calibration_figures),
+                "",
+            ]
+        if any(c.backend.endswith("fp16 upcast") for c in self.comparisons):
             lines += [
                 "INT8 on CPU runs the Q/DQ graph with its FP16 parts upcast to FP32 (ONNX Runtime's CPU FP16 Q/DQ "
                 "kernels drift far more than TensorRT; the FP16 numerics are gated by model.fp16.onnx). The "
-                "frames are the calibration frames; rerun `edge-affect parity DIR --data ROOT` on held-out data.",
+                "gate frames are not calibration frames; rerun `edge-affect parity DIR --data ROOT` on other data.",
                 "",
             ]
         return "\n".join(lines)
@@ -137,7 +169,15 @@ CARRY_OVER = ("trt.timing.cache",)
 
 #: Other files an export (or ``parity`` on its folder) writes there; a new one must be added here, or a
 #: re-export into the folder is refused as holding something foreign.
-OTHER_EXPORT_FILES = (REPORT_JSON, REPORT_MD, "parity_report.json", "parity_report.md", "quantize.log", "triton")
+OTHER_EXPORT_FILES = (
+    REPORT_JSON,
+    REPORT_MD,
+    "parity_report.json",
+    "parity_report.md",
+    "quantize.log",
+    "triton",
+    CPU_INT8_ONNX,
+)
 
 
 def export_folder_names() -> set[str]:
@@ -207,26 +247,18 @@ def _check_request(req: ExportRequest) -> None:
         raise ValueError(f"dla_core {req.dla_core!r}: out of range, expected a DLA core number ≥ 0")
 
 
-def _default_calib_method(checkpoint_sha256: str) -> str:
-    """INT8 calibration when none was asked for: the default model's (MODEL_CARD.md) for it, else "max"."""
-    from edge_affect.default import DEFAULT_MODEL_CALIB_METHOD, default_model_card
-
-    try:
-        shipped = default_model_card()["files"]["model.safetensors"]["sha256"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return "max"
-    return DEFAULT_MODEL_CALIB_METHOD if checkpoint_sha256 == shipped else "max"
-
-
 def export_all(req: ExportRequest) -> ExportReport:
     """Run the whole export described by ``req``; returns the report (also written to ``req.out``)."""
-    from edge_affect.calibration import default_calibration_dir, load_calibration, manifest_labels, read_manifest
+    from edge_affect.calibration import default_calibration_dir, load_calibration, read_manifest
+    from edge_affect.export.gates import select_gate_frames
     from edge_affect.export.onnx_export import export_onnx_detailed, run_torch
     from edge_affect.models import load_checkpoint
-    from edge_affect.parity import EvalSet, Labels, compare_artifact, onnx_cpu_runner
+    from edge_affect.parity import compare_artifact, onnx_cpu_runner
 
     out = Path(req.out)
     inputs = {"checkpoint": Path(req.checkpoint), "--calib": Path(req.calib) if req.calib is not None else None}
+    if req.eval_data is not None:
+        inputs["--eval-data"] = Path(req.eval_data)
     _check_request(req)
     _check_out(out, inputs)
     check_not_inputs({"--timing-cache": req.timing_cache}, inputs)  # TensorRT writes it back after a build
@@ -243,7 +275,25 @@ def export_all(req: ExportRequest) -> ExportReport:
     calib_dir = Path(req.calib) if req.calib is not None else default_calibration_dir()
     calib = load_calibration(calib_dir, meta.preprocess)
     manifest = read_manifest(calib_dir)
-    report.calibration = {"dir": str(calib_dir), "name": manifest.get("name", ""), "frames": int(len(calib))}
+    frames = select_gate_frames(
+        calib_dir,
+        manifest,
+        calib,
+        meta.preprocess,
+        eval_data=req.eval_data,
+        eval_split=req.eval_split,
+        holdout=req.gate_holdout,
+        seed=req.gate_seed,
+        limit=req.parity_frames,
+    )
+    calib, ev = frames.calib, frames.gate  # INT8 scales from `calib` only; the gates judge `ev`
+    report.calibration = {
+        "dir": str(calib_dir),
+        "name": manifest.get("name", ""),
+        "frames": int(len(calib)),
+        "frames_in_set": int(len(manifest["files"])),
+    }
+    report.gate_frames = frames.info
     timings["load_calibration"] = time.perf_counter() - t
 
     fp16 = req.fp16 or (req.engine and not req.int8)  # an engine needs a typed ONNX
@@ -273,34 +323,33 @@ def export_all(req: ExportRequest) -> ExportReport:
                 None,
                 calib_info=report.calibration,
                 exclude=req.int8_exclude,
-                calibration_method=req.int8_calib_method or _default_calib_method(meta.checkpoint_sha256),
+                calibration_method=req.int8_calib_method or "max",
+                keep_stem=not req.int8_quantize_stem,
             )
             timings["int8_quantize"] = time.perf_counter() - t
+        if req.int8_cpu:
+            from edge_affect.export.cpu_int8 import quantize_cpu_int8
 
-        # parity of every ONNX artifact on the calibration frames
+            t = time.perf_counter()
+            quantize_cpu_int8(fp32_path, tmp / CPU_INT8_ONNX, calib, None, calib_info=report.calibration)
+            timings["int8_cpu_quantize"] = time.perf_counter() - t
+
+        # parity of every ONNX artifact on the gate frames (never the calibration frames)
         t = time.perf_counter()
-        n = req.parity_frames or len(calib)
-        labels = manifest_labels(manifest)
-        labels = labels[:n] if labels is not None else None
-        ev = EvalSet(calib[:n], Labels(expr=labels) if labels is not None else None, f"calibration set {calib_dir}")
         ref = run_torch(model, ev.x)
-        for key in ("onnx", "onnx-fp16", "onnx-int8"):
-            p = tmp / FORMATS[key].filename
+        ref_calib = None
+        onnx_files = [(k, FORMATS[k].filename, FORMATS[k].precision) for k in ("onnx", "onnx-fp16", "onnx-int8")]
+        for key, name, precision in [*onnx_files, ("onnx-int8-cpu", CPU_INT8_ONNX, "int8")]:
+            p = tmp / name
             if p.is_file():
                 tk = time.perf_counter()
-                backend, runner = onnx_cpu_runner(p, FORMATS[key].precision)
-                report.comparisons.append(
-                    compare_artifact(
-                        FORMATS[key].filename,
-                        FORMATS[key].precision,
-                        backend,
-                        runner,
-                        ref,
-                        ev,
-                        meta.au_thresholds,
-                        req.gates,
-                    )
-                )
+                backend, runner = onnx_cpu_runner(p, precision)
+                args = (name, precision, backend, runner)
+                report.comparisons.append(compare_artifact(*args, ref, ev, meta.au_thresholds, req.gates))
+                if precision == "int8":  # beside: the same artifact on the frames that set its scales
+                    ref_calib = run_torch(model, calib) if ref_calib is None else ref_calib
+                    c = compare_artifact(*args, ref_calib, frames.calib_eval, meta.au_thresholds, req.gates)
+                    report.calibration_figures.append(c)
                 timings[f"parity_{key}"] = time.perf_counter() - tk
         timings["parity"] = time.perf_counter() - t
 
@@ -312,9 +361,10 @@ def export_all(req: ExportRequest) -> ExportReport:
         for f in sorted(tmp.iterdir()):
             if f.is_file():
                 fmt = next((x for x in FORMATS.values() if x.filename == f.name), None)
-                if fmt is not None:
+                precision = fmt.precision if fmt is not None else "int8" if f.name == CPU_INT8_ONNX else None
+                if precision is not None:
                     report.artifacts[f.name] = {
-                        "precision": fmt.precision,
+                        "precision": precision,
                         "size_bytes": f.stat().st_size,
                         "sha256": sha256_file(f),
                     }

@@ -34,9 +34,9 @@ IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WebP", "BMP", "TIFF", "PNM")
 
 
 def _cv2():
-    import cv2
+    from edge_affect.runtime import require_cv2  # a one-line error naming the `opencv` extra when missing
 
-    return cv2
+    return require_cv2()
 
 
 def _check_pixels(width: int, height: int, where: str) -> None:

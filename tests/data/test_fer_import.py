@@ -69,7 +69,7 @@ def test_bad_sets_are_clear_errors(tmp_path: Path) -> None:
     good = _npz(tmp_path / "good.npz", 7, 0)
     with pytest.raises(ValueError, match="label 9"):
         import_face_set(good, tmp_path / "badlabel.npz", tmp_path / "o4")
-    assert not (tmp_path / "o4").exists() and not list(tmp_path.glob(".o4.import-*"))
+    assert not (tmp_path / "o4").exists() and not list(tmp_path.glob(".o4.*"))
     np.savez(tmp_path / "badid.npz", images=np.zeros((1, 8, 8), np.uint8), labels=np.array([0]), ids=np.array(["a/b"]))
     with pytest.raises(ValueError, match="id 'a/b' is not"):
         import_face_set(tmp_path / "badid.npz", good, tmp_path / "o5")

@@ -45,7 +45,7 @@ def test_dataset_template_roundtrip_and_bad_values(tmp_path: Path) -> None:
     (tmp_path / "import.json").write_text(json.dumps({"align_template": tpl}))
     assert dataset_align_template(tmp_path) == tpl
     (tmp_path / "import.json").write_text(json.dumps({"align_template": tpl[:4]}))
-    with pytest.raises(ValueError, match="is not 5×2 fractions of the crop"):
+    with pytest.raises(ValueError, match="align_template must be 5×2 numbers"):
         dataset_align_template(tmp_path)
     (tmp_path / "import.json").write_text("{not json")
     with pytest.raises(ValueError, match="import.json: not readable JSON"):
