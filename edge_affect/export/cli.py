@@ -53,11 +53,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--engine", action="store_true", help="build TensorRT engines from the typed ONNX (needs TensorRT + GPU)"
     )
     p.add_argument("--batch", default="1:8:32", help="engine/Triton batch range MIN:OPT:MAX (default 1:8:32)")
-    p.add_argument("--workspace", type=int_range(16), default=1024, metavar="MIB", help="TensorRT workspace limit in MiB")
+    p.add_argument(
+        "--workspace", type=int_range(16), default=1024, metavar="MIB", help="TensorRT workspace limit in MiB"
+    )
     p.add_argument("--timing-cache", type=Path, default=None, help="TensorRT timing cache file (reused across builds)")
     p.add_argument("--version-compatible", action="store_true", help="build version-compatible engines")
     p.add_argument(
-        "--dla", type=int_range(0, 1), default=None, metavar="CORE", help="Jetson: build for DLA core CORE (GPU fallback)"
+        "--dla",
+        type=int_range(0, 1),
+        default=None,
+        metavar="CORE",
+        help="Jetson: build for DLA core CORE (GPU fallback)",
     )
     p.add_argument("--triton", action="store_true", help="write a Triton model repository under OUT/triton/")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto", help="torch ONNX exporter")
@@ -158,7 +164,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, required=True, help="output folder, e.g. calibration/NAME")
     b.add_argument("--n", type=int_range(1, 100_000), default=512, help="frames to sample (default 512)")
     b.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
-    b.add_argument("--size", type=int_range(16, 1024), default=None, help="resize crops to SIZE×SIZE (default: keep their size)")
+    b.add_argument(
+        "--size", type=int_range(16, 1024), default=None, help="resize crops to SIZE×SIZE (default: keep their size)"
+    )
     b.add_argument("--split", default="train", help="ABAW split to sample (train or val)")
     b.add_argument("--no-stratify", action="store_true", help="do not balance expression classes")
     b.add_argument("--provenance", default="", help="where the frames come from (licence, URL, commit)")
