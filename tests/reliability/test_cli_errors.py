@@ -366,7 +366,7 @@ def test_runtime_stand_alone_entry_keeps_the_contract(rel: SimpleNamespace) -> N
         cwd=rel.ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,  # a hang guard, not a speed claim
     )
     assert (r.returncode, r.stderr) == (2, "edge-affect: error: --max-faces -2: too small, expected an integer ≥ 1\n")
     assert r.stdout == ""
