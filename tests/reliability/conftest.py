@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,29 @@ def rel() -> SimpleNamespace:
         wait_for=wait_for,
         dead_pid=dead_pid,
     )
+
+
+def _peak_rss_growth_kib(fn: Callable[[], Any]) -> tuple[int, Any]:
+    """(growth of this process's peak RSS in KiB while ``fn`` runs, what ``fn`` returned or raised). Resets the
+    kernel's peak counter (``/proc/self/clear_refs``) first, so earlier peaks do not hide growth."""
+    status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+    try:
+        clear.write_text("5")
+    except OSError:
+        pytest.skip("measuring peak memory needs Linux /proc/self/clear_refs")
+
+    def field(key: str) -> int:
+        line = next(ln for ln in status.read_text().splitlines() if ln.startswith(key + ":"))
+        return int(line.split()[1])
+
+    before = field("VmRSS")
+    try:
+        result: Any = fn()
+    except Exception as e:  # noqa: BLE001 - the caller inspects it
+        result = e
+    return field("VmHWM") - before, result
+
+
+@pytest.fixture
+def peak_rss_growth_kib() -> Callable[[Callable[[], Any]], tuple[int, Any]]:
+    return _peak_rss_growth_kib

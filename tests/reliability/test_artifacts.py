@@ -10,7 +10,6 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -458,27 +457,9 @@ def test_checkpoints_build_only_registered_allow_listed_models(tiny_pt: Path, tm
 HUGE = {"dim": 2048, "heads": 16, "mlp_ratio": 16.0, "encoder_layers": 32, "decoder_layers": 32}
 
 
-def peak_rss_growth_kib(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """(growth of this process's peak RSS in KiB while ``fn`` runs, what ``fn`` returned or raised)."""
-    status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-    try:
-        clear.write_text("5")  # resets the kernel's peak counter, so earlier peaks do not hide growth
-    except OSError:
-        pytest.skip("measuring peak memory needs Linux /proc/self/clear_refs")
-
-    def field(key: str) -> int:
-        line = next(ln for ln in status.read_text().splitlines() if ln.startswith(key + ":"))
-        return int(line.split()[1])
-
-    before = field("VmRSS")
-    try:
-        result: Any = fn()
-    except Exception as e:  # noqa: BLE001 - the caller inspects it
-        result = e
-    return field("VmHWM") - before, result
-
-
-def test_small_checkpoint_describing_a_huge_model_fails_fast(tiny_pt: Path, tmp_path: Path) -> None:
+def test_small_checkpoint_describing_a_huge_model_fails_fast(
+    tiny_pt: Path, tmp_path: Path, peak_rss_growth_kib
+) -> None:
     """~1 MB on disk, ~10 G parameters described: refused from a meta-device count, peak RSS barely moves."""
     from edge_affect.models import load_checkpoint
 

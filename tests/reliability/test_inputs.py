@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -169,31 +167,8 @@ def test_oversized_images_are_refused_from_the_header(tmp_path: Path, make, fmt:
     assert "30000×30000 = 900.0 megapixels exceeds the limit of 50 megapixels" in msg
 
 
-def peak_rss_growth_kib(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """(growth of this process's peak RSS in KiB while ``fn`` runs, what ``fn`` returned or raised).
-
-    Resets the kernel's peak counter (``/proc/self/clear_refs``) first, so earlier peaks do not hide growth.
-    """
-    status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-    try:
-        clear.write_text("5")
-    except OSError:
-        pytest.skip("measuring peak memory needs Linux /proc/self/clear_refs")
-
-    def field(key: str) -> int:
-        line = next(ln for ln in status.read_text().splitlines() if ln.startswith(key + ":"))
-        return int(line.split()[1])
-
-    before = field("VmRSS")
-    try:
-        result: Any = fn()
-    except Exception as e:  # noqa: BLE001 - the caller inspects it
-        result = e
-    return field("VmHWM") - before, result
-
-
 @pytest.mark.parametrize("kind", ["png", "jpeg"])
-def test_oversized_image_fails_fast_with_bounded_memory(tmp_path: Path, kind: str) -> None:
+def test_oversized_image_fails_fast_with_bounded_memory(tmp_path: Path, kind: str, peak_rss_growth_kib) -> None:
     """The 30000×30000 PNG of the issue took 3.7 GB; refused from its header it must not grow the process."""
     f = tmp_path / f"bomb.{kind}"
     f.write_bytes(_png_declaring(30000, 30000) if kind == "png" else _jpeg_declaring(30000, 30000))
