@@ -113,6 +113,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--parity-frames", type=int_range(1), default=None, help="gate frames used for the parity gates (default all)"
     )
+    p.add_argument(
+        "--qat",
+        action="store_true",
+        help="before the INT8 PTQ, fine-tune under NNCF int8 simulation on --data's training split (qat extra)",
+    )
+    p.add_argument("--data", type=Path, default=None, help="ABAW dataset root the --qat fine-tune trains on")
+    p.add_argument("--qat-steps", type=int_range(1, 1_000_000), default=300, help="QAT steps (default 300)")
+    p.add_argument("--qat-batch", type=int_range(1, 4096), default=32, help="QAT batch size (default 32)")
     p.set_defaults(func=_export)
 
     k = sub.add_parser(
@@ -305,6 +313,13 @@ def _export(args: argparse.Namespace) -> int:
     targets = set(args.int8_target or (["tensorrt"] if args.int8 else []))
     if not 0.0 < args.gate_holdout < 1.0:
         raise ValueError(f"--gate-holdout {args.gate_holdout}: expected a fraction between 0 and 1 (e.g. 0.25)")
+    qat = None
+    if args.qat:
+        from edge_affect.export.qat import QatSettings
+
+        if args.data is None or "tensorrt" not in targets:
+            raise ValueError("--qat: expected --int8 and --data ROOT (the dataset the fine-tune trains on)")
+        qat = QatSettings(args.data, steps=args.qat_steps, batch_size=args.qat_batch)
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -327,6 +342,7 @@ def _export(args: argparse.Namespace) -> int:
         int8_exclude=args.int8_exclude,
         int8_calib_method=args.int8_calib_method,
         int8_quantize_stem=args.int8_quantize_stem,
+        qat=qat,
     )
     rep = export_all(req)
     _print_table(_gate_rows(rep.comparisons), ("artifact", "backend", "gate", "value", "threshold", "result"))

@@ -65,6 +65,8 @@ class ExportRequest:
     gate_holdout: float = 0.25
     gate_seed: int = 0
     gates: Gates = field(default_factory=Gates)
+    # NNCF quantization-aware fine-tune before the INT8 PTQ (edge_affect.export.qat.QatSettings); None: PTQ only
+    qat: Any = None
 
 
 @dataclass
@@ -84,6 +86,7 @@ class ExportReport:
     comparisons: list[Comparison] = field(default_factory=list)
     # INT8 artifacts on the frames that set their scales: shown beside the gates, never gating
     calibration_figures: list[Comparison] = field(default_factory=list)
+    qat: dict[str, Any] = field(default_factory=dict)  # the QAT fine-tune behind model.int8.onnx (qat.py)
     engines_skipped: str = ""
     triton: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -116,6 +119,13 @@ class ExportReport:
             lines.append(f"- TensorRT engines skipped: {self.engines_skipped}")
         if self.triton:
             lines.append(f"- Triton model: `{self.triton}`")
+        if self.qat:
+            q, fl = self.qat, self.qat.get("loss_fixed_batches", {})
+            lines.append(
+                f"- INT8 after QAT ({q.get('tool', '')}): {q.get('steps', 0)} steps on {q.get('data', '')} "
+                f"{q.get('split', '')}, loss on {fl.get('frames', 0)} fixed frames {fl.get('before')} → "
+                f"{fl.get('after')}; gates compare it with the checkpoint before QAT"
+            )
         lines += ["", "## Artifacts", "", "| file | precision | size (KiB) | sha256 |", "|---|---|---|---|"]
         for name, a in self.artifacts.items():
             lines.append(f"| {name} | {a['precision']} | {a['size_bytes'] / 1024:.1f} | `{a['sha256'][:16]}…` |")
@@ -245,6 +255,8 @@ def _check_request(req: ExportRequest) -> None:
             raise ValueError(f"{name} {value!r}: out of range, expected an integer ≥ {lo}")
     if req.dla_core is not None and (not isinstance(req.dla_core, int) or req.dla_core < 0):
         raise ValueError(f"dla_core {req.dla_core!r}: out of range, expected a DLA core number ≥ 0")
+    if req.qat is not None and not req.int8:
+        raise ValueError("qat: fine-tunes for model.int8.onnx, expected int8 (--int8) with it")
 
 
 def export_all(req: ExportRequest) -> ExportReport:
@@ -259,6 +271,8 @@ def export_all(req: ExportRequest) -> ExportReport:
     inputs = {"checkpoint": Path(req.checkpoint), "--calib": Path(req.calib) if req.calib is not None else None}
     if req.eval_data is not None:
         inputs["--eval-data"] = Path(req.eval_data)
+    if req.qat is not None:
+        inputs["--data"] = Path(req.qat.data)
     _check_request(req)
     _check_out(out, inputs)
     check_not_inputs({"--timing-cache": req.timing_cache}, inputs)  # TensorRT writes it back after a build
@@ -315,9 +329,16 @@ def export_all(req: ExportRequest) -> ExportReport:
         if req.int8:
             from edge_affect.export.int8 import quantize_int8
 
+            src = fp32_path
+            if req.qat is not None:  # fine-tuned under NNCF fake quantization, then the same PTQ
+                from edge_affect.export.qat import qat_onnx
+
+                t = time.perf_counter()
+                src, report.qat = qat_onnx(model, meta, calib, req.qat, tmp / ".qat", req.exporter)
+                timings["qat"] = time.perf_counter() - t
             t = time.perf_counter()
             quantize_int8(
-                fp32_path,
+                src,
                 tmp / FORMATS["onnx-int8"].filename,
                 calib,
                 None,
@@ -326,6 +347,7 @@ def export_all(req: ExportRequest) -> ExportReport:
                 calibration_method=req.int8_calib_method or "max",
                 keep_stem=not req.int8_quantize_stem,
             )
+            shutil.rmtree(tmp / ".qat", ignore_errors=True)
             timings["int8_quantize"] = time.perf_counter() - t
         if req.int8_cpu:
             from edge_affect.export.cpu_int8 import quantize_cpu_int8
