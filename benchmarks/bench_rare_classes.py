@@ -28,6 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_peer_fer import evaluate_predictions  # noqa: E402
 
 from edge_affect.schema import EXPRESSIONS  # noqa: E402
 
@@ -41,18 +44,13 @@ def training_prior(data_root: str | Path) -> np.ndarray:
 
 
 def scores(pred: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    k = len(EXPRESSIONS)
-    f1, recall = {}, {}
-    for c in range(k):
-        tp = int(((pred == c) & (target == c)).sum())
-        n_true, n_pred = int((target == c).sum()), int((pred == c).sum())
-        f1[EXPRESSIONS[c]] = 2 * tp / (n_true + n_pred) if n_true + n_pred else 0.0
-        recall[EXPRESSIONS[c]] = tp / n_true if n_true else 0.0
+    """Accuracy, macro-F1, per-class F1 and recall over the 8 classes (the peer benchmark's own scoring)."""
+    res = evaluate_predictions(pred, target, k=len(EXPRESSIONS))
     return {
-        "accuracy": float((pred == target).mean()),
-        "macro_f1": float(np.mean(list(f1.values()))),
-        "per_class_f1": f1,
-        "per_class_recall": recall,
+        "accuracy": res["accuracy"],
+        "macro_f1": res["macro_f1"],
+        "per_class_f1": {n: v["f1"] for n, v in res["per_class"].items()},
+        "per_class_recall": {n: v["recall"] for n, v in res["per_class"].items()},
     }
 
 
