@@ -46,5 +46,6 @@ $ea export "$PKG/model.safetensors" --int8 --out runs/default-int8
 $py benchmarks/bench_peer_fer.py --no-peer --ours "$PKG/model.onnx" --ours-name onnx_fp32 \
   --ours runs/default-int8/model.int8.onnx --ours-name onnx_int8 --data "$DATA/ferplus/ferplus_valid.npz" \
   --json benchmarks/results/default_model_int8.json --latency-rounds 0
-echo "packaged into $PKG; copy it into edge_affect/assets/models/default with:"
+echo "packaged into $PKG; to ship it, empty edge_affect/assets/models/default (package never writes into a"
+echo "folder it did not create) and run:"
 echo "  $ea package $RUN/best.pt --out edge_affect/assets/models/default --data runs/ferplus --expr-logit-adjust $TAU --evaluation benchmarks/results/default_model_eval.json"
