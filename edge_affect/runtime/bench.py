@@ -148,20 +148,31 @@ FrameFaces = list[tuple[np.ndarray, "str | None"]]
 
 
 def pipeline_policies(
-    det_size: int | None = None, detect_every: int | None = None, track_policy: str | None = None
+    det_size: int | None = None,
+    detect_every: int | None = None,
+    track_policy: str | None = None,
+    pickup: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The settings compared by ``bench --pipeline``: the old behaviour (detect every frame at 640) first,
-    as the reference; then detection at ``det_size`` every frame; then the new policy."""
-    from edge_affect.runtime.pipeline import DEFAULT_DET_SIZE, DEFAULT_DETECT_EVERY, DEFAULT_TRACK_POLICY
+    as the reference; then the new policy without motion pickup (new faces wait for the next full
+    detection); then the new policy (last)."""
+    from edge_affect.runtime.pipeline import (
+        DEFAULT_DET_SIZE,
+        DEFAULT_DETECT_EVERY,
+        DEFAULT_PICKUP,
+        DEFAULT_TRACK_POLICY,
+    )
 
     size = det_size or DEFAULT_DET_SIZE
     n = detect_every or DEFAULT_DETECT_EVERY
     policy = track_policy or DEFAULT_TRACK_POLICY
-    return {
-        "old: every frame @640": {"det_size": 640, "detect_every": 1},
-        f"every frame @{size}": {"det_size": size, "detect_every": 1},
-        f"new: @{size}, detect every {n}, {policy}": {"det_size": size, "detect_every": n, "track_policy": policy},
-    }
+    pick = pickup or DEFAULT_PICKUP
+    new = {"det_size": size, "detect_every": n, "track_policy": policy}
+    pols = {"old: every frame @640": {"det_size": 640, "detect_every": 1}}
+    if pick != "none":
+        pols[f"@{size}, detect every {n}, {policy}, no pickup"] = {**new, "pickup": "none"}
+    pols[f"new: @{size}, detect every {n}, {policy}, pickup {pick}"] = {**new, "pickup": pick}
+    return pols
 
 
 def _pipeline_pass(
@@ -414,12 +425,12 @@ PIPELINE_COLUMNS = (
     "CPU ms/frame",
     "decode ms",
     "detect ms",
-    "track ms",
+    "track+pickup ms",
     "align ms",
     "predict ms",
     "faces",
     "full det.",
-    "same faces",
+    "same faces (≥48 px)",
     "expr agree (tracked)",
 )
 
@@ -441,12 +452,12 @@ def pipeline_rows(res: dict[str, Any]) -> list[list[str]]:
                 f"{r['cpu_ms_per_frame']:.2f}",
                 f"{s.get('decode', 0):.2f}",
                 f"{s.get('detect', 0):.2f}",
-                f"{s.get('track', 0):.2f}",
+                f"{s.get('track', 0) + s.get('motion', 0):.2f}",
                 f"{s.get('align', 0):.2f}",
                 f"{s.get('predict', 0):.2f}",
                 str(r["faces"]),
                 str(r["pipeline_stats"]["full"]),
-                pct(a["same_faces"]),
+                pct(a["same_faces_all"]),
                 pct(a["expr_agreement_tracked"]) if a["expr_pairs_tracked"] else "-",
             ]
         )

@@ -345,7 +345,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     if not Path(args.pipeline).is_file():
         raise FileNotFoundError(f"--pipeline {args.pipeline} does not exist, expected a video file")
     _check_outputs(args, {"--json": args.json})
-    policies = pipeline_policies(args.det_size, args.detect_every, args.track_policy)
+    policies = pipeline_policies(args.det_size, args.detect_every, args.track_policy, args.pickup)
     predictor = _load(args)
     try:
         res = bench_pipeline(predictor, args.pipeline, policies, rounds=args.rounds, prefetch=args.prefetch)

@@ -208,6 +208,22 @@ class YuNetDetector:
         off = 0.5 / scale - 0.5
         return self._decode(out, 0, blob.shape[2], blob.shape[3], _Mapping(1 / scale, off, 1 / scale, off))
 
+    def detect_rect(self, rgb: np.ndarray, rect: tuple[int, int, int, int], scale: float = 1.0) -> list[Detection]:
+        """Faces inside the frame rectangle ``(x0, y0, x1, y1)`` (frame pixels, clipped to the frame), the
+        crop seen at ``scale`` (≤ 1; pass a whole-frame detection's scale to find the same faces), in
+        frame pixels."""
+        h, w = rgb.shape[:2]
+        x0, y0 = max(0, int(rect[0])), max(0, int(rect[1]))
+        x1, y1 = min(w, int(rect[2])), min(h, int(rect[3]))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return []
+        crop = rgb[y0:y1, x0:x1]
+        dets = self.detect(crop, max_side=max(YUNET_ALIGN, round(max(x1 - x0, y1 - y0) * min(1.0, scale))))
+        for d in dets:
+            d.box[:2] += (x0, y0)
+            d.landmarks += (x0, y0)
+        return dets
+
     # -- regions around known faces ----------------------------------------------------------------
     def detect_regions(
         self, rgb: np.ndarray, centers: list[np.ndarray], sides: list[float], size: int = 128
@@ -227,6 +243,14 @@ class YuNetDetector:
         for i, ((cx, cy), side) in enumerate(zip(centers, sides, strict=True)):
             side = max(float(side), 8.0)
             x0, y0 = float(cx) - side / 2, float(cy) - side / 2
+            # A region centred in the frame is shifted to lie inside it where it fits, so a frame edge
+            # falls on the detector input's edge as in a whole-frame detection (not inside it, against
+            # zero padding the network never saw there).
+            if 0 <= cx < w and 0 <= cy < h:
+                if side <= w:
+                    x0 = min(max(x0, 0.0), w - side)
+                if side <= h:
+                    y0 = min(max(y0, 0.0), h - side)
             ix0, iy0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
             ix1, iy1 = min(w, int(np.ceil(x0 + side))), min(h, int(np.ceil(y0 + side)))
             scale = size / side

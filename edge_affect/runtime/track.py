@@ -127,6 +127,13 @@ class IoUTracker:
         self._age(set(ids))  # type: ignore[arg-type]
         return [int(i) for i in ids]  # type: ignore[arg-type]
 
+    def start(self, box: np.ndarray, landmarks: np.ndarray | None = None, score: float = 0.0) -> int:
+        """A new track for a face found on the current frame outside every track (after :meth:`advance`)."""
+        tid = self._next
+        self._next += 1
+        self.tracks[tid] = _Track(np.asarray(box, dtype=np.float64), 0, landmarks, float(score), last_frame=self.frame)
+        return tid
+
     def advance(self, found: dict[int, Any], coasting: set[int] | frozenset[int] = frozenset()) -> None:
         """Next frame, not fully detected: ``found`` maps track ids re-found on it to their
         :class:`~edge_affect.runtime.detect.Detection`; ``coasting`` tracks were carried along their

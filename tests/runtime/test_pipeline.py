@@ -134,7 +134,7 @@ def test_help_states_the_smallest_face(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "finds faces from 43 px tall on 640×480" in text
+    assert "finds faces from 26 px tall on 640×480" in text and "--pickup {motion,none}" in text
 
 
 def test_bench_pipeline_command(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -142,12 +142,18 @@ def test_bench_pipeline_command(clip: Path, tmp_path: Path, capsys: pytest.Captu
     assert main(["bench", "--pipeline", str(clip), "--rounds", "1", "--json", str(js)]) == 0
     res = json.loads(js.read_text())
     names = [p["policy"] for p in res["policies"]]
-    assert names[0].startswith("old: every frame @640") and names[-1].startswith("new: @384, detect every 5")
+    assert names == [
+        "old: every frame @640",
+        "@640, detect every 10, roi, no pickup",
+        "new: @640, detect every 10, roi, pickup motion",
+    ]
     for p in res["policies"]:
         assert p["frames"] == 24 and p["fps"] > 0 and p["faces"] == 24 and p["dropped"] == 0
         assert {"decode", "detect", "align", "predict"} <= set(p["stage_ms"])
-        assert p["agreement"]["same_faces"] == 1.0
-    assert res["policies"][-1]["pipeline_stats"]["full"] == 5  # frames 0, 5, 10, 15, 20
+        assert p["agreement"]["same_faces"] == p["agreement"]["same_faces_all"] == 1.0
+    # frames 0, 10, 20; the moving face never touches the frame edge, and the motion around it is its own
+    assert res["policies"][-1]["pipeline_stats"]["full"] == 3
+    assert res["policies"][-1]["pipeline_stats"]["picked_up"] == 0
     assert "frames/s" in capsys.readouterr().out
 
 

@@ -2,14 +2,16 @@
 
 Generated 640×480 clips (``edge_affect.runtime.clips``, written with cv2.VideoWriter and decoded as
 video) go through the shipped default model twice: the old policy (full detection every frame at 640)
-and the new defaults (detection at 384 every N frames, faces re-found in regions in between).
+and the new defaults (whole-frame detection at 640 every N = 10 frames; in between, faces re-found in
+regions, new faces picked up where the image changed outside every track, and a whole-frame detection
+while a face is cut by the frame edge).
 
-Measured here (150-frame clips, N = 5, default model edge_gray48_slim): same faces in 100 % of the frames
-with a face ≥ 48 px wholly in view outside the N-frame pickup window (one face: 145 frames; entering and
-leaving: 105 frames; over every frame with a face ≥ 48 px, partly visible or being picked up: 100 % and
-93.1 %); every new face picked up 1–3 frames after the old policy found it; expression top-1 agreement
-on tracked frames 100 % (120 and 161 faces; 99.4 % with the previous default model or one ORT thread).
-Asserted: ≥ 99 %, < N frames, ≥ 98 %.
+Measured here (150-frame clips, default model edge_gray48_slim): same faces as the old policy on 100 %
+of the frames with a face ≥ 48 px, partly visible and being picked up included (one face: 150 frames;
+entering and leaving: 131); every new face picked up on the frame the old policy first found it;
+expression top-1 agreement on tracked frames 100 %. (The previous defaults, 384 px every 5th frame
+without motion pickup: 93.1 % on the entering/leaving clip, faces picked up 1–3 frames late.)
+Asserted: ≥ 99 %, pickup ≤ 1 frame, ≥ 98 %.
 """
 
 from __future__ import annotations
@@ -90,17 +92,19 @@ def test_new_policy_reports_the_faces_of_every_frame_detection(
     cmp = compare_to_reference(
         ref, got, full, truth, frame_size=(640, 480), min_face=MIN_FACE_PX, pickup=DEFAULT_DETECT_EVERY
     )
-    assert cmp["frames_compared"] >= 100
+    # Every frame with a face ≥ 48 px, partly visible or just appearing included.
+    assert cmp["frames_compared_all"] >= 130
+    assert cmp["same_faces_all"] >= SAME_FACES_MIN, cmp
     assert cmp["same_faces"] >= SAME_FACES_MIN, cmp["disagreeing_frames"]
-    # Every face is picked up within N frames of when detecting every frame first finds it.
-    assert cmp["pickup_frames"] and all(
-        d is not None and d < DEFAULT_DETECT_EVERY for d in cmp["pickup_frames"].values()
-    )
+    # Every face is picked up at most a frame after detecting every frame first finds it (motion pickup).
+    assert cmp["pickup_frames"] and all(d is not None and d <= 1 for d in cmp["pickup_frames"].values())
     # Predictions on tracked (not fully detected) frames match those from fresh detections.
     assert cmp["expr_pairs_tracked"] >= 80
     assert cmp["expr_agreement_tracked"] >= EXPR_AGREEMENT_MIN
-    # Most frames are tracked, not detected: the point of the policy.
-    assert sum(full) <= len(frames) / DEFAULT_DETECT_EVERY + 10
+    # Most frames are tracked, not detected: the point of the policy. Faces cut by the frame edge (the
+    # entering/leaving clip: ~20 frames) are detected whole-frame; the moving face never touches an edge.
+    assert sum(full) <= len(frames) / DEFAULT_DETECT_EVERY + (30 if name == "enter_leave" else 2)
+    assert (new.stats["full_at_edge"] > 0) == (name == "enter_leave")
     ids = {t for ts in tracks for t in ts}
     assert len(ids) == (1 if name == "moving" else 3), "each face keeps one track id through the clip"
 
@@ -133,11 +137,11 @@ def test_smaller_detector_input_finds_the_same_face(detector: YuNetDetector, ast
 
 def test_smallest_face_found_at_the_default_size(detector: YuNetDetector, tmp_path: Path) -> None:
     """The README/--help figure: on 640×480 at the default detector size every face from
-    ``min_face_px`` (43 px at 384) up is found, at 4 positions each (decoded from video)."""
+    ``min_face_px`` (26 px at 640) up is found, at 4 positions each (decoded from video)."""
     from edge_affect.runtime.clips import ClipFace, render_clip
 
     smallest = min_face_px(640, DEFAULT_DET_SIZE)
-    assert smallest == pytest.approx(26 * 640 / 384)
+    assert smallest == pytest.approx(26.0)
     sizes = [np.ceil(smallest), 48.0]
     seq = [(h, 120.0 + 110 * k, 120.0 + 70 * k) for h in sizes for k in range(4)]
     path = tmp_path / "small_faces.mp4"
@@ -159,19 +163,69 @@ def test_face_leaving_is_dropped_on_the_same_frame(
     assert pipe.stats["full_after_loss"] == 1
 
 
+@pytest.mark.parametrize("pickup", ["motion", "none"])
 def test_new_face_picked_up_within_n_frames(
-    default_predictor: Any, detector: YuNetDetector, astronaut: np.ndarray
+    default_predictor: Any, detector: YuNetDetector, astronaut: np.ndarray, pickup: str
 ) -> None:
+    """A face that cuts in is reported on that frame with motion pickup, else within N frames."""
     n = 4
-    pipe = FacePipeline(default_predictor, detector, detect_every=n)
+    pipe = FacePipeline(default_predictor, detector, detect_every=n, pickup=pickup)
     blank = np.full((480, 640, 3), 90, np.uint8)
     face = blank.copy()
     face[100:400, 200:500] = astronaut[:300, 80:380]
+    delays = []
     for start in range(n):  # the face cuts in at every phase of the detection schedule
         pipe.reset()
         frames = [blank] * (start + 1) + [face] * n
         first = next(i for i, f in enumerate(frames) if pipe.process(f)[0]["status"] == "ok")
-        assert first - (start + 1) < n
+        delays.append(first - (start + 1))
+    assert max(delays) < n
+    if pickup == "motion":
+        assert delays == [0] * n
+    else:
+        assert max(delays) > 0
+
+
+def test_second_face_picked_up_in_its_region_while_the_first_is_tracked(
+    default_predictor: Any, detector: YuNetDetector, astronaut: np.ndarray
+) -> None:
+    """Face A is tracked; face B cuts in elsewhere: B is found on that frame by detecting only the changed
+    region (no whole-frame detection), gets a new track id, and A keeps its own."""
+    pipe = FacePipeline(default_predictor, detector, detect_every=30)
+    base = np.full((480, 640, 3), 90, np.uint8)
+    head = cv2_resize(astronaut[0:260, 95:355], 130)
+    base[20:150, 20:150] = head
+    both = base.copy()
+    both[300:430, 480:610] = head
+    assert [r["track"] for r in pipe.process(base)] == [0]
+    assert [r["track"] for r in pipe.process(base)] == [0]
+    recs = pipe.process(both)
+    assert sorted(r["track"] for r in recs) == [0, 1] and all(r["status"] == "ok" for r in recs)
+    b = next(r for r in recs if r["track"] == 1)["box"]
+    assert 470 <= b[0] <= 560 and 290 <= b[1] <= 400, b
+    assert pipe.stats["full"] == 1 and pipe.stats["motion"] == 1 and pipe.stats["picked_up"] == 1
+    assert sorted(r["track"] for r in pipe.process(both)) == [0, 1]
+
+
+def cv2_resize(img: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def test_region_detection_at_the_frame_scale_matches_the_whole_frame(
+    detector: YuNetDetector, astronaut: np.ndarray
+) -> None:
+    """``detect_rect`` returns frame pixels: a rectangle around the face at scale 1 gives the whole-image
+    result within 8 % of the face height (measured: 6.7 px on the 113-px face, 6 %; YuNet's box depends
+    a little on the context the crop leaves it)."""
+    (full,) = detector.detect(astronaut)
+    x, y, w, h = (float(v) for v in full.box)
+    (part,) = detector.detect_rect(astronaut, (int(x - w), int(y - h / 2), int(x + 2 * w), int(y + 1.5 * h)))
+    tol = 0.08 * h
+    np.testing.assert_allclose(part.box, full.box, atol=tol)
+    np.testing.assert_allclose(part.landmarks, full.landmarks, atol=tol)
+    assert detector.detect_rect(astronaut, (600, 600, 700, 700)) == []
 
 
 def test_tracker_follows_fast_boxes_by_velocity() -> None:
@@ -191,6 +245,7 @@ def test_settings_are_checked(default_predictor: Any, detector: YuNetDetector) -
         ({"detect_every": 0}, "detect every"),
         ({"track_policy": "kalman"}, "track policy"),
         ({"roi_size": 8}, "region"),
+        ({"pickup": "optical-flow"}, "pickup"),
     ):
         with pytest.raises(ValueError, match=msg):
             FacePipeline(default_predictor, detector, **kw)
