@@ -271,9 +271,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder + rename (never half-written)."""
+    """Write ``data`` to ``path`` via a temp file in the same folder + rename (never half-written).
+
+    The temp file is ``.<name>.tmp-<pid>-<random>``: one a killed writer left is removed by the next write
+    of the same file (its PID is gone), never one a live process is writing (``fsutil.clean_stale``)."""
+    from edge_affect.fsutil import clean_stale, temp_pattern
+
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    if p.parent.is_dir():
+        clean_stale(p.parent, temp_pattern(p.name))
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-{os.getpid()}-", dir=str(p.parent))
     try:
         # mkstemp creates 0600; artifacts are shared (Triton, other users): 0666 minus the umask.
         umask = os.umask(0)

@@ -8,6 +8,7 @@ a live one (``clean_stale``). Torch-free: the runtime uses it too.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -16,7 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 
-def _temp_pattern(name: str) -> re.Pattern[str]:
+def temp_pattern(name: str) -> re.Pattern[str]:
+    """Names of the hidden ``.tmp-``/``.old-`` siblings of ``name`` (with the owner's PID)."""
     return re.compile(rf"^\.{re.escape(name)}\.(?P<tag>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 
 
@@ -79,7 +81,7 @@ def clean_stale_siblings(out: PathLike) -> list[Path]:
     """Recover from a kill around ``out``: restore ``out`` from a swapped-out ``.old-`` copy when ``out`` is
     missing, and delete the ``.tmp-``/``.old-`` siblings of dead processes."""
     out = Path(out)
-    pattern = _temp_pattern(out.name)
+    pattern = temp_pattern(out.name)
     parent = out.parent
     if not out.exists():
         olds = [
@@ -103,6 +105,17 @@ def make_temp_dir(out: PathLike, tag: str = "tmp") -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     return tmp
+
+
+@contextlib.contextmanager
+def temp_dir_beside(out: PathLike) -> Iterator[Path]:
+    """A scratch folder ``.<name>.tmp-<pid>-<random>`` beside ``out`` (same file system, so results move
+    into place by rename), removed on exit; one a killed process left is removed by the next use."""
+    tmp = make_temp_dir(out)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:

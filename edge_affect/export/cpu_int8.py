@@ -26,6 +26,7 @@ import numpy as np
 from edge_affect.artifact import ArtifactMeta, atomic_write_bytes
 from edge_affect.export.capture import CAPTURE_LOG, capture_output
 from edge_affect.export.onnx_export import read_onnx_meta, set_onnx_meta
+from edge_affect.fsutil import temp_dir_beside
 from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX, INT8_TARGET_CPU
 from edge_affect.schema import INPUT_NAME
 
@@ -177,7 +178,7 @@ def quantize_cpu_int8(
     if calib.ndim != 4 or calib.shape[1:] != (3, s, s) or len(calib) == 0:
         raise ValueError(f"calibration array has shape {calib.shape}, expected (N, 3, {s}, {s})")
     step = f"CPU INT8 (ONNX Runtime quantize_static, {recipe.quant_format}, {recipe.calibrate_method}, {len(calib)} frames)"
-    with tempfile.TemporaryDirectory(prefix=".int8cpu-", dir=str(dst.parent)) as tmp:
+    with temp_dir_beside(dst) as tmp:
         out, frames, job = Path(tmp) / "int8.onnx", Path(tmp) / "calib.npy", Path(tmp) / "recipe.json"
         np.save(frames, calib)
         job.write_text(json.dumps(recipe.to_dict()), encoding="utf-8")

@@ -4,7 +4,6 @@ elsewhere, FP32 I/O), with NVIDIA ModelOpt ONNX PTQ; the result must pass ``qdq_
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from edge_affect.export.capture import CAPTURE_LOG, capture_output
 from edge_affect.export.fp16 import INSTALL_HINT
 from edge_affect.export.onnx_export import read_onnx_meta, set_onnx_meta
 from edge_affect.export.qdq_check import assert_trt_qdq
+from edge_affect.fsutil import temp_dir_beside
 from edge_affect.schema import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def quantize_int8(
     calib = np.ascontiguousarray(calib, dtype=np.float32)
     if calib.ndim != 4 or calib.shape[1:] != (3, s, s) or len(calib) == 0:
         raise ValueError(f"calibration array has shape {calib.shape}, expected (N, 3, {s}, {s})")
-    with tempfile.TemporaryDirectory(prefix=".int8-", dir=str(dst.parent)) as tmp:
+    with temp_dir_beside(dst) as tmp:
         tmp_in = Path(tmp) / "fp32.onnx"
         tmp_in.write_bytes(src.read_bytes())  # ModelOpt writes intermediates beside its input
         tmp_out = Path(tmp) / "int8.onnx"

@@ -9,7 +9,6 @@ metadata (``extra["exporter"]``).
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ import numpy as np
 
 from edge_affect.artifact import ArtifactMeta
 from edge_affect.export.formats import EXPORTERS, OPSET
+from edge_affect.fsutil import temp_dir_beside
 from edge_affect.schema import INPUT_NAME, METADATA_KEY, OUTPUT_DIMS, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ def export_onnx_detailed(
     order = AUTO_ORDER if exporter == "auto" else (exporter,)
     trace_x = torch.from_numpy(sample[:2].copy()) if len(sample) >= 2 else torch.from_numpy(np.repeat(sample, 2, 0))
     result_attempts: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=str(out.parent)) as tmp:
+    with temp_dir_beside(out) as tmp:
         for name in order:
             tmp_path = Path(tmp) / f"{name}.onnx"
             m = replace(meta, precision="fp32", extra={**meta.extra, "exporter": name, "opset": opset})

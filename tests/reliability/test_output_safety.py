@@ -309,3 +309,49 @@ def test_export_refuses_folders_it_did_not_write(
         export_all(ExportRequest(ckpt, tmp_path / "new", calib=calib_set, timing_cache=ckpt))
     assert {p: rel.tree_digest(p) for p in (run, pkg)} == digests
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "run"]
+
+
+def test_atomic_write_removes_temp_files_of_killed_writers_only(tmp_path: Path, rel: SimpleNamespace) -> None:
+    """A temp file a killed writer left (``.<name>.tmp-<pid>-…``, PID gone) is removed by the next write of
+    that file; a live writer's temp file and other files are left alone."""
+    import os
+
+    from edge_affect.artifact import atomic_write_text
+
+    dead = tmp_path / f".report.json.tmp-{rel.dead_pid()}-abc123"
+    live = tmp_path / f".report.json.tmp-{os.getpid()}-def456"
+    other = tmp_path / f".other.json.tmp-{rel.dead_pid()}-abc123"
+    for p in (dead, live, other):
+        p.write_text("partial")
+    atomic_write_text(tmp_path / "report.json", "{}\n")
+    assert (tmp_path / "report.json").read_text() == "{}\n"
+    assert not dead.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "report.json"])
+
+
+def test_scratch_folders_beside_an_output_are_removed_after_use_and_after_a_kill(
+    tmp_path: Path, rel: SimpleNamespace
+) -> None:
+    """Export steps (ONNX export, TensorRT-shaped and CPU INT8) work in ``.<name>.tmp-<pid>-…`` beside their
+    output: gone after use (also when the step fails), and one a killed process left is removed next time."""
+    import os
+
+    import pytest
+
+    from edge_affect.fsutil import temp_dir_beside
+
+    out = tmp_path / "model.int8.onnx"
+    stale = tmp_path / f".model.int8.onnx.tmp-{rel.dead_pid()}-abc"
+    live = tmp_path / f".model.int8.onnx.tmp-{os.getpid()}-xyz"
+    stale.mkdir()
+    live.mkdir()
+    (stale / "int8.onnx").write_bytes(b"partial")
+    with temp_dir_beside(out) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(f".model.int8.onnx.tmp-{os.getpid()}-")
+        (tmp / "x").write_text("work")
+        assert not stale.exists() and live.exists()
+    assert not tmp.exists()
+    with pytest.raises(RuntimeError), temp_dir_beside(out) as tmp2:
+        raise RuntimeError("step failed")
+    assert not tmp2.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
