@@ -336,8 +336,6 @@ def test_scratch_folders_beside_an_output_are_removed_after_use_and_after_a_kill
     output: gone after use (also when the step fails), and one a killed process left is removed next time."""
     import os
 
-    import pytest
-
     from edge_affect.fsutil import temp_dir_beside
 
     out = tmp_path / "model.int8.onnx"
