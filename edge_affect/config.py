@@ -202,8 +202,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {p} does not exist")
-    text = p.read_text(encoding="utf-8")
     try:
+        text = p.read_text(encoding="utf-8")  # a binary file: UnicodeDecodeError, a ValueError
         if p.suffix == ".toml":
             try:
                 import tomllib  # Python >= 3.11

@@ -584,3 +584,18 @@ def test_config_files_in_the_repo_pass() -> None:
         from edge_affect.config import ExportProfile, from_dict
 
         from_dict(ExportProfile, {"batch": [1, 8]}, "profile.toml")
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_binary_config_file_is_one_line_naming_the_file(tmp_path: Path, suffix: str) -> None:
+    """An export profile, training config or evaluation file that is not text (a checkpoint passed by
+    mistake): one line naming the file, not a UnicodeDecodeError without it."""
+    from edge_affect.config import load_config_file, load_export_profile
+
+    f = tmp_path / f"profile{suffix}"
+    f.write_bytes(b"\x80\x04\x95PK\x03\x04\xff\xfe" * 8)
+    for load in (load_config_file, load_export_profile):
+        with pytest.raises(ValueError) as e:
+            load(f)
+        msg = str(e.value)
+        assert msg.startswith(f"{f}: not valid {suffix[1:]}") and "\n" not in msg, msg
