@@ -203,7 +203,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"config file {p} does not exist")
     try:
-        text = p.read_text(encoding="utf-8")  # a binary file: UnicodeDecodeError, a ValueError
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:  # a binary file (a checkpoint, an image) passed by mistake
+        raise ValueError(f"{p}: not UTF-8 text (byte {e.start}), expected a JSON or TOML file") from None
+    try:
         if p.suffix == ".toml":
             try:
                 import tomllib  # Python >= 3.11

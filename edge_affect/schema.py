@@ -75,12 +75,10 @@ class Preprocess:
     interpolation: str = "area"
 
     def __post_init__(self) -> None:
-        if self.color not in COLOR_MODES:
-            raise ValueError(f"colour mode {self.color!r} is not one of {COLOR_MODES}")
-        if self.input_size < 16:
-            raise ValueError(f"input_size {self.input_size} is too small (expected >= 16)")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean/std must be 3 values with std > 0, got {self.mean}/{self.std}")
+        # The artifact checks (types, ranges, known interpolations), however the object is made.
+        from edge_affect.artifact import check_preprocess
+
+        check_preprocess(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

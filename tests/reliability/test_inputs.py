@@ -480,6 +480,9 @@ def test_byte_order_and_interpolation_siblings() -> None:
     img = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(">u2")
     np.testing.assert_array_equal(to_uint8_rgb(img), to_uint8_rgb(img.astype(np.uint16)))
     assert len(_predictor().predict(img)) == 1
-    pp = Preprocess(input_size=S, interpolation="bogus")
+    with pytest.raises(ValueError, match=r"preprocess interpolation 'bogus' is not one of \['area', "):
+        Preprocess(input_size=S, interpolation="bogus")
+    pp = Preprocess(input_size=S)
+    object.__setattr__(pp, "interpolation", "bogus")  # changed after construction: resize_face checks too
     with pytest.raises(ValueError, match=r"face: interpolation 'bogus' is not one of"):
         pre.resize_face(np.zeros((40, 40, 3), np.uint8), pp)
