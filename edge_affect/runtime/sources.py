@@ -104,6 +104,15 @@ class VideoSource(FrameSource):
         self.cap = cv2.VideoCapture(target, api) if api is not None else cv2.VideoCapture(target)
         if not self.cap.isOpened():
             raise ValueError(f"source {spec!r}: cannot be opened as a video or stream")
+        from edge_affect.runtime import preprocess
+
+        w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w * h > preprocess.MAX_IMAGE_PIXELS:  # refused before a frame is decoded into memory
+            self.close()
+            raise ValueError(
+                f"source {spec!r}: frames of {w}×{h} = {w * h / 1e6:.1f} megapixels exceed the limit of "
+                f"{preprocess.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (MAX_IMAGE_PIXELS)"
+            )
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else None
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)

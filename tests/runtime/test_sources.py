@@ -102,3 +102,21 @@ def test_close_mid_stream_stops_the_reader() -> None:
 def test_prefetch_argument_is_checked(video: Path) -> None:
     with pytest.raises(ValueError, match="prefetch -1"):
         open_source(str(video), prefetch=-1)
+
+
+def test_video_with_frames_over_the_pixel_limit_is_refused_before_decoding(
+    video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container's frame size is checked against MAX_IMAGE_PIXELS when the video opens (here the limit
+    is lowered below 160×120 rather than writing a 50-megapixel video): one line naming the source."""
+    from edge_affect.runtime import preprocess
+
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 160 * 120 - 1)
+    with pytest.raises(ValueError) as e:
+        open_source(str(video))
+    assert str(e.value) == (
+        f"source {str(video)!r}: frames of 160×120 = 0.0 megapixels exceed the limit of 0 megapixels (MAX_IMAGE_PIXELS)"
+    )
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 160 * 120)
+    with open_source(str(video)) as src:
+        assert sum(1 for _ in src) == 40
