@@ -1,4 +1,5 @@
-"""Synthetic test clips from the bundled astronaut photo: faces moving, scaling, entering and leaving.
+"""Synthetic test clips from the bundled astronaut photo: faces moving, scaling, entering and leaving, and a
+person walking (head and torso).
 
 Each clip is written with ``cv2.VideoWriter`` (MPEG-4 Part 2, ``mp4v``) so readers decode real video,
 and comes with its ground truth: per frame, the box of every face drawn (face id, x, y, w, h in frame
@@ -28,22 +29,37 @@ class ClipFace:
 
     path: FacePath
     mirror: bool = False
+    #: Head and torso (the whole photo under a person-shaped mask) instead of head and shoulders.
+    person: bool = False
 
 
-def _sprite(mirror: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Head-and-shoulders cut of the astronaut (RGB float), a feathered elliptical alpha, and the face box in it."""
+def _sprite(mirror: bool, person: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head-and-shoulders cut of the astronaut (RGB float), a feathered elliptical alpha, and the face box in
+    it; with ``person``, the whole photo with a head-and-torso alpha."""
     import cv2
 
     from edge_affect.runtime.preprocess import decode_image
 
     rgb = decode_image(SAMPLES_DIR / "astronaut.png")
-    x0, y0, x1, y1 = 98, 0, 348, 250
+    x0, y0, x1, y1 = (0, 0, 512, 512) if person else (98, 0, 348, 250)
     cut = rgb[y0:y1, x0:x1].astype(np.float32)
     face = ASTRONAUT_FACE - [x0, y0, 0, 0]
     h, w = cut.shape[:2]
     alpha = np.zeros((h, w), np.float32)
     cx, cy = face[0] + face[2] / 2, face[1] + face[3] / 2
     cv2.ellipse(alpha, (round(cx), round(cy + 8)), (round(face[2] * 0.95), round(face[3] * 0.85)), 0, 0, 360, 1.0, -1)
+    if person:  # the torso: shoulders a face height below the chin, about four face widths across
+        top = cy + 1.2 * face[3]
+        cv2.ellipse(
+            alpha,
+            (round(cx), round(top + 2.2 * face[3])),
+            (round(face[2] * 2.0), round(face[3] * 2.4)),
+            0,
+            0,
+            360,
+            1.0,
+            -1,
+        )
     alpha = cv2.GaussianBlur(alpha, (0, 0), 6)
     if mirror:
         cut, alpha = cut[:, ::-1].copy(), alpha[:, ::-1].copy()
@@ -78,7 +94,7 @@ def render_clip(
 
     width, height = size
     bg = background(width, height, seed)
-    sprites = {m: _sprite(m) for m in {f.mirror for f in faces}}
+    sprites = {(f.mirror, f.person): _sprite(f.mirror, f.person) for f in faces}
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write the video {path} (mp4v)")
@@ -91,7 +107,7 @@ def render_clip(
                 where = face.path(i)
                 if where is None:
                     continue
-                cut, alpha, fbox = sprites[face.mirror]
+                cut, alpha, fbox = sprites[(face.mirror, face.person)]
                 cx, cy, fh = where
                 s = fh / fbox[3]
                 sw, sh = max(1, round(cut.shape[1] * s)), max(1, round(cut.shape[0] * s))
@@ -146,3 +162,14 @@ def enter_leave_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> 
         return (120.0 + 0.5 * (i - 93), 400.0, 60.0) if 93 <= i < 131 else None
 
     return render_clip(path, [ClipFace(a), ClipFace(b, mirror=True), ClipFace(c)], frames, fps=fps, seed=1)
+
+
+def walking_person_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> list[list[tuple[int, np.ndarray]]]:
+    """640×480, one person (head and torso, face 90 px) walking across the frame at 2.4 px per frame with a
+    bobbing gait: the body moves as much as the face, the case where motion pickup must not mistake a
+    body for a new face."""
+
+    def where(i: int) -> tuple[float, float, float]:
+        return 140 + 2.4 * i, 140 + 6 * abs(np.sin(np.pi * i / 15)), 90.0
+
+    return render_clip(path, [ClipFace(where, person=True)], frames, fps=fps, seed=2)

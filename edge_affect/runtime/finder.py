@@ -24,6 +24,13 @@ DEFAULT_TRACK_POLICY = "roi"
 #: or wait for the next full detection ("none").
 PICKUP_POLICIES = ("motion", "none")
 DEFAULT_PICKUP = "motion"
+#: Motion pickup: a tracked face's body is where its own motion is expected (so a walking person does not
+#: look like a new face): from the face centre down to the frame's bottom, this many face widths to each
+#: side. A new face there waits for the next whole-frame detection.
+BODY_HALF_WIDTH = 3.0
+#: Motion pickup: a change over more than this fraction of the frame is the camera moving or re-exposing,
+#: not a face arriving; new faces then wait for the next whole-frame detection.
+GLOBAL_CHANGE = 0.6
 #: Detector input side for a tracked face's region, and the region's side relative to the face.
 DEFAULT_ROI_SIZE = 128
 DEFAULT_ROI_PAD = 2.0
@@ -63,7 +70,8 @@ class FaceFinder:
         self.motion = MotionGate()
         self._last_full = -(10**9)
         #: Counters: frames, full detections (all / after a lost track / for a face the frame edge cuts),
-        #: region re-detections, tracks lost, motion regions looked at, faces picked up there.
+        #: region re-detections, tracks lost, motion regions looked at, faces picked up there, frames whose
+        #: change was global (camera motion: no look).
         self.stats = {
             "frames": 0,
             "full": 0,
@@ -73,6 +81,7 @@ class FaceFinder:
             "lost": 0,
             "motion": 0,
             "picked_up": 0,
+            "global_change": 0,
         }
 
     def reset(self) -> None:
@@ -133,6 +142,9 @@ class FaceFinder:
         detecting that region at the whole-frame scale; ``None`` when the region is so large that a full
         detection costs about the same."""
         h, w = rgb.shape[:2]
+        if changed is not None and float(changed.mean()) > GLOBAL_CHANGE:
+            self.stats["global_change"] += 1
+            return []
         rect = self.motion.uncovered(changed, (w, h), covers)
         if rect is None:
             return []
@@ -183,11 +195,13 @@ class FaceFinder:
                 self.stats["full_after_loss"] += 1
                 return self._full(rgb, timings)
         covers = []
-        for tid in visible:  # where each face was and where it is now, with its region's margin
+        for tid in visible:  # where each face was and where it is now, with its region's margin, and its body
             for b in (self.tracker.tracks[tid].box, found[tid].box if tid in found else None):
                 if b is not None:
                     c, half = b[:2] + b[2:] / 2, 0.5 * self.roi_pad * float(max(b[2], b[3]))
                     covers.append(np.concatenate([c - half, c + half]))
+                    body = BODY_HALF_WIDTH * float(b[2])
+                    covers.append(np.array([c[0] - body, c[1], c[0] + body, float(h)]))
         new = self._pick_up(rgb, changed, covers, [d.box for d in found.values()])
         _add(timings, "track", time.perf_counter() - t0)
         if new is None:

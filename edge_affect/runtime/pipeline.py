@@ -8,10 +8,11 @@ region around where its constant-velocity motion puts it (``track_policy="roi"``
 between detections the pipeline reports what detecting every frame would: a track whose region comes
 back empty (the face left or was lost), a track the frame edge cuts (whether a half-visible face still
 counts depends on the detector's context and scale), and a change of the image outside every track so
-large that looking there costs about as much. Smaller changes outside the tracks (``pickup="motion"``:
-:class:`~edge_affect.runtime.motion.MotionGate`, a frame difference at 1/8 size) are detected at once in
-their region, at the whole-frame scale, so a face that walks or cuts in is picked up on the frame it
-appears; one that appears without changing the image is picked up by the next full detection, within
+large that looking there costs about as much. Smaller changes outside the tracks and their bodies
+(``pickup="motion"``: :class:`~edge_affect.runtime.motion.MotionGate`, a frame difference at 1/8 size)
+are detected at once in their region, at the whole-frame scale, so a face that walks or cuts in is picked
+up on the frame it appears; one that appears without changing the image, inside another person's body
+area, or while the whole image changes (camera motion) is picked up by the next full detection, within
 ``detect_every`` frames. All boxes and landmarks are in full-frame pixels, so crops keep full detail.
 ``detect_every=1`` (or ``track=False``) detects every frame, as before.
 """
