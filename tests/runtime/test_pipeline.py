@@ -107,13 +107,19 @@ def test_compare_to_reference_counts() -> None:
     assert match_faces([box, other], [other + 1, box]) == [(0, 1), (1, 0)]
 
 
-def test_run_with_face_settings(clip: Path, tmp_path: Path) -> None:
+def test_run_with_face_settings(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "p.jsonl"
     argv = ["run", "--source", str(clip), "--out", str(out), "--no-progress"]
     assert main([*argv, "--det-size", "256", "--detect-every", "3", "--prefetch", "2"]) == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame"] for r in recs] == list(range(24)), "one face per frame, in frame order"
     assert {r["track"] for r in recs} == {0} and all(r["status"] == "ok" for r in recs)
+    # The summary says how the faces were found: frames 0, 3, ..., 21 detected whole, 16 regions between.
+    text = " ".join(capsys.readouterr().err.split())
+    assert (
+        "face finding: 8 whole-frame detections (0 for faces at the frame edge, 0 after a face was lost), "
+        "16 region re-detections, 0 new faces picked up in 0 changed regions"
+    ) in text
 
 
 @pytest.mark.parametrize(
