@@ -116,7 +116,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--qat",
         action="store_true",
-        help="before the INT8 PTQ, fine-tune under NNCF int8 simulation on --data's training split (qat extra)",
+        help="after the INT8 PTQ, fine-tune that Q/DQ graph (weights, activation scales) on --data's training split "
+        "towards the checkpoint's outputs",
     )
     p.add_argument("--data", type=Path, default=None, help="ABAW dataset root the --qat fine-tune trains on")
     p.add_argument("--qat-steps", type=int_range(1, 1_000_000), default=300, help="QAT steps (default 300)")

@@ -122,10 +122,17 @@ class ExportReport:
         if self.qat:
             q, fl = self.qat, self.qat.get("loss_fixed_batches", {})
             lines.append(
-                f"- INT8 after QAT ({q.get('tool', '')}): {q.get('steps', 0)} steps on {q.get('data', '')} "
-                f"{q.get('split', '')}, loss on {fl.get('frames', 0)} fixed frames {fl.get('before')} → "
-                f"{fl.get('after')}; gates compare it with the checkpoint before QAT"
+                f"- INT8 after QAT (the PTQ graph fine-tuned in place): {q.get('steps', 0)} steps on "
+                f"{q.get('data', '')} {q.get('split', '')}, loss on {fl.get('frames', 0)} fixed frames "
+                f"{fl.get('before')} → {fl.get('after')}; gates compare it with the checkpoint"
             )
+            b = q.get("ptq_on_gate_frames")
+            if b:
+                lines.append(
+                    f"- PTQ alone on the same {b.get('n')} gate frames (before QAT; recorded, not gating): expression "
+                    f"agreement {b.get('expr_top1_agreement')} ({b.get('expr_top1_flipped')} flipped), AU "
+                    f"{b.get('au_decision_agreement')}, VA CCC {b.get('va_ccc_min')}"
+                )
         lines += ["", "## Artifacts", "", "| file | precision | size (KiB) | sha256 |", "|---|---|---|---|"]
         for name, a in self.artifacts.items():
             lines.append(f"| {name} | {a['precision']} | {a['size_bytes'] / 1024:.1f} | `{a['sha256'][:16]}…` |")
@@ -257,6 +264,10 @@ def _check_request(req: ExportRequest) -> None:
         raise ValueError(f"dla_core {req.dla_core!r}: out of range, expected a DLA core number ≥ 0")
     if req.qat is not None and not req.int8:
         raise ValueError("qat: fine-tunes for model.int8.onnx, expected int8 (--int8) with it")
+    if req.qat is not None:
+        from edge_affect.export.qat import check_settings
+
+        check_settings(req.qat)
 
 
 def export_all(req: ExportRequest) -> ExportReport:
@@ -329,17 +340,11 @@ def export_all(req: ExportRequest) -> ExportReport:
         if req.int8:
             from edge_affect.export.int8 import quantize_int8
 
-            src = fp32_path
-            if req.qat is not None:  # fine-tuned under NNCF fake quantization, then the same PTQ
-                from edge_affect.export.qat import qat_onnx
-
-                t = time.perf_counter()
-                src, report.qat = qat_onnx(model, meta, calib, req.qat, tmp / ".qat", req.exporter)
-                timings["qat"] = time.perf_counter() - t
             t = time.perf_counter()
+            int8_path = tmp / FORMATS["onnx-int8"].filename
             quantize_int8(
-                src,
-                tmp / FORMATS["onnx-int8"].filename,
+                fp32_path,
+                int8_path,
                 calib,
                 None,
                 calib_info=report.calibration,
@@ -347,8 +352,16 @@ def export_all(req: ExportRequest) -> ExportReport:
                 calibration_method=req.int8_calib_method or "max",
                 keep_stem=not req.int8_quantize_stem,
             )
-            shutil.rmtree(tmp / ".qat", ignore_errors=True)
             timings["int8_quantize"] = time.perf_counter() - t
+            if req.qat is not None:  # the PTQ graph itself fine-tuned (kept aside: figures beside the gates)
+                from edge_affect.export.qat import qat_int8
+
+                t = time.perf_counter()
+                ptq_path = tmp / ".qat" / "model.int8.ptq.onnx"
+                ptq_path.parent.mkdir()
+                shutil.copyfile(int8_path, ptq_path)
+                report.qat = qat_int8(model, meta, int8_path, fp32_path, req.qat)
+                timings["qat"] = time.perf_counter() - t
         if req.int8_cpu:
             from edge_affect.export.cpu_int8 import quantize_cpu_int8
 
@@ -373,6 +386,16 @@ def export_all(req: ExportRequest) -> ExportReport:
                     c = compare_artifact(*args, ref_calib, frames.calib_eval, meta.au_thresholds, req.gates)
                     report.calibration_figures.append(c)
                 timings[f"parity_{key}"] = time.perf_counter() - tk
+        ptq = tmp / ".qat" / "model.int8.ptq.onnx"
+        if report.qat and ptq.is_file():  # before/after on the same gate frames, recorded, never gating
+            backend, runner = onnx_cpu_runner(ptq, "int8")
+            c = compare_artifact("PTQ before QAT", "int8", backend, runner, ref, ev, meta.au_thresholds, req.gates)
+            report.qat["ptq_on_gate_frames"] = {
+                "n": c.n,
+                **{g.name: round(float(g.value), 5) for g in c.gates},
+                "expr_top1_flipped": int(c.stats.get("expr_top1_flipped", -1)),
+            }
+        shutil.rmtree(tmp / ".qat", ignore_errors=True)
         timings["parity"] = time.perf_counter() - t
 
         if req.engine:
