@@ -16,13 +16,18 @@ from edge_affect.fsutil import clean_stale_siblings, make_temp_dir, pid_alive, r
 
 
 def _start(rel: SimpleNamespace, argv: list[str], log: Path) -> subprocess.Popen:
-    """``argv`` as a process of its own, stderr to ``log`` (stdout, a progress bar, is dropped)."""
+    """``argv`` as a process of its own, stderr to ``log`` (stdout, a progress bar, is dropped).
+
+    SIGINT is reset to its default in the child, as for a command typed at a terminal: a test runner
+    started in the background (``cmd &``) has SIGINT ignored, the child would inherit that, and Python then
+    never turns Ctrl-C into KeyboardInterrupt."""
     return subprocess.Popen(
         argv,
         cwd=rel.ROOT,
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
