@@ -4,11 +4,12 @@
 its activation scales, BatchNorm already folded into the convolutions) op by op in PyTorch, in FP32 — the
 arithmetic ``onnxruntime`` runs for the parity gates (``onnx_export.upcast_fp16``). Each ``QuantizeLinear``
 → ``DequantizeLinear`` pair is a fake quantizer with a straight-through gradient: signed int8, zero point 0,
-activations at the graph's own per-tensor scale (fixed), weights per output channel at ``amax / 127`` of
-the current weights (what ModelOpt computes from a weight). The float initializers (weights, biases,
+activations at a per-tensor scale that starts at the graph's own and is trained too when asked
+(``learn_act_scales``: log-scales, LSQ gradients), weights per output channel at ``amax / 127`` of the
+current weights (what ModelOpt computes from a weight). The float initializers (weights, biases,
 LayerNorm parameters, embeddings) are the trainable parameters; ``write_back`` puts them, and the weight
-scales that go with them, into a copy of the graph in their original dtypes, leaving every node, every
-activation scale and every zero point as it was: the fine-tuned model is the graph it was trained as.
+scales that go with them (and the trained activation scales), into a copy of the graph in their original
+dtypes, leaving every node and every zero point as it was: the fine-tuned model is the graph it was trained as.
 
 Only the ops the registered models export to are implemented; any other op is refused by name.
 """
