@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -84,6 +85,19 @@ class FaceFinder:
             "global_change": 0,
         }
 
+    def settings(self, tracking: bool = True) -> dict[str, Any]:
+        """The face-finding settings, JSON-ready (for reports); ``tracking=False``: every frame detected."""
+        between = tracking and self.detect_every > 1
+        return {
+            "det_size": int(self.det_size),
+            "detect_every": int(self.detect_every) if tracking else 1,
+            "track_policy": self.track_policy if between else "none",
+            "pickup": self.pickup if between else "none",
+            "roi_size": int(self.roi_size),
+            "roi_pad": float(self.roi_pad),
+            "score_threshold": self.detector.score_threshold,
+        }
+
     def reset(self) -> None:
         """Forget tracks and the previous frame (call between unrelated sources)."""
         self.tracker.reset()
@@ -111,9 +125,9 @@ class FaceFinder:
         """Detector input pixels per frame pixel in a whole-frame detection of ``rgb``."""
         return min(1.0, self.det_size / max(rgb.shape[:2]))
 
-    def _refind(self, rgb: np.ndarray, visible: list[int]) -> dict[int, Detection]:
-        """Visible tracks re-found in square regions around where their motion puts them."""
-        boxes = [self.tracker.predicted_box(tid) for tid in visible]
+    def _refind(self, rgb: np.ndarray, predicted: dict[int, np.ndarray]) -> dict[int, Detection]:
+        """Visible tracks (``predicted``: where their motion puts them) re-found in square regions there."""
+        visible, boxes = list(predicted), list(predicted.values())
         centers = [b[:2] + b[2:] / 2 for b in boxes]
         sides = [self.roi_pad * float(max(b[2], b[3])) for b in boxes]
         regions = self.detector.detect_regions(rgb, centers, sides, self.roi_size)
@@ -171,8 +185,8 @@ class FaceFinder:
         if frame - self._last_full >= self.detect_every:
             return self._full(rgb, timings)
         h, w = rgb.shape[:2]
-        for tid in visible:
-            b = self.tracker.predicted_box(tid)
+        predicted = {tid: self.tracker.predicted_box(tid) for tid in visible}
+        for b in predicted.values():
             if b[0] < 1 or b[1] < 1 or b[0] + b[2] > w - 1 or b[1] + b[3] > h - 1:
                 # A face the frame edge cuts: whether YuNet still calls it a face depends on its context
                 # and scale, so it is judged as every-frame detection would judge it.
@@ -183,12 +197,12 @@ class FaceFinder:
         t0 = time.perf_counter()
         if self.track_policy == "carry":
             for tid in visible:
-                box, lm = self.tracker.predicted_box(tid), self.tracker.predicted_landmarks(tid)
+                box, lm = predicted[tid], self.tracker.predicted_landmarks(tid)
                 if lm is not None:
                     found[tid] = Detection(box.astype(np.float32), lm, self.tracker.tracks[tid].score, tid)
             coasting = set(found)
         elif visible:
-            found = self._refind(rgb, visible)
+            found = self._refind(rgb, predicted)
             if len(found) < len(visible):
                 _add(timings, "track", time.perf_counter() - t0)
                 self.stats["lost"] += len(visible) - len(found)

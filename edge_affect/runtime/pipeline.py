@@ -183,15 +183,7 @@ class FacePipeline:
 
     def settings(self) -> dict[str, Any]:
         """The face-finding settings, JSON-ready (for reports)."""
-        return {
-            "det_size": int(self.det_size),
-            "detect_every": int(self.detect_every) if self.track else 1,
-            "track_policy": self.track_policy if self.track and self.detect_every > 1 else "none",
-            "pickup": self.pickup if self.track and self.detect_every > 1 else "none",
-            "roi_size": int(self.roi_size),
-            "roi_pad": float(self.roi_pad),
-            "score_threshold": self.detector.score_threshold,
-        }
+        return self.finder.settings(self.track)
 
     def reset(self) -> None:
         """Forget tracks and smoothing state (call between unrelated sources)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,3 +45,23 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     export_onnx(model, meta, onnx_path, sample=sample)
     return {"pt": Path(ckpt), "onnx": onnx_path, "dir": d}
+
+
+@pytest.fixture(scope="module")
+def detector() -> Any:
+    """YuNet on ONNX Runtime (CPU), one per test module."""
+    from edge_affect.runtime.detect import YuNetDetector
+
+    d = YuNetDetector()
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def default_predictor() -> Any:
+    """The shipped default model's ONNX, loaded once per test module."""
+    from edge_affect.default import default_model
+    from edge_affect.runtime import load
+
+    with load(default_model("onnx")) as p:
+        yield p

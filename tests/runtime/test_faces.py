@@ -26,13 +26,6 @@ BOX_TOL_PX = 3.0
 EYE_TOL_PX = 2.0
 
 
-@pytest.fixture(scope="module")
-def detector() -> YuNetDetector:
-    d = YuNetDetector()
-    yield d
-    d.close()
-
-
 def test_astronaut_face_box_and_eyes(detector: YuNetDetector, astronaut: np.ndarray) -> None:
     dets = detector.detect(astronaut)
     assert len(dets) == 1

@@ -19,15 +19,6 @@ from edge_affect.runtime.track import iou_xywh
 
 
 @pytest.fixture(scope="module")
-def default_predictor() -> Any:
-    from edge_affect.default import default_model
-    from edge_affect.runtime import load
-
-    with load(default_model("onnx")) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
 def two_scenes(astronaut: np.ndarray) -> list[np.ndarray]:
     """640×480 frames with the astronaut's head at the left and at the right: faces ~350 px apart."""
     left = np.full((480, 640, 3), 60, np.uint8)

@@ -35,22 +35,6 @@ EXPR_AGREEMENT_MIN = 0.98
 MIN_FACE_PX = 48.0
 
 
-@pytest.fixture(scope="module")
-def detector() -> YuNetDetector:
-    d = YuNetDetector()
-    yield d
-    d.close()
-
-
-@pytest.fixture(scope="module")
-def default_predictor() -> Any:
-    from edge_affect.default import default_model
-    from edge_affect.runtime import load
-
-    with load(default_model("onnx")) as p:
-        yield p
-
-
 def _decode(path: Path) -> list[np.ndarray]:
     with open_source(str(path), prefetch=4) as src:
         frames = [f.image for f in src]
