@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from edge_affect.fsutil import TEMP_NAME
+
 PROG = "edge-affect"
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE
@@ -187,12 +189,9 @@ _OS_EXPECTED = {
 }
 
 
-#: Temp names the user never asked for: ``artifact.atomic_write_*`` (``.<name>.<random>.tmp``) and
-#: ``fsutil.make_temp_dir`` (``.<name>.tmp-<pid>-<random>``); errors name ``<name>`` instead.
-_TEMP_NAMES = (
-    re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$"),
-    re.compile(r"^\.(?P<name>.+)\.(tmp|old)-\d+-[A-Za-z0-9_]+$"),
-)
+#: Temp names the user never asked for: ``artifact.atomic_write_*`` and ``fsutil.make_temp_dir`` both write
+#: ``.<name>.tmp-<pid>-<random>`` (``fsutil.TEMP_NAME``); errors name ``<name>`` instead.
+_TEMP_NAMES = (TEMP_NAME,)
 
 
 def _user_path(path: str) -> str:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 
+#: Any hidden ``.tmp-``/``.old-`` sibling (``.<name>.<tag>-<pid>-<random>``): folders and atomic-write files.
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+
+
 def temp_pattern(name: str) -> re.Pattern[str]:
     """Names of the hidden ``.tmp-``/``.old-`` siblings of ``name`` (with the owner's PID)."""
     return re.compile(rf"^\.{re.escape(name)}\.(?P<tag>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+$")

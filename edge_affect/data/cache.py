@@ -33,6 +33,7 @@ import numpy as np
 from edge_affect.artifact import atomic_write_bytes, atomic_write_text
 from edge_affect.data._mp import pool_context
 from edge_affect.data.abaw import Annotations
+from edge_affect.fsutil import TEMP_NAME
 from edge_affect.runtime.preprocess import decode_image, resize_face
 from edge_affect.schema import NUM_AU, NUM_EXPR, Preprocess
 
@@ -206,7 +207,7 @@ def build_cache(
 #: Temp files of a build (``.images.npy.<pid>.tmp.npy``, ``….compact.tmp.npy``), named after their process.
 _TEMP_IMAGES = re.compile(rf"^\.{re.escape(IMAGES_FILE)}\.(?P<pid>\d+)\.(compact\.)?tmp\.npy$")
 #: ``artifact.atomic_write_*`` temp files of the small cache files (``.index.json.<random>.tmp``).
-_TEMP_SMALL = re.compile(rf"^\.({re.escape(LABELS_FILE)}|{re.escape(INDEX_FILE)})\..+\.tmp$")
+_SMALL_FILES = frozenset({LABELS_FILE, INDEX_FILE})
 
 
 def _check_cache_dir(out: Path) -> None:
@@ -229,7 +230,8 @@ def _clean_leftovers(out: Path) -> None:
 
     clean_stale(out, _TEMP_IMAGES)
     for p in out.iterdir():
-        if _TEMP_SMALL.match(p.name):
+        m = TEMP_NAME.match(p.name)
+        if m and m.group("name") in _SMALL_FILES:
             log.warning("removing %s, left behind by an interrupted cache build", p)
             p.unlink(missing_ok=True)
 

@@ -22,7 +22,7 @@ from typing import Any
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
-from edge_affect.fsutil import check_not_inputs, is_within, make_temp_dir, replace_dir
+from edge_affect.fsutil import TEMP_NAME, check_not_inputs, is_within, make_temp_dir, replace_dir
 from edge_affect.parity import Comparison, Gates, comparisons_markdown
 from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
 
@@ -205,12 +205,10 @@ def export_folder_names() -> set[str]:
 
 
 def _foreign_entries(out: Path) -> list[str]:
-    """Names in ``out`` that no export wrote (atomic-write leftovers ``.<name>.<random>.tmp`` count as ours)."""
+    """Names in ``out`` that no export wrote (atomic-write leftovers ``.<name>.tmp-<pid>-<random>`` count as ours)."""
     known = export_folder_names()
     return sorted(
-        p.name
-        for p in out.iterdir()
-        if p.name not in known and not (p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())
+        p.name for p in out.iterdir() if p.name not in known and not (TEMP_NAME.match(p.name) and p.is_file())
     )
 
 

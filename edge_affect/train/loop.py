@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from edge_affect.config import TrainConfig
+from edge_affect.fsutil import TEMP_NAME
 from edge_affect.losses import MultiTaskLoss
 from edge_affect.metrics import mtl_score, tune_au_thresholds
 from edge_affect.models import create_model, save_checkpoint
@@ -199,7 +199,8 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "best.json")
 RUN_LOCK = ".train.lock"
 #: ``artifact.atomic_write_*`` temp files of a run's outputs (``.last.pt.<random>.tmp``): removed under the lock.
-_RUN_TEMP = re.compile(r"^\.(last\.pt|best\.pt|best\.json|metrics\.png|metrics\.jsonl)\..+\.tmp$")
+#: Files of a run that atomic writes replace (their temp siblings are ``fsutil.TEMP_NAME``).
+_RUN_FILES = frozenset({"last.pt", "best.pt", "best.json", "metrics.png", "metrics.jsonl"})
 
 _INT, _NUM = "an integer", "a number"
 #: TrainConfig fields checked before anything is built: (kind, low, high, low excluded).
@@ -299,7 +300,8 @@ def _run_lock(out: Path, is_main: bool) -> Iterator[None]:
             f.write(str(os.getpid()))
             f.flush()
             for p in out.iterdir():
-                if _RUN_TEMP.match(p.name):
+                m = TEMP_NAME.match(p.name)
+                if m and m.group("name") in _RUN_FILES:
                     log.warning("removing %s, left behind by an interrupted run", p)
                     p.unlink(missing_ok=True)
             yield

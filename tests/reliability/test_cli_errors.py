@@ -251,7 +251,7 @@ def test_disk_errors_become_one_line_and_leave_nothing(
 
 
 def test_error_on_a_temp_file_names_the_users_file() -> None:
-    e = OSError(errno.ENOSPC, "No space left on device", "/data/run/.metrics.json.k2j4h5g1.tmp")
+    e = OSError(errno.ENOSPC, "No space left on device", "/data/run/.metrics.json.tmp-4242-k2j4h5g1")
     assert (
         cliutil.describe_os_error(e)
         == "/data/run/metrics.json: no space left on device, expected free space on the device"

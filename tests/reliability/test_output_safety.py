@@ -196,7 +196,7 @@ def test_train_refuses_an_existing_run_without_resume(
 
 
 def test_resume_after_a_kill_between_metrics_and_last_pt_has_no_duplicate_epochs(
-    tmp_path: Path, small_synth: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, small_synth: Path, monkeypatch: pytest.MonkeyPatch, rel: SimpleNamespace
 ) -> None:
     """The epoch's metrics line is written, then the process dies before ``last.pt``: the resumed run
     re-does that epoch, and ``metrics.jsonl`` ends with one line per epoch, equal to last.pt's history."""
@@ -226,13 +226,14 @@ def test_resume_after_a_kill_between_metrics_and_last_pt_has_no_duplicate_epochs
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     with pytest.raises(ValueError, match="already holds a training run"):
         loop.train(cfg, small_synth, out, progress=False)  # not without resume
-    (out / ".last.pt.k3j4h5g6.tmp").write_bytes(b"half a checkpoint")  # what a kill inside the save leaves
+    # what a kill inside the save leaves (the temp name atomic writes use, the writer's PID gone)
+    (out / f".last.pt.tmp-{rel.dead_pid()}-k3j4h5g6").write_bytes(b"half a checkpoint")
     loop.train(cfg, small_synth, out, resume=True, progress=False)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     _, _, state = read_checkpoint(out / "last.pt")
     assert lines == json.loads(state["history"])
-    assert (out / "best.pt").is_file() and not list(out.glob(".*.tmp"))
+    assert (out / "best.pt").is_file() and not list(out.glob(".*.tmp-*"))
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -271,7 +272,8 @@ def test_export_replaces_an_earlier_export_whole(
     assert (out / "model.fp16.onnx").is_file()
     (out / "trt.timing.cache").write_bytes(b"timings")
     (out / "parity_report.json").write_text("{}")
-    export_all(ExportRequest(b, out, calib=calib_set))
+    (out / f".model.onnx.tmp-{rel.dead_pid()}-abc123").write_bytes(b"half")  # a killed atomic write's leftover
+    export_all(ExportRequest(b, out, calib=calib_set))  # not refused as a folder export did not write
     names = sorted(p.name for p in out.iterdir())
     assert names == ["export_report.json", "export_report.md", "model.onnx", "trt.timing.cache"]
     assert read_onnx_meta(out / "model.onnx").checkpoint_sha256 == rel.sha256(b)
