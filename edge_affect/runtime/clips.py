@@ -173,3 +173,49 @@ def walking_person_clip(path: str | Path, frames: int = 150, fps: float = 30.0) 
         return 140 + 2.4 * i, 140 + 6 * abs(np.sin(np.pi * i / 15)), 90.0
 
     return render_clip(path, [ClipFace(where, person=True)], frames, fps=fps, seed=2)
+
+
+def crossing_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> list[list[tuple[int, np.ndarray]]]:
+    """640×480: D (mirrored, 80 px) slides in from the right edge and drifts up-left; E (55 px) cuts in at
+    frame 40 at the top right and sinks; a person F (head and torso, face 95 px) walks in from the left
+    from frame 70 and out through the bottom. Made to check the pipeline's defaults after they were set;
+    its first run showed faces entering through the frame edge picked up from a motion region a frame off
+    every-frame detection, which led to the whole-frame rule for motion at the edge, so it is a
+    development clip now (:func:`unseen_clip` is the one no setting was chosen on)."""
+
+    def d(i: int) -> tuple[float, float, float] | None:
+        return (700 - 4.0 * i, 330 - 1.6 * i, 80.0) if i < 140 else None
+
+    def e(i: int) -> tuple[float, float, float] | None:
+        return (560.0, 60 + 0.6 * (i - 40), 55.0) if i >= 40 else None
+
+    def f(i: int) -> tuple[float, float, float] | None:
+        if i < 70:
+            return None
+        y = 300 + max(0, i - 115) * 9.0
+        return (-40 + 5.0 * (i - 70), y, 95.0) if y < 560 else None
+
+    return render_clip(path, [ClipFace(d, mirror=True), ClipFace(e), ClipFace(f, person=True)], frames, fps=fps, seed=7)
+
+
+def unseen_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> list[list[tuple[int, np.ndarray]]]:
+    """640×480, written after every face-finding setting and rule was fixed and run once to measure them
+    (never to choose them): a person I (head and torso, face 85 px) walks in from the right edge from frame
+    50; G (mirrored, 70 px) comes down through the top edge; H (120 px, shrinking to 90) cuts in at frame 25
+    right of centre and leaves through the right edge from frame 100."""
+
+    def person(i: int) -> tuple[float, float, float] | None:
+        return (700 - 4.0 * (i - 50), 120.0, 85.0) if i >= 50 else None
+
+    def g(i: int) -> tuple[float, float, float] | None:
+        return (200.0, -40 + 0.8 * i, 70.0)
+
+    def h(i: int) -> tuple[float, float, float] | None:
+        if i < 25:
+            return None
+        x = 420 + max(0, i - 100) * 6.0
+        return (x, 300.0, 120 - 0.24 * (i - 25)) if x < 720 else None
+
+    return render_clip(
+        path, [ClipFace(person, person=True), ClipFace(g, mirror=True), ClipFace(h)], frames, fps=fps, seed=11
+    )

@@ -83,6 +83,7 @@ class FaceFinder:
             "motion": 0,
             "picked_up": 0,
             "global_change": 0,
+            "motion_at_edge": 0,
         }
 
     def settings(self, tracking: bool = True) -> dict[str, Any]:
@@ -153,8 +154,8 @@ class FaceFinder:
         self, rgb: np.ndarray, changed: np.ndarray | None, covers: list[np.ndarray], known: list[np.ndarray]
     ) -> list[Detection] | None:
         """New faces where the frame changed outside every track (``covers``: x0, y0, x1, y1), found by
-        detecting that region at the whole-frame scale; ``None`` when the region is so large that a full
-        detection costs about the same."""
+        detecting that region at the whole-frame scale; ``None`` when a whole-frame detection is due instead:
+        the region is so large that it costs about the same, or it touches the frame edge."""
         h, w = rgb.shape[:2]
         if changed is not None and float(changed.mean()) > GLOBAL_CHANGE:
             self.stats["global_change"] += 1
@@ -163,6 +164,11 @@ class FaceFinder:
         if rect is None:
             return []
         x0, y0, x1, y1 = rect
+        if x0 <= 0 or y0 <= 0 or x1 >= w or y1 >= h:
+            # Something entering through the frame edge: a face it brings is cut by the edge, and such a
+            # face is judged by whole-frame detection (as a tracked one is, see ``find``).
+            self.stats["motion_at_edge"] += 1
+            return None
         pad = max(32.0, 0.5 * max(x1 - x0, y1 - y0))
         x0, y0, x1, y1 = max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(w, int(x1 + pad)), min(h, int(y1 + pad))
         if (x1 - x0) * (y1 - y0) > 0.5 * w * h:

@@ -3,15 +3,17 @@
 Generated 640×480 clips (``edge_affect.runtime.clips``, written with cv2.VideoWriter and decoded as
 video) go through the shipped default model twice: the old policy (full detection every frame at 640)
 and the new defaults (whole-frame detection at 640 every N = 10 frames; in between, faces re-found in
-regions, new faces picked up where the image changed outside every track, and a whole-frame detection
-while a face is cut by the frame edge).
+regions, new faces picked up where the image changed outside every track and its body, and a whole-frame
+detection while a face is cut by the frame edge or motion reaches the edge).
 
 Measured here (150-frame clips, default model edge_gray48_slim): same faces as the old policy on 100 %
 of the frames with a face ≥ 48 px, partly visible and being picked up included (one face: 150 frames;
-entering and leaving: 131; a person walking, head and torso: 150, no motion region searched); every new
-face picked up on the frame the old policy first found it;
-expression top-1 agreement on tracked frames 100 %. (The previous defaults, 384 px every 5th frame
-without motion pickup: 93.1 % on the entering/leaving clip, faces picked up 1–3 frames late.)
+entering and leaving: 131; a person walking, head and torso: 150, no motion region searched; crossing:
+150; unseen: 150); every new face picked up on the frame the old policy first found it; expression
+top-1 agreement on tracked frames 100 %. The settings and rules were chosen on the first four clips (the
+crossing clip, made to check them, showed the edge-motion case at 98.7 %); ``unseen_clip`` was written
+after they were fixed and measured once, at 100 %. (The previous defaults, 384 px every 5th frame without
+motion pickup: 93.1 % on the entering/leaving clip, faces picked up 1–3 frames late.)
 Asserted: ≥ 99 %, pickup ≤ 1 frame, ≥ 98 %.
 """
 
@@ -24,7 +26,13 @@ import numpy as np
 import pytest
 
 from edge_affect.runtime.bench import compare_to_reference, match_faces
-from edge_affect.runtime.clips import enter_leave_clip, moving_face_clip, walking_person_clip
+from edge_affect.runtime.clips import (
+    crossing_clip,
+    enter_leave_clip,
+    moving_face_clip,
+    unseen_clip,
+    walking_person_clip,
+)
 from edge_affect.runtime.detect import Detection, YuNetDetector, min_face_px
 from edge_affect.runtime.pipeline import DEFAULT_DET_SIZE, DEFAULT_DETECT_EVERY, FacePipeline
 from edge_affect.runtime.sources import open_source
@@ -50,6 +58,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[np.n
         ("moving", moving_face_clip),
         ("enter_leave", enter_leave_clip),
         ("walking", walking_person_clip),
+        ("crossing", crossing_clip),
+        ("unseen", unseen_clip),
     ):
         path = d / f"{name}.mp4"
         truth = make(path, 150)
@@ -68,7 +78,7 @@ def _run(pipe: FacePipeline, frames: list[np.ndarray]) -> tuple[list, list[bool]
     return faces, full, tracks
 
 
-@pytest.mark.parametrize("name", ["moving", "enter_leave", "walking"])
+@pytest.mark.parametrize("name", ["moving", "enter_leave", "walking", "crossing", "unseen"])
 def test_new_policy_reports_the_faces_of_every_frame_detection(
     name: str, clips: dict, default_predictor: Any, detector: YuNetDetector
 ) -> None:
@@ -90,14 +100,17 @@ def test_new_policy_reports_the_faces_of_every_frame_detection(
     # Predictions on tracked (not fully detected) frames match those from fresh detections.
     assert cmp["expr_pairs_tracked"] >= 80
     assert cmp["expr_agreement_tracked"] >= EXPR_AGREEMENT_MIN
-    # Most frames are tracked, not detected: the point of the policy. Faces cut by the frame edge (the
-    # entering/leaving clip: ~20 frames) are detected whole-frame; the moving face never touches an edge.
-    assert sum(full) <= len(frames) / DEFAULT_DETECT_EVERY + (30 if name == "enter_leave" else 2)
-    assert (new.stats["full_at_edge"] > 0) == (name == "enter_leave")
+    # Faces cut by the frame edge, and motion reaching it, are detected whole-frame: on the clips where
+    # faces enter and leave through the edges that is 51 (enter_leave), 56 (crossing) and 81 (unseen, a face
+    # sits at the top edge throughout) of 150 frames; the faces that stay inside are tracked between
+    # scheduled detections.
+    at_edge = name in ("enter_leave", "crossing", "unseen")
+    assert sum(full) <= (0.6 * len(frames) if at_edge else len(frames) / DEFAULT_DETECT_EVERY + 2)
+    assert (new.stats["full_at_edge"] > 0) == at_edge
     if name == "walking":  # the body moves with the face: its motion is expected, not a new face to look for
         assert new.stats["motion"] == 0 and new.stats["picked_up"] == 0
     ids = {t for ts in tracks for t in ts}
-    assert len(ids) == (3 if name == "enter_leave" else 1), "each face keeps one track id through the clip"
+    assert len(ids) == (1 if name in ("moving", "walking") else 3), "each face keeps one track id through the clip"
 
 
 def test_region_detection_maps_back_to_full_frame(detector: YuNetDetector, astronaut: np.ndarray) -> None:
