@@ -291,7 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     st = pipe.stats
     if source.kind != "images" and st["frames"] > st["full"] > 0:  # say how the faces were found
         con.print(
-            f"face finding: {st['full']} whole-frame detections ({st['full_at_edge']} for faces at the frame "
+            f"face finding: {st['full']} whole-frame detections ({st['full_at_edge'] + st['motion_at_edge']} for "
+            "faces at the frame "
             f"edge, {st['full_after_loss']} after a face was lost), {st['regions']} region re-detections, "
             f"{st['picked_up']} new faces picked up in {st['motion']} changed regions"
         )
