@@ -85,10 +85,9 @@ def load_labelled(path: Path, pp) -> tuple[np.ndarray, np.ndarray | None]:
     x = prepare_batch(list(d["images"]), pp)
     y = None
     if "votes" in d.files:
-        from edge_affect.data.fer import majority_label, votes_to_distribution
+        from edge_affect.data.fer import ferplus_labels
 
-        dist, keep = votes_to_distribution(d["votes"], where=f"{path}: votes")
-        y = np.where(keep, majority_label(dist), -1)
+        y = ferplus_labels(d["votes"], where=f"{path}: votes")[1]
     elif "labels" in d.files:
         y = d["labels"].astype(np.int64)
     return x, y

@@ -378,23 +378,26 @@ def load_data(path: Path, limit: int = 0) -> tuple[np.ndarray, np.ndarray, dict[
     """(images, target ABAW ids, dataset facts) of a FER+ (``votes``) or FER2013 (``labels``) .npz."""
     if not path.is_file():
         raise SetupError(f"data {path} does not exist (expected a FER+ or FER2013 .npz; see --data)")
-    with np.load(path, allow_pickle=False) as d:
-        if "votes" in d.files:
-            from edge_affect.data.fer import majority_label, votes_to_distribution
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            ferplus = "votes" in d.files
+            if not ferplus and "labels" in d.files:
+                images, labels = d["images"], d["labels"].astype(np.int64)
+                facts = {"kind": "fer2013", "target": "FER2013 original single label", "classes": NUM_CLASSES}
+            elif not ferplus:
+                raise SetupError(f"data {path}: neither 'votes' (FER+) nor 'labels' (FER2013) in the .npz")
+        if ferplus:
+            from edge_affect.data.fer import ferplus_majority
 
-            dist, keep = votes_to_distribution(d["votes"], where=str(path))
-            images, labels = d["images"][keep], majority_label(dist[keep])
+            images, labels, dropped = ferplus_majority(path, where=f"data {path}")
             facts = {
                 "kind": "ferplus",
                 "target": "FER+ majority vote over 8 emotions (contempt → Other)",
                 "classes": len(EXPRESSIONS),
-                "left_out_unknown_or_nf": int((~keep).sum()),
+                "left_out_unknown_or_nf": dropped,
             }
-        elif "labels" in d.files:
-            images, labels = d["images"], d["labels"].astype(np.int64)
-            facts = {"kind": "fer2013", "target": "FER2013 original single label", "classes": NUM_CLASSES}
-        else:
-            raise SetupError(f"data {path}: neither 'votes' (FER+) nor 'labels' (FER2013) in the .npz")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # not an .npz, no 'images', bad votes
+        raise SetupError(str(e) if str(path) in str(e) else f"data {path}: {e}") from None
     if images.ndim != 3 or images.dtype != np.uint8:
         raise SetupError(f"data {path}: images are {images.dtype} {images.shape}, expected N×48×48 uint8")
     if limit > 0:
@@ -571,6 +574,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("more --ours-name than --ours")
     if args.no_peer and not args.ours:
         ap.error("--no-peer needs at least one --ours")
+    from edge_affect.fsutil import check_not_inputs
+
+    try:  # before any work: an output never replaces the data or a model
+        check_not_inputs(
+            {"--json": args.json, "--png": args.png, "--confusion-png": args.confusion_png},
+            [("--data", args.data), *(("--ours", p) for p in args.ours)],
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     from rich.console import Console
     from rich.table import Table
@@ -698,8 +711,10 @@ def main(argv: list[str] | None = None) -> int:
     la0, la1 = results["load_average_at_start"], results["load_average_at_end"]
     con.print(f"load average {la0[0]:.1f} → {la1[0]:.1f} on {mach['cpu_count']} cores (other processes share the CPU)")
     if args.json:
+        from edge_affect.artifact import atomic_write_text
+
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.json, json.dumps(results, indent=2))
         con.print(f"JSON in {args.json}")
     if args.png:
         con.print(write_png(results, Path(args.png)))

@@ -30,9 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_peer_fer import evaluate_predictions  # noqa: E402
+from bench_peer_fer import NO_MPL, _pyplot, evaluate_predictions  # noqa: E402
 
 from edge_affect.schema import EXPRESSIONS  # noqa: E402
+
+PROG = "bench_rare_classes"
 
 
 def training_prior(data_root: str | Path) -> np.ndarray:
@@ -60,8 +62,39 @@ def sweep(probs: np.ndarray, target: np.ndarray, prior: np.ndarray, taus: list[f
     return [{"tau": t, **scores((logp - t * logprior).argmax(1), target)} for t in taus]
 
 
+def write_png(rows: list[dict[str, Any]], path: str | Path) -> str:
+    """Accuracy and macro-F1 against tau, and per-class F1 against tau (two panels)."""
+    plt = _pyplot()
+    if plt is None:
+        return NO_MPL
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    tt = [r["tau"] for r in rows]
+    ax[0].plot(tt, [100 * r["accuracy"] for r in rows], marker="o", label="accuracy (%)")
+    ax[0].set_xlabel("tau")
+    ax[0].set_ylabel("majority accuracy (%)")
+    ax2 = ax[0].twinx()
+    ax2.plot(tt, [r["macro_f1"] for r in rows], marker="s", color="tab:orange", label="macro-F1")
+    ax2.set_ylabel("macro-F1")
+    ax[0].set_title("accuracy vs macro-F1")
+    for n in EXPRESSIONS:
+        ax[1].plot(tt, [r["per_class_f1"][n] for r in rows], marker="o", label=n)
+    ax[1].set_xlabel("tau")
+    ax[1].set_ylabel("F1")
+    ax[1].set_title("per-class F1")
+    ax[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"PNG in {path}"
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n", 1)[0])
     ap.add_argument("checkpoint", help="training checkpoint (.pt) or packaged .safetensors")
     ap.add_argument("--data", required=True, help="ABAW-layout dataset root (train prior, val split)")
     ap.add_argument("--taus", default="0,0.25,0.5,0.75,1.0", help="comma-separated adjustment strengths")
@@ -71,14 +104,27 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edge_affect.train.evaluate import evaluate_checkpoint
+    from edge_affect.cliutil import describe_os_error
+    from edge_affect.fsutil import check_not_inputs
 
     try:
         taus = [float(t) for t in args.taus.split(",")]
     except ValueError:
         ap.error(f"--taus {args.taus!r}: expected comma-separated numbers")
-    prior = training_prior(args.data)
-    _, pred, ann = evaluate_checkpoint(args.checkpoint, args.data, "val")
+    try:  # one line (exit 2) for a missing or unreadable input, and before any work for an output over one
+        check_not_inputs(
+            {"--json": args.json, "--png": args.png},
+            {"CHECKPOINT": args.checkpoint, "--data": args.data},
+            input_folders=("--data",),
+        )
+        from edge_affect.train.evaluate import evaluate_checkpoint
+
+        _, pred, ann = evaluate_checkpoint(args.checkpoint, args.data, "val")
+        prior = training_prior(args.data)
+    except OSError as e:
+        return _error(describe_os_error(e))
+    except ValueError as e:
+        return _error(str(e))
     keep = ann.expr >= 0
     rows = sweep(pred["expr"][keep], ann.expr[keep], prior, taus)
     con = Console(width=None if sys.stdout.isatty() else 160)
@@ -95,35 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     con.print(t)
     con.print("prior: " + ", ".join(f"{n} {p:.4f}" for n, p in zip(EXPRESSIONS, prior, strict=True)))
     out = {"checkpoint": str(args.checkpoint), "data": str(args.data), "prior": prior.tolist(), "sweep": rows}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        con.print(f"JSON in {args.json}")
-    if args.png:
-        import matplotlib
+    try:
+        if args.json:
+            from edge_affect.artifact import atomic_write_text
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-        tt = [r["tau"] for r in rows]
-        ax[0].plot(tt, [100 * r["accuracy"] for r in rows], marker="o", label="accuracy (%)")
-        ax[0].set_xlabel("tau")
-        ax[0].set_ylabel("majority accuracy (%)")
-        ax2 = ax[0].twinx()
-        ax2.plot(tt, [r["macro_f1"] for r in rows], marker="s", color="tab:orange", label="macro-F1")
-        ax2.set_ylabel("macro-F1")
-        ax[0].set_title("accuracy vs macro-F1")
-        for n in EXPRESSIONS:
-            ax[1].plot(tt, [r["per_class_f1"][n] for r in rows], marker="o", label=n)
-        ax[1].set_xlabel("tau")
-        ax[1].set_ylabel("F1")
-        ax[1].set_title("per-class F1")
-        ax[1].legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(args.png, dpi=110)
-        plt.close(fig)
-        con.print(f"PNG in {args.png}")
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.json, json.dumps(out, indent=2))
+            con.print(f"JSON in {args.json}")
+        if args.png:
+            con.print(write_png(rows, args.png))
+    except OSError as e:
+        return _error(describe_os_error(e))
+    except ValueError as e:  # e.g. a --png suffix matplotlib cannot write
+        return _error(str(e))
     return 0
 
 

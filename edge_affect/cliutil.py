@@ -131,11 +131,8 @@ def int_list(lo: int, hi: int) -> Callable[[str], list[int]]:
 
 #: The shared types (one definition, every CLI uses these).
 positive_int = int_range(1)
-nonneg_int = int_range(0)
 seed_int = int_range(0, 2**32 - 1)  # numpy's seed range
 probability = float_range(0.0, 1.0)
-finite_float = float_range()
-positive_float = float_range(0.0, lo_open=True)
 
 
 # ----------------------------------------------------------------------------------------------- errors

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge_affect.artifact import atomic_write_text
+from edge_affect.cliutil import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--checkpoint", type=Path, default=None, help="model to demo (default: the shipped default model)")
     d.add_argument("--no-engine", action="store_true", help="do not build TensorRT engines even if possible")
     d.add_argument(
-        "--bench-iters", type=int, default=20, help="timed calls per stage in the per-stage benchmark (default 20)"
+        "--bench-iters",
+        type=positive_int,
+        default=20,
+        help="timed calls per stage in the per-stage benchmark (default 20)",
     )
     d.add_argument(
         "--ferplus",
@@ -72,6 +76,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "where it exists)",
     )
     d.set_defaults(func=_demo)
+
+
+def check_inputs_outside(out: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse (``ValueError``), before anything is removed, an ``--out`` that is or holds an input: a rerun
+    replaces a previous demo's folder whole, and an input inside it would go with it."""
+    from edge_affect.fsutil import check_not_inputs, is_within
+
+    check_not_inputs({"--out": out}, inputs)
+    for opt, path in inputs.items():
+        if path is not None and is_within(path, out):
+            raise ValueError(
+                f"{opt} {path}: lies inside --out {out}, which the demo replaces; expected an input outside "
+                "the output folder (edge-affect never writes over its inputs)"
+            )
 
 
 def _prepare_out(out: Path) -> None:
@@ -209,16 +227,11 @@ def ferplus_eval(artifact: Path, npz: Path, out_png: Path, seed: int = 0) -> dic
     random faces per expression with their majority label and the prediction (green: same, red: differs)."""
     import cv2
 
-    from edge_affect.data.fer import majority_label, votes_to_distribution  # numpy only
+    from edge_affect.data.fer import ferplus_majority  # numpy only
     from edge_affect.runtime.predictor import load
     from edge_affect.schema import EXPRESSIONS
 
-    with np.load(npz) as z:
-        if "images" not in z.files or "votes" not in z.files:
-            raise ValueError(f"--ferplus {npz}: expected arrays 'images' and 'votes' (FER+), got {z.files}")
-        images, votes = z["images"], z["votes"]
-    dist, keep = votes_to_distribution(votes, where=f"{npz} votes")
-    images, truth = images[keep], majority_label(dist[keep])
+    images, truth, dropped = ferplus_majority(npz, where=f"--ferplus {npz}")
     pred: list[int] = []
     with load(artifact) as p:
         for i in range(0, len(images), 256):
@@ -251,7 +264,7 @@ def ferplus_eval(artifact: Path, npz: Path, out_png: Path, seed: int = 0) -> dic
     return {
         "data": str(npz),
         "faces": int(len(truth)),
-        "skipped_unknown_or_nf": int((~keep).sum()),
+        "skipped_unknown_or_nf": dropped,
         "accuracy": float((pred_a == truth).mean()),
         "per_class": per_class,
         "mosaic": str(out_png),
@@ -368,10 +381,12 @@ def run_demo(
     con = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     t_all = time.perf_counter()
     out = Path(out)
-    _prepare_out(out)
     ckpt = Path(checkpoint) if checkpoint is not None else default_model("safetensors")
+    fer_opt = "--ferplus" if ferplus is not None else "FER+ default"
     if ferplus is None and FERPLUS_VALID.is_file():
         ferplus = FERPLUS_VALID
+    check_inputs_outside(out, {"--checkpoint" if checkpoint is not None else "default model": ckpt, fer_opt: ferplus})
+    _prepare_out(out)
     card: dict[str, Any] = {}
     if checkpoint is None:
         from edge_affect.default import default_model_card
@@ -723,8 +738,6 @@ def _markdown(s: dict) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if args.bench_iters < 1:
-        raise ValueError(f"--bench-iters {args.bench_iters}: expected ≥ 1")
     if args.ferplus is not None and not args.ferplus.is_file():
         raise FileNotFoundError(f"--ferplus {args.ferplus}: no such file, expected FER+ ferplus_valid.npz")
     run_demo(args.out, args.checkpoint, engines=not args.no_engine, bench_iters=args.bench_iters, ferplus=args.ferplus)

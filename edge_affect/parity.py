@@ -223,10 +223,9 @@ def load_eval_set(data: str | Path | None, pp: Any, split: str = "val", limit: i
         imgs = d["images"][:limit]
         labels = Labels(expr=d["labels"][:limit].astype(np.int64)) if "labels" in d.files else None
         if labels is None and "votes" in d.files:  # FER+: majority label (-1 where unknown / not a face)
-            from edge_affect.data.fer import majority_label, votes_to_distribution
+            from edge_affect.data.fer import ferplus_labels
 
-            dist, keep = votes_to_distribution(d["votes"][:limit], where=f"{path}: votes")
-            labels = Labels(expr=np.where(keep, majority_label(dist), MISSING_EXPR).astype(np.int64))
+            labels = Labels(expr=ferplus_labels(d["votes"][:limit], where=f"{path}: votes")[1])
         return EvalSet(prepare_batch(imgs, pp), labels, f"{path} ({len(imgs)} images)")
     if path.is_dir():
         from edge_affect.data.abaw import load_split

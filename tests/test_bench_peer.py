@@ -151,3 +151,39 @@ def test_ferplus_data_scores_the_majority_vote_over_8_classes(tmp_path: Path) ->
     assert bench.latency_ratios([peer, ours], peer) == {
         "m": {"batch": pytest.approx(1.2), "single": pytest.approx(2.5)}
     }
+
+
+_rare_spec = importlib.util.spec_from_file_location("bench_rare_classes", ROOT / "benchmarks" / "bench_rare_classes.py")
+rare = importlib.util.module_from_spec(_rare_spec)
+_rare_spec.loader.exec_module(rare)
+
+
+def test_outputs_never_replace_the_data_and_bad_inputs_are_one_line(tmp_path: Path, capsys) -> None:
+    """--json/--png naming an input is refused before any work (it used to be overwritten), and a missing
+    checkpoint, data root or FER+ file ends in one line and exit 2 (it used to be a traceback)."""
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.zeros((4, 48, 48), np.uint8), labels=np.zeros(4, np.int8))
+    before = data.read_bytes()
+    assert bench.main(["--data", str(data), "--no-peer", "--ours", str(data), "--json", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --json {data}: is the file given as --data {data}, expected a new path " + (
+        "(edge-affect never writes over its inputs)\n"
+    )
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"weights")
+    for out in ("--json", "--png"):
+        assert rare.main([str(ckpt), "--data", str(tmp_path), out, str(ckpt)]) == 2
+        assert capsys.readouterr().err.startswith(f"bench_rare_classes: error: {out} {ckpt}: is the file given as")
+    assert data.read_bytes() == before and ckpt.read_bytes() == b"weights"
+    assert rare.main([str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"bench_rare_classes: error: checkpoint {tmp_path / 'none.pt'} does not exist\n"
+    from edge_affect.default import default_model
+
+    assert rare.main([str(default_model("safetensors")), "--data", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench_rare_classes: error: ") and "none" in err and len(err.splitlines()) == 1
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 48, 48), np.uint8), votes=np.zeros((2, 9), np.uint8))  # 9 columns
+    with pytest.raises(bench.SetupError, match=r"data .*bad.npz: votes: shape \(2, 9\), expected N×10"):
+        bench.load_data(bad)

@@ -45,10 +45,14 @@ def add_commands(subparsers: Any) -> None:
     c.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     c.set_defaults(func=cmd_check)
 
-    i = sub.add_parser("import", help="import a FER2013-style .npz face set (images, labels, ids) into the ABAW layout")
+    i = sub.add_parser(
+        "import",
+        help="import an .npz face set into the ABAW layout: FER2013-style (images, labels, ids) or FER+ (images, "
+        "votes: the vote distribution becomes a soft target)",
+    )
     i.add_argument("out", type=Path, help="output dataset root")
-    i.add_argument("--train", type=Path, required=True, help=".npz of the training split")
-    i.add_argument("--val", type=Path, required=True, help=".npz of the validation split")
+    i.add_argument("--train", type=Path, required=True, help=".npz of the training split (labels or FER+ votes)")
+    i.add_argument("--val", type=Path, required=True, help=".npz of the validation split (labels or FER+ votes)")
     i.add_argument(
         "--weak-targets",
         action="store_true",

@@ -31,7 +31,7 @@ from edge_affect.artifact import atomic_write_text
 from edge_affect.data.abaw import IMAGES_DIR, SPLIT_FILES, soft_expr_file, write_annotations, write_soft_expr
 from edge_affect.data.synth import PROTOTYPES, va_from_intensity
 from edge_affect.fsutil import make_temp_dir, replace_dir
-from edge_affect.schema import AUS, MISSING_AU, MISSING_VA, NUM_AU, NUM_EXPR
+from edge_affect.schema import AUS, MISSING_AU, MISSING_EXPR, MISSING_VA, NUM_AU, NUM_EXPR
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,45 @@ def majority_label(dist: np.ndarray) -> np.ndarray:
     return np.asarray(FERPLUS_TO_ABAW, dtype=np.int64)[np.argmax(in_ferplus_order, axis=1)]
 
 
+def ferplus_labels(votes: np.ndarray, where: str = "votes") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FER+ vote counts (N×10) → (distribution N×8, majority label N, keep mask N), all N rows.
+
+    The label is ``MISSING_EXPR`` (−1) where ``keep`` is False (most-voted column unknown or NF, or no
+    emotion vote): the one place the votes → distribution → majority sequence lives."""
+    dist, keep = votes_to_distribution(votes, where=where)
+    labels = np.where(keep, majority_label(dist), MISSING_EXPR).astype(np.int64)
+    return dist, labels, keep
+
+
+def ferplus_majority(path: str | Path, where: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(images, majority labels, faces dropped) of a FER+ ``.npz`` (``images`` + ``votes``): only the faces
+    whose most-voted column is an emotion, each with its ABAW majority class.
+
+    ``where`` names the file in error messages (default: its path); a missing or unreadable file, missing
+    arrays or bad votes raise ``OSError``/``ValueError`` with one line."""
+    path = Path(path)
+    where = where or str(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file, expected a FER+ .npz (images + votes)") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: not a readable .npz ({e})") from None
+    if not hasattr(z, "files"):  # a .npy: one bare array
+        raise ValueError(f"{where}: a single array, expected an .npz with arrays 'images' and 'votes' (FER+)")
+    with z:
+        if "images" not in z.files or "votes" not in z.files:
+            raise ValueError(f"{where}: expected arrays 'images' and 'votes' (FER+), got {z.files}")
+        try:
+            images, votes = np.asarray(z["images"]), np.asarray(z["votes"])
+        except ValueError as e:  # object arrays need pickles, which are refused
+            raise ValueError(f"{where}: unreadable array ({e}); expected plain numeric arrays") from None
+    if len(images) != len(votes):
+        raise ValueError(f"{where}: {len(images)} images but {len(votes)} vote rows, expected one per face")
+    _, labels, keep = ferplus_labels(votes, where=f"{where}: votes")
+    return images[keep], labels[keep], int((~keep).sum())
+
+
 _ID_OK = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -136,11 +175,10 @@ def _read_npz(path: Path) -> dict:
     dist = None
     dropped = 0
     if kind == "votes":
-        dist, keep = votes_to_distribution(target, where=f"{path}: votes")
+        dist, labels, keep = ferplus_labels(target, where=f"{path}: votes")
         dropped = int((~keep).sum())
-        images, dist = images[keep], dist[keep]
+        images, dist, labels = images[keep], dist[keep], labels[keep]
         ids = [i for i, k in zip(ids, keep, strict=True) if k]
-        labels = majority_label(dist)
     else:
         if not np.issubdtype(target.dtype, np.integer):
             raise ValueError(f"{path}: labels are {target.dtype}, expected integer class ids")

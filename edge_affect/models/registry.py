@@ -216,7 +216,8 @@ def edge_gray48_slim() -> ModelConfig:
 
     Chosen by measurement against the ``fer`` peer (ONNX Runtime FP32, one thread, same run, 2-core EPYC):
     ``edge_gray48`` ran at 2.9× the peer's time per face at batch 64 and 5.1× at batch 1, this one at
-    1.2× and 2.0×; bf16 CPU training runs at 1.3 k img/s vs 0.7 k."""
+    1.2× and 2.0×; bf16 CPU training (2 threads, batch 128) runs at 1,077 img/s vs edge_gray48's 582
+    (``benchmarks/results/bench_train.json``)."""
     cfg = edge_gray48()
     cfg.backbone_kwargs = {"feature_index": 3, "channels": [32, 64, 128, 256]}
     return cfg

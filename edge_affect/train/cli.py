@@ -43,16 +43,10 @@ def _train(args: argparse.Namespace) -> int:
     from edge_affect.train.loop import check_train_config, train
 
     where = args.config or "config"
-    try:
-        d = load_config_file(args.config) if args.config else {}
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{where}: not UTF-8 text (byte {e.start}), expected a JSON or TOML file") from None
+    d = load_config_file(args.config) if args.config else {}  # bad bytes or syntax: one-line ValueError
     if not isinstance(d, dict):
         raise ValueError(f"{where}: a JSON {type(d).__name__}, expected an object of settings (a TOML table)")
-    try:
-        cfg = TrainConfig.from_dict(d, where=where)
-    except TypeError as e:  # a nested setting of the wrong kind, e.g. "loss": [1, 2]
-        raise ValueError(f"{where}: {e}, expected the settings of edge_affect.config.TrainConfig") from None
+    cfg = TrainConfig.from_dict(d, where=where)  # every value's type is checked there (ValueError)
     for flag, key in (
         ("model", "model"),
         ("epochs", "epochs"),
@@ -79,9 +73,10 @@ def _train(args: argparse.Namespace) -> int:
 
         summary = json.loads((Path(args.out) / "best.json").read_text())
         v = summary["val"]
+        chosen = f"; selected on val {cfg.select_on} {v[cfg.select_on]:.4f}" if cfg.select_on != "p" else ""
         Console().print(
             f"best epoch {summary['epoch']}: val P {v['p']:.4f} (VA {v['va']:.3f}, EXPR {v['expr']:.3f}, "
-            f"AU {v['au']:.3f}) -> {best}"
+            f"AU {v['au']:.3f}){chosen} -> {best}"
         )
     return 0
 

@@ -98,11 +98,24 @@ class Ema:
 
 
 @torch.no_grad()
-def predict_cache(model, cache, pp, device: torch.device, batch_size: int = 256, precision: str = "fp32", info=None):
+def predict_cache(
+    model,
+    cache,
+    pp,
+    device: torch.device,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    info=None,
+    channels_last: bool | None = None,
+):
     """Run ``model`` over every row of a packed cache; returns numpy ``va``, ``expr`` probs, ``au`` probs.
 
-    Under DDP each rank predicts a shard and the results are gathered in the original order.
+    ``channels_last``: feed NHWC-strided inputs (training passes the choice it made for the model, which
+    honours ``TrainConfig.channels_last``); None: on CUDA or under bf16. Under DDP each rank predicts a
+    shard and the results are gathered in the original order.
     """
+    if channels_last is None:
+        channels_last = device.type == "cuda" or precision == "bf16"
     from edge_affect.data.augment import to_input
     from edge_affect.data.loader import PackedLoader
 
@@ -112,7 +125,7 @@ def predict_cache(model, cache, pp, device: torch.device, batch_size: int = 256,
     outs: dict[str, list[torch.Tensor]] = {"va": [], "expr": [], "au": [], "index": []}
     for batch in loader:
         x = to_input(batch["image"], pp)
-        if x.device.type == "cuda" or precision == "bf16":
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, precision):
             out = model(x)
@@ -495,7 +508,9 @@ def _train(
         if ema is not None:
             eval_model = copy.deepcopy(model)
             eval_model.load_state_dict(ema.shadow)
-        pred = predict_cache(eval_model, val_cache, pp, info.device, max(64, cfg.batch_size), precision, info)
+        pred = predict_cache(
+            eval_model, val_cache, pp, info.device, max(64, cfg.batch_size), precision, info, channels_last
+        )
         val = score_predictions(pred, val_cache)
         au_th, _ = tune_au_thresholds(pred["au"], val_cache.au)
         val_tuned = score_predictions(pred, val_cache, au_th)

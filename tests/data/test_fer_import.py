@@ -137,3 +137,28 @@ def test_soft_sidecar_errors_name_file_and_line(tmp_path: Path) -> None:
     side.write_text("\n".join([lines[0], lines[1], ",".join(swapped), *lines[3:]]) + "\n")
     with pytest.raises(ValueError, match=r"expr_soft.txt:3: most likely class Happiness .* Disgust"):
         load_split(tmp_path / "ds", "train")
+
+
+def test_ferplus_majority_is_the_one_votes_to_label_helper(tmp_path: Path) -> None:
+    """The loader every FER+ reader shares (demo, parity, benchmarks, import): unknown/NF-majority faces are
+    dropped and counted, the rest get their ABAW majority class; bad files are one-line errors."""
+    from edge_affect.data.fer import ferplus_labels, ferplus_majority
+
+    votes = np.zeros((4, 10), np.uint8)
+    votes[0, 1] = 10  # happiness → 4
+    votes[1, 8] = 10  # unknown: dropped
+    votes[2, 7], votes[2, 0] = 6, 4  # contempt → Other (7)
+    votes[3, 3], votes[3, 4] = 5, 5  # sadness/anger tie: the first FER+ column wins → Sadness (5)
+    images = np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((4, 48, 48), np.uint8)
+    np.savez(tmp_path / "fp.npz", images=images, votes=votes)
+    imgs, labels, dropped = ferplus_majority(tmp_path / "fp.npz")
+    assert labels.tolist() == [4, 7, 5] and dropped == 1 and imgs[:, 0, 0].tolist() == [0, 2, 3]
+    assert ferplus_labels(votes)[1].tolist() == [4, -1, 7, 5]  # every row, -1 where dropped
+    np.savez(tmp_path / "lab.npz", images=images, labels=np.zeros(4, np.int8))
+    with pytest.raises(ValueError, match=r"--ferplus x: expected arrays 'images' and 'votes'"):
+        ferplus_majority(tmp_path / "lab.npz", where="--ferplus x")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        ferplus_majority(tmp_path / "none.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        ferplus_majority(tmp_path / "junk.npz")

@@ -313,6 +313,39 @@ def test_export_refuses_folders_it_did_not_write(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "run"]
 
 
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def test_demo_refuses_an_input_inside_the_folder_it_replaces(
+    tmp_path: Path, rel: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A previous demo's folder is replaced whole: a --checkpoint or --ferplus inside it is refused, with one
+    line and before anything is removed (it used to be deleted with the folder)."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo_summary.md").write_text("# edge-affect demo\n")  # a previous demo: replaced by a rerun
+    ckpt, fer = out / "model.safetensors", out / "ferplus_valid.npz"
+    ckpt.write_bytes(b"weights")
+    fer.write_bytes(b"votes")
+    before = rel.tree_digest(out)
+    assert main(["demo", "--out", str(out), "--checkpoint", str(ckpt)]) == 2
+    assert _err(capsys) == (
+        f"edge-affect: error: --checkpoint {ckpt}: lies inside --out {out}, which the demo replaces; expected an "
+        "input outside the output folder (edge-affect never writes over its inputs)\n"
+    )
+    outside = tmp_path / "model.safetensors"
+    outside.write_bytes(b"weights")
+    assert main(["demo", "--out", str(out / "sub" / ".."), "--checkpoint", str(outside), "--ferplus", str(fer)]) == 2
+    assert "error: --ferplus " in _err(capsys)
+    assert main(["demo", "--out", str(outside), "--checkpoint", str(outside)]) == 2
+    assert "is the file given as --checkpoint" in _err(capsys)
+    assert rel.tree_digest(out) == before and outside.read_bytes() == b"weights"
+    with pytest.raises(SystemExit) as e:  # a usage error: argparse exits
+        main(["demo", "--out", str(tmp_path / "new"), "--bench-iters", "0"])
+    assert e.value.code == 2
+    assert "--bench-iters 0: too small, expected an integer ≥ 1" in _err(capsys)
+
+
 def test_atomic_write_removes_temp_files_of_killed_writers_only(tmp_path: Path, rel: SimpleNamespace) -> None:
     """A temp file a killed writer left (``.<name>.tmp-<pid>-…``, PID gone) is removed by the next write of
     that file; a live writer's temp file and other files are left alone."""

@@ -242,3 +242,31 @@ def test_bf16_cpu_training_still_learns(synth_root: Path, tmp_path: Path, monkey
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
     assert loop.train_precision(torch.device("cpu"), True) == "fp32"  # emulated bf16 is slower: stay fp32
     assert loop.train_precision(torch.device("cpu"), False) == "fp32"
+
+
+def test_validation_honours_channels_last_and_the_summary_names_the_selection_metric(
+    synth_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``channels_last: false`` holds for the validation pass too (bf16 used to switch it on there), and with
+    ``select_on: expr_acc`` the closing line also gives the score best.pt was selected on."""
+    import edge_affect.train.loop as loop
+    from edge_affect.cli import main
+
+    seen: list[bool | None] = []
+    real = loop.predict_cache
+
+    def spy(*args, **kwargs):
+        seen.append(args[7] if len(args) > 7 else kwargs.get("channels_last"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "predict_cache", spy)
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    cfg = tmp_path / "cfg.json"
+    settings = {"model": "tiny", "epochs": 1, "batch_size": 32, "max_steps_per_epoch": 2, "channels_last": False}
+    cfg.write_text(json.dumps({**settings, "select_on": "expr_acc"}))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(synth_root), "--config", str(cfg), "--out", str(out), "--device", "cpu"]) == 0
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["precision"] == "bf16" and rec["channels_last"] is False and seen == [False]
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"; selected on val expr_acc {rec['val']['expr_acc']:.4f} ->" in printed, printed
