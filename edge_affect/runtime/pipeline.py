@@ -8,7 +8,7 @@ region around where its constant-velocity motion puts it (``track_policy="roi"``
 between detections the pipeline reports what detecting every frame would: a track whose region comes
 back empty (the face left or was lost), a track the frame edge cuts (whether a half-visible face still
 counts depends on the detector's context and scale), and a change of the image outside every track so
-large that looking there costs about as much. Smaller changes outside the tracks and their bodies
+large that looking there costs about as much, or reaching the frame edge (something entering through it). Smaller changes outside the tracks and their bodies
 (``pickup="motion"``: :class:`~edge_affect.runtime.motion.MotionGate`, a frame difference at 1/8 size)
 are detected at once in their region, at the whole-frame scale, so a face that walks or cuts in is picked
 up on the frame it appears; one that appears without changing the image, inside another person's body
@@ -111,8 +111,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         "--pickup",
         choices=PICKUP_POLICIES,
         default=DEFAULT_PICKUP,
-        help="between detections: motion = detect at once where the frame changed outside every face "
-        "(default), none = wait for the next whole-frame detection",
+        help="between detections: motion = detect at once where the frame changed outside every face and "
+        "its body (a whole frame when the change reaches the frame edge; default), none = wait for the next "
+        "whole-frame detection",
     )
 
 
