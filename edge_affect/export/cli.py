@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edge_affect.cliutil import float_range, int_range
 from edge_affect.export.capture import CAPTURE_LOG
+from edge_affect.export.gates import DEFAULT_HOLDOUT
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (FP16 inside, FP32 I/O)")
     p.add_argument(
-        "--int8", action="store_true", help="also write model.int8.onnx (explicit Q/DQ from calibration frames)"
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx (explicit Q/DQ from calibration frames; = --int8-target tensorrt)",
     )
     p.add_argument(
         "--calib", type=Path, default=None, help="calibration set folder (default: the shipped calibration/default)"
@@ -91,7 +94,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="append",
         choices=("tensorrt", "cpu"),
         default=None,
-        help="INT8 model(s) to write (repeatable; implies --int8): tensorrt = model.int8.onnx (what --int8 "
+        help="INT8 model(s) to write (repeatable; adds to --int8): tensorrt = model.int8.onnx (what --int8 "
         "writes), cpu = model.int8.cpu.onnx (ONNX Runtime integer kernels, no FP16; run/bench --precision int8)",
     )
     p.add_argument(
@@ -106,9 +109,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gate-holdout",
         type=float_range(0, 1, lo_open=True, hi_open=True),
-        default=0.25,
+        default=DEFAULT_HOLDOUT,
         metavar="FRACTION",
-        help="share of the calibration set held out for the gates when no --eval-data (default 0.25)",
+        help=f"share of the calibration set held out for the gates when no --eval-data (default {DEFAULT_HOLDOUT:g})",
     )
     p.add_argument(
         "--parity-frames", type=int_range(1), default=None, help="gate frames used for the parity gates (default all)"
@@ -248,18 +251,16 @@ def _apply_profile(args: argparse.Namespace) -> str | None:
             f"{args.profile}: target {prof.target!r} builds engines on the device (build_engine_here = false); drop --engine"
         )
     args.fp16 = args.fp16 or "fp16" in prof.precisions
+    args.batch = ":".join(str(b) for b in prof.batch)
+    args.triton = args.triton or prof.triton
     if prof.target == CPU_TARGET:  # ONNX Runtime on CPU: the CPU-native INT8 model, no engines
         if "int8" in prof.precisions:
             args.int8_target = sorted({*(args.int8_target or []), "cpu"})
-        args.batch = ":".join(str(b) for b in prof.batch)
-        args.triton = args.triton or prof.triton
         return None
     args.int8 = args.int8 or "int8" in prof.precisions
-    args.batch = ":".join(str(b) for b in prof.batch)
     args.workspace = prof.workspace_mib
     args.version_compatible = args.version_compatible or prof.version_compatible
     args.dla = prof.dla_core if args.dla is None else args.dla
-    args.triton = args.triton or prof.triton
     args.engine = args.engine or prof.build_engine_here
     if prof.build_engine_here:
         return None
@@ -311,9 +312,8 @@ def _export(args: argparse.Namespace) -> int:
     device_hint = _apply_profile(args)
     if default:
         print(f"no checkpoint given: exporting the default model {args.checkpoint} to {args.out}")
-    targets = set(args.int8_target or (["tensorrt"] if args.int8 else []))
-    if not 0.0 < args.gate_holdout < 1.0:
-        raise ValueError(f"--gate-holdout {args.gate_holdout}: expected a fraction between 0 and 1 (e.g. 0.25)")
+    # the flags add up: --int8 is the TensorRT-shaped model, each --int8-target adds its model
+    targets = {*(args.int8_target or []), *(["tensorrt"] if args.int8 else [])}
     qat = None
     if args.qat:
         from edge_affect.export.qat import QatSettings

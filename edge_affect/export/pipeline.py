@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_affect.artifact import atomic_write_text, sha256_file
+from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD
+from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
 from edge_affect.fsutil import TEMP_NAME, check_not_inputs, is_within, make_temp_dir, replace_dir
 from edge_affect.parity import Comparison, Gates, comparisons_markdown
@@ -62,10 +64,11 @@ class ExportRequest:
     # set, held out from calibration by a split seeded with `gate_seed` (edge_affect.export.gates)
     eval_data: Path | None = None
     eval_split: str = "val"
-    gate_holdout: float = 0.25
-    gate_seed: int = 0
+    gate_holdout: float = DEFAULT_HOLDOUT
+    gate_seed: int = DEFAULT_SEED
     gates: Gates = field(default_factory=Gates)
-    # NNCF quantization-aware fine-tune before the INT8 PTQ (edge_affect.export.qat.QatSettings); None: PTQ only
+    # quantization-aware fine-tune of the INT8 PTQ's own Q/DQ graph, after the PTQ (edge_affect.export.qat.QatSettings,
+    # qdq_torch.QdqGraph); None: PTQ only
     qat: Any = None
 
 
@@ -191,7 +194,7 @@ OTHER_EXPORT_FILES = (
     REPORT_MD,
     "parity_report.json",
     "parity_report.md",
-    "quantize.log",
+    CAPTURE_LOG,
     "triton",
     CPU_INT8_ONNX,
 )

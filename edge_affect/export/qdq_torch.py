@@ -83,7 +83,6 @@ class QdqGraph:
         if len(self.inputs) != 1:
             raise ValueError(f"QAT: the graph has inputs {self.inputs}, expected one image input")
         self.outputs = [o.name for o in g.output]
-        self.nodes = list(g.node)
         self.dtypes = {t.name: t.data_type for t in g.initializer}
         for n in g.node:
             if n.op_type not in _OPS and n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
@@ -137,7 +136,16 @@ class QdqGraph:
                 self.params[name] = torch.nn.Parameter(v.clone())
             else:
                 self.consts[name] = v
-        self.keep: dict[str, Any] | None = None  # debugging: every tensor of the next call
+        # the forward plan, parsed once: (op type, op, inputs, outputs, attributes) per node; Constant nodes are
+        # evaluated here and their outputs join the constants
+        self.plan: list[tuple[str, Any, list[str], list[str], dict[str, Any]]] = []
+        for n in g.node:
+            at = _attrs(n)
+            if n.op_type == "Constant":
+                self.consts[n.output[0]] = _OPS["Constant"]([], at)
+                continue
+            fn = None if n.op_type in ("QuantizeLinear", "DequantizeLinear") else _OPS[n.op_type]
+            self.plan.append((n.op_type, fn, list(n.input), list(n.output), at))
 
     def weights(self) -> list[Any]:
         return list(self.params.values())
@@ -178,24 +186,22 @@ class QdqGraph:
                 return self._param(name)
             return self.consts[name]
 
-        for n in self.nodes:
-            if n.op_type == "QuantizeLinear":
-                kind, key, axis = self.quant[n.output[0]]
+        for op_type, fn, inputs, outputs, at in self.plan:
+            if op_type == "QuantizeLinear":
+                kind, key, axis = self.quant[outputs[0]]
                 if kind == "weight":
                     scale = self.weight_scale(key, axis)
-                    pending[n.output[0]] = (val(n.input[0]), scale, axis if scale.numel() > 1 else None)
+                    pending[outputs[0]] = (val(inputs[0]), scale, axis if scale.numel() > 1 else None)
                 else:
-                    pending[n.output[0]] = (val(n.input[0]), self.log_scales[key].exp(), None)
+                    pending[outputs[0]] = (val(inputs[0]), self.log_scales[key].exp(), None)
                 continue
-            if n.op_type == "DequantizeLinear":
-                env[n.output[0]] = fake_quant(*pending[n.input[0]])
+            if op_type == "DequantizeLinear":
+                env[outputs[0]] = fake_quant(*pending[inputs[0]])
                 continue
-            outs = _OPS[n.op_type]([val(i) for i in n.input], _attrs(n))
-            for name, v in zip(n.output, outs if isinstance(outs, tuple) else (outs,), strict=False):
+            outs = fn([val(i) for i in inputs], at)
+            for name, v in zip(outputs, outs if isinstance(outs, tuple) else (outs,), strict=False):
                 env[name] = v
-        if self.keep is not None:
-            self.keep.update(env)
-        return {name: env[name] for name in self.outputs}
+        return {name: val(name) for name in self.outputs}
 
     def write_back(self) -> Any:
         """A copy of the ONNX model with the trained initializers and the scales that go with them (weight scales
@@ -265,13 +271,9 @@ def _gather(a: list[Any], at: dict[str, Any]) -> Any:
     data, idx = a
     axis = at.get("axis", 0) % data.ndim
     idx = idx.long()
-    idx = torch_where_neg(idx, data.shape[axis])
+    idx = idx + (idx < 0).long() * data.shape[axis]  # negative indices count from the end
     out = data.index_select(axis, idx.reshape(-1))
     return out.reshape((*data.shape[:axis], *idx.shape, *data.shape[axis + 1 :]))
-
-
-def torch_where_neg(idx: Any, size: int) -> Any:
-    return idx + (idx < 0).long() * size
 
 
 def _slice(a: list[Any], at: dict[str, Any]) -> Any:

@@ -160,8 +160,42 @@ def test_cpu_profile_writes_only_the_cpu_int8(trained_ckpt, calib_dir, tmp_path,
     req = seen["req"]
     assert req.int8_cpu and not req.int8 and not req.engine and not req.fp16
     with pytest.raises(SystemExit):
-        main(["export", str(trained_ckpt), "--out", str(tmp_path / "o"), "--int8", "--int8-target", "cpu"])
+        main(["export", str(trained_ckpt), "--out", str(tmp_path / "o"), "--int8-target", "cpu"])
     assert seen["req"].int8_cpu and not seen["req"].int8
     with pytest.raises(SystemExit):
         main(["export", str(trained_ckpt), "--out", str(tmp_path / "o"), "--int8"])
     assert seen["req"].int8 and not seen["req"].int8_cpu
+
+
+def test_int8_flags_add_up(trained_ckpt, tmp_path, monkeypatch):
+    """``--int8`` (the TensorRT-shaped model) and ``--int8-target cpu`` add up: both models, and ``--qat`` (which
+    fine-tunes model.int8.onnx) is accepted beside them; the CPU recipe plus ``--int8`` writes both too."""
+    import edge_affect.export.pipeline as pipeline
+    from edge_affect.cli import main
+
+    seen: dict[str, object] = {}
+
+    def fake_export_all(req):
+        seen["req"] = req
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "export_all", fake_export_all)
+    out = ["export", str(trained_ckpt), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        main([*out, "--int8", "--int8-target", "cpu"])
+    assert seen["req"].int8 and seen["req"].int8_cpu and seen["req"].qat is None
+    with pytest.raises(SystemExit):
+        main([*out, "--int8", "--int8-target", "cpu", "--qat", "--data", str(tmp_path / "abaw")])
+    req = seen["req"]
+    assert req.int8 and req.int8_cpu and req.qat is not None and req.qat.data == tmp_path / "abaw"
+    with pytest.raises(SystemExit):
+        main([*out, "--int8-target", "tensorrt", "--int8-target", "cpu"])
+    assert seen["req"].int8 and seen["req"].int8_cpu
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SystemExit):
+        main([*out, "--int8", "--profile", str(root / "export/cpu.toml")])
+    assert seen["req"].int8 and seen["req"].int8_cpu and not seen["req"].engine
+    seen.clear()
+    # --qat fine-tunes model.int8.onnx: without --int8 (or --int8-target tensorrt) it is refused before exporting
+    assert main([*out, "--int8-target", "cpu", "--qat", "--data", str(tmp_path / "abaw")]) == 2
+    assert "req" not in seen
