@@ -125,6 +125,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="ABAW dataset root the --qat fine-tune trains on")
     p.add_argument("--qat-steps", type=int_range(1, 1_000_000), default=300, help="QAT steps (default 300)")
     p.add_argument("--qat-batch", type=int_range(1, 4096), default=32, help="QAT batch size (default 32)")
+    p.add_argument(
+        "--qat-keep",
+        choices=("closer", "always"),
+        default="closer",
+        help="closer (default): ship the fine-tuned INT8 graph only if it is closer to the checkpoint than PTQ on the "
+        "calibration frames, else PTQ; always: ship the fine-tuned graph",
+    )
     p.set_defaults(func=_export)
 
     k = sub.add_parser(
@@ -320,7 +327,7 @@ def _export(args: argparse.Namespace) -> int:
 
         if args.data is None or "tensorrt" not in targets:
             raise ValueError("--qat: expected --int8 and --data ROOT (the dataset the fine-tune trains on)")
-        qat = QatSettings(args.data, steps=args.qat_steps, batch_size=args.qat_batch)
+        qat = QatSettings(args.data, steps=args.qat_steps, batch_size=args.qat_batch, keep=args.qat_keep)
     req = ExportRequest(
         checkpoint=args.checkpoint,
         out=args.out,

@@ -124,11 +124,20 @@ class ExportReport:
             lines.append(f"- Triton model: `{self.triton}`")
         if self.qat:
             q, fl = self.qat, self.qat.get("loss_fixed_batches", {})
+            dist = q.get("distill_fixed_batches", {})
             lines.append(
                 f"- INT8 after QAT (the PTQ graph fine-tuned in place): {q.get('steps', 0)} steps on "
-                f"{q.get('data', '')} {q.get('split', '')}, loss on {fl.get('frames', 0)} fixed frames "
-                f"{fl.get('before')} → {fl.get('after')}; gates compare it with the checkpoint"
+                f"{q.get('data', '')} {q.get('split', '')}; on {fl.get('frames', 0)} fixed frames, distance to the "
+                f"FP32 checkpoint {dist.get('before')} → {dist.get('after')}, task loss {fl.get('before')} → "
+                f"{fl.get('after')}; gates compare it with the checkpoint"
             )
+            c = q.get("calibration_frames")
+            if c:
+                lines.append(
+                    f"- QAT {'kept' if c.get('qat_kept') else 'NOT kept, PTQ ships'} (keep={c.get('keep')}): distance "
+                    f"to the checkpoint on the {c.get('n')} calibration frames (not trained on, not gating) PTQ "
+                    f"{c.get('distance_ptq')}, QAT {c.get('distance_qat')}"
+                )
             b = q.get("ptq_on_gate_frames")
             if b:
                 lines.append(
@@ -363,6 +372,9 @@ def export_all(req: ExportRequest) -> ExportReport:
                 shutil.copyfile(int8_path, ptq_path)
                 report.qat = qat_int8(model, meta, int8_path, fp32_path, req.qat)
                 timings["qat"] = time.perf_counter() - t
+                t = time.perf_counter()
+                report.qat["calibration_frames"] = _qat_keep(req.qat.keep, model, calib, ptq_path, int8_path)
+                timings["qat_keep"] = time.perf_counter() - t
         if req.int8_cpu:
             from edge_affect.export.cpu_int8 import quantize_cpu_int8
 
@@ -422,6 +434,34 @@ def export_all(req: ExportRequest) -> ExportReport:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("export to %s: %s", out, "PASS" if report.passed else "FAIL")
     return report
+
+
+def _qat_keep(keep: str, model: Any, calib: Any, ptq_path: Path, qat_path: Path) -> dict[str, Any]:
+    """PTQ and QAT graphs side by side on the calibration frames (QAT never trained on them, the gates never judge
+    them): their distance to the checkpoint. With ``keep="closer"`` the PTQ graph replaces the fine-tuned one unless
+    the fine-tuned one is closer. Returns the record for the report."""
+    from edge_affect.export.onnx_export import run_onnx, run_torch
+    from edge_affect.export.qat import distance_np
+
+    ref = run_torch(model, calib)
+    d_ptq = distance_np(run_onnx(ptq_path, calib, emulate_fp16_in_fp32=True), ref)
+    d_qat = distance_np(run_onnx(qat_path, calib, emulate_fp16_in_fp32=True), ref)
+    kept = keep == "always" or d_qat < d_ptq
+    if not kept:
+        shutil.copyfile(ptq_path, qat_path)
+        log.warning(
+            "QAT: not closer to the checkpoint than PTQ on the %d calibration frames (%.4g vs %.4g): PTQ ships",
+            len(calib),
+            d_qat,
+            d_ptq,
+        )
+    return {
+        "n": int(len(calib)),
+        "distance_ptq": float(f"{d_ptq:.4g}"),
+        "distance_qat": float(f"{d_qat:.4g}"),
+        "keep": keep,
+        "qat_kept": bool(kept),
+    }
 
 
 def _build_engines(

@@ -53,16 +53,47 @@ class QatSettings:
     # weight of the task loss on ROOT's labels (MultiTaskLoss); 0 by default: labels pull the INT8 model away
     # from the checkpoint (measured with the earlier route: more flips)
     labels: float = 0.0
+    # which INT8 graph ships: "closer" keeps the fine-tuned graph only when it is closer to the checkpoint than the
+    # PTQ graph on the calibration frames (frames QAT never trains on and the gates never judge), else PTQ ships;
+    # "always" ships the fine-tuned graph
+    keep: str = "closer"
 
 
 def distill_loss(student: dict[str, Any], teacher: dict[str, Any]) -> Any:
-    """Student vs the FP32 checkpoint's outputs: KL on expression, BCE on AU probabilities, MSE on VA."""
+    """Student vs the FP32 checkpoint's outputs, 0 where they match: KL on expression, binary KL on each AU
+    probability (the BCE against the teacher's probabilities less the teacher's own entropy, the same gradient),
+    MSE on VA."""
     import torch.nn.functional as F
 
     s_log, t_log = F.log_softmax(student["expr"], -1), F.log_softmax(teacher["expr"], -1)
     kl = F.kl_div(s_log, t_log, reduction="batchmean", log_target=True)
-    au = F.binary_cross_entropy_with_logits(student["au"], teacher["au"].sigmoid())
+    t_au = teacher["au"].sigmoid()
+    au = F.binary_cross_entropy_with_logits(student["au"], t_au) - F.binary_cross_entropy_with_logits(
+        teacher["au"], t_au
+    )
     return kl + au + F.mse_loss(student["va"], teacher["va"])
+
+
+def distance_np(student: dict[str, np.ndarray], teacher: dict[str, np.ndarray]) -> float:
+    """``distill_loss`` in numpy, averaged over the frames: how far an artifact's outputs are from the checkpoint's."""
+
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    s_log, t_log = log_softmax(student["expr"].astype(np.float64)), log_softmax(teacher["expr"].astype(np.float64))
+    kl = float((np.exp(t_log) * (t_log - s_log)).sum(-1).mean())
+    p = 1.0 / (1.0 + np.exp(-teacher["au"].astype(np.float64)))
+    q = np.clip(1.0 / (1.0 + np.exp(-student["au"].astype(np.float64))), 1e-12, 1 - 1e-12)
+    pc = np.clip(p, 1e-12, 1 - 1e-12)
+    au = float((p * np.log(pc / q) + (1 - p) * np.log((1 - pc) / (1 - q))).mean())
+    va = float(((student["va"].astype(np.float64) - teacher["va"]) ** 2).mean())
+    return kl + au + va
+
+
+def _sig(v: float, digits: int = 4) -> float:
+    """``v`` to ``digits`` significant digits (a distance to FP32 can be 1e-5 on a barely trained model)."""
+    return float(f"{v:.{digits}g}")
 
 
 def _loss_config(meta: Any) -> Any:
@@ -91,6 +122,8 @@ def check_settings(s: QatSettings) -> None:
             raise ValueError(f"{name} {v!r}: out of range, expected a number ≥ 0")
     if not s.lr > 0:
         raise ValueError(f"qat_lr {s.lr!r}: out of range, expected a number > 0")
+    if s.keep not in ("closer", "always"):
+        raise ValueError(f"qat_keep {s.keep!r}: expected 'closer' or 'always'")
     if not (s.distill > 0 or s.labels > 0):
         raise ValueError("qat: distill and labels are both 0, expected a loss to train on")
 
@@ -201,8 +234,8 @@ def qat_int8(model: Any, meta: Any, int8_path: Path, fp32_path: Path, s: QatSett
         "quantizers": f"{sum(1 for v in g.quant.values() if v[0] == 'weight')} weight (per channel), "
         f"{len(g.log_scales)} activation (per tensor) Q/DQ pairs of the PTQ graph",
         "act_scale_change_max": round(g.act_scale_change(), 4),
-        "loss_fixed_batches": {"frames": int(n_eval), "before": round(before[0], 5), "after": round(after[0], 5)},
-        "distill_fixed_batches": {"before": round(before[1], 5), "after": round(after[1], 5)},
+        "loss_fixed_batches": {"frames": int(n_eval), "before": _sig(before[0]), "after": _sig(after[0])},
+        "distill_fixed_batches": {"before": _sig(before[1]), "after": _sig(after[1])},
         "train_loss_first": round(float(np.mean(losses[:k])), 5),
         "train_loss_last": round(float(np.mean(losses[-k:])), 5),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -212,5 +245,12 @@ def qat_int8(model: Any, meta: Any, int8_path: Path, fp32_path: Path, s: QatSett
     onnx.checker.check_model(out)
     assert_trt_qdq(out)
     atomic_write_bytes(int8_path, out.SerializeToString())
-    log.info("QAT: %d steps, fixed-batch loss %.4f → %.4f, distance to FP32 %.4f → %.4f", step, *before, *after)
+    log.info(
+        "QAT: %d steps; on the fixed batches, task loss %.4f → %.4f, distance to FP32 %.4f → %.4f",
+        step,
+        before[0],
+        after[0],
+        before[1],
+        after[1],
+    )
     return info

@@ -188,6 +188,10 @@ def test_int8_flags_add_up(trained_ckpt, tmp_path, monkeypatch):
         main([*out, "--int8", "--int8-target", "cpu", "--qat", "--data", str(tmp_path / "abaw")])
     req = seen["req"]
     assert req.int8 and req.int8_cpu and req.qat is not None and req.qat.data == tmp_path / "abaw"
+    assert req.qat.keep == "closer"  # the default: QAT ships only when closer to the checkpoint than PTQ
+    with pytest.raises(SystemExit):
+        main([*out, "--int8", "--qat", "--data", str(tmp_path / "abaw"), "--qat-keep", "always"])
+    assert seen["req"].qat.keep == "always"
     with pytest.raises(SystemExit):
         main([*out, "--int8-target", "tensorrt", "--int8-target", "cpu"])
     assert seen["req"].int8 and seen["req"].int8_cpu

@@ -18,7 +18,9 @@ def qat_export(trained_ckpt, calib_dir, synth_root, tmp_path_factory):
     from edge_affect.export.qat import QatSettings
 
     out = tmp_path_factory.mktemp("qat") / "qat"
-    qat = QatSettings(synth_root, steps=30, batch_size=16)
+    # keep="always": the fine-tuned graph ships whatever its distance, so these tests see the route's own output
+    # (the default "closer" choice is tested on its own below)
+    qat = QatSettings(synth_root, steps=30, batch_size=16, keep="always")
     return out, export_all(ExportRequest(trained_ckpt, out, int8=True, calib=calib_dir, qat=qat))
 
 
@@ -71,12 +73,16 @@ def test_qat_export_tiny(qat_export):
     assert q["steps"] == 30 and q["split"] == "train" and q["rows"] > 0
     fl, dist = q["loss_fixed_batches"], q["distill_fixed_batches"]
     assert fl["frames"] > 0 and fl["before"] > 0 and fl["after"] > 0
-    # tolerance: 30 steps on a 12-step model must not move the INT8 graph away from the checkpoint by more than
-    # 25 % of its distance before (measured: it comes closer)
-    assert dist["after"] <= 1.25 * dist["before"]
+    # the distance to the checkpoint (KL + binary KL + MSE, 0 at a match) is recorded before and after. This 12-step
+    # model's outputs barely depend on the image, so PTQ already sits close (measured 2e-5) and 30 Adam steps move it
+    # a little (measured 9.6e-5). Tolerance: both stay under 1e-3
+    assert 0 < dist["before"] < 1e-3 and 0 < dist["after"] < 1e-3, dist
     assert 0 < q["act_scale_change_max"] < 1.0  # the activation scales trained, within a factor of 2
     md = (out / "export_report.md").read_text()
     assert "QAT" in md and "PTQ alone on the same" in md
+    c = q["calibration_frames"]  # PTQ and QAT side by side on the calibration frames, the choice recorded
+    assert c["keep"] == "always" and c["qat_kept"] and c["n"] > 0 and c["distance_ptq"] > 0 and c["distance_qat"] > 0
+    assert "QAT kept (keep=always)" in md
     # the gates judge held-out frames, none of them a calibration frame; PTQ's figures on the same frames beside
     assert d["gate_frames"]["count"] > 0
     int8 = [c for c in rep.comparisons if c.artifact == "model.int8.onnx"]
@@ -119,3 +125,55 @@ def test_qat_settings_checked(trained_ckpt, calib_dir, synth_root, tmp_path):
         export_all(
             ExportRequest(trained_ckpt, tmp_path / "x", int8=True, calib=calib_dir, qat=QatSettings(synth_root, lr=0))
         )
+
+
+def test_distill_loss_is_a_distance():
+    """0 where the INT8 outputs equal the checkpoint's (the AU term is a binary KL, not a BCE with the teacher's
+    entropy as its floor), positive once any head differs."""
+    import torch
+
+    from edge_affect.export.qat import distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    t = {
+        "expr": torch.randn(8, 8, generator=g),
+        "au": torch.randn(8, 12, generator=g),
+        "va": torch.randn(8, 2, generator=g),
+    }
+    assert abs(float(distill_loss(t, t))) < 1e-6  # tolerance: float rounding of the two BCE terms
+    for k in t:
+        s = dict(t, **{k: t[k] + 0.1 * torch.randn(t[k].shape, generator=g)})
+        assert float(distill_loss(s, t)) > 1e-4, k
+
+
+def test_qat_keep_ships_the_closer_graph(exported, trained_ckpt, tmp_path):
+    """``keep="closer"``: the fine-tuned graph ships only when it is closer to the checkpoint than PTQ on the
+    calibration frames; otherwise the PTQ graph is copied over it. ``keep="always"`` leaves it. A PTQ graph with one
+    weight tensor scaled by 1.5 stands in for a fine-tune that went wrong."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_affect.calibration import load_calibration
+    from edge_affect.export.pipeline import _qat_keep
+    from edge_affect.models import load_checkpoint
+
+    out, rep = exported
+    model, meta = load_checkpoint(trained_ckpt)
+    calib = load_calibration(rep.calibration["dir"], meta.preprocess)[:32]
+    ptq = out / "model.int8.onnx"
+    m = onnx.load(str(ptq))
+    qw = {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    t = max((t for t in m.graph.initializer if t.name in qw), key=lambda t: numpy_helper.to_array(t).size)
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 1.5, t.name))
+    worse = tmp_path / "worse.onnx"
+    worse.write_bytes(m.SerializeToString())
+    good = tmp_path / "good.onnx"
+    good.write_bytes(ptq.read_bytes())
+
+    rec = _qat_keep("always", model, calib, ptq, worse)
+    assert rec["qat_kept"] and rec["distance_qat"] > rec["distance_ptq"] >= 0, rec
+    assert worse.read_bytes() == m.SerializeToString()  # "always": the fine-tuned graph stays
+    rec = _qat_keep("closer", model, calib, worse, good)  # the "fine-tuned" graph is the closer one: kept
+    assert rec["qat_kept"] and good.read_bytes() == ptq.read_bytes(), rec
+    rec = _qat_keep("closer", model, calib, ptq, worse)  # farther: PTQ copied over it
+    assert not rec["qat_kept"] and rec["n"] == 32 and worse.read_bytes() == ptq.read_bytes(), rec
