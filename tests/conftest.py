@@ -19,14 +19,13 @@ FERPLUS_DIR = Path(os.environ.get("EDGE_AFFECT_FERPLUS_DIR", ROOT.parent / "shar
 def ferplus_valid() -> tuple[np.ndarray, np.ndarray]:
     """(images N×48×48 uint8, FER+ majority labels in ABAW order) of FER+ valid, unknown/NF-majority faces left
     out; skips if not on this machine."""
-    from edge_affect.data.fer import majority_label, votes_to_distribution
+    from edge_affect.data.fer import ferplus_majority
 
     path = FERPLUS_DIR / "ferplus_valid.npz"
     if not path.is_file():
         pytest.skip(f"FER+ valid not at {path} (set EDGE_AFFECT_FERPLUS_DIR); nothing is downloaded")
-    with np.load(path) as z:
-        dist, keep = votes_to_distribution(z["votes"], where=str(path))
-        return z["images"][keep], majority_label(dist[keep])
+    images, labels, _ = ferplus_majority(path)
+    return images, labels
 
 
 @pytest.fixture(scope="session")
