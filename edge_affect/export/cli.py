@@ -78,6 +78,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="op type (e.g. MatMul) or node name to keep in FP16 in the INT8 model (repeatable)",
     )
     p.add_argument(
+        "--int8-fallback",
+        type=int_range(0, 10_000),
+        default=0,
+        metavar="K",
+        help="also keep in FP16 the K quantized nodes that cost the INT8 model most, each tried alone in FP16 on "
+        "the calibration frames (the report ranks them); default 0",
+    )
+    p.add_argument(
         "--int8-calib-method",
         choices=("max", "entropy"),
         default=None,
@@ -348,6 +356,7 @@ def _export(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache,
         parity_frames=args.parity_frames,
         int8_exclude=args.int8_exclude,
+        int8_fallback=args.int8_fallback,
         int8_calib_method=args.int8_calib_method,
         int8_quantize_stem=args.int8_quantize_stem,
         qat=qat,

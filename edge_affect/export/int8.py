@@ -4,6 +4,7 @@ elsewhere, FP32 I/O), with NVIDIA ModelOpt ONNX PTQ; the result must pass ``qdq_
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,26 @@ def stem_nodes(model: Any) -> list[str]:
         elif node.op_type == "Conv" and node.input and node.input[0] in feeds:
             found.append(node.name)
     return found
+
+
+def split_exclude(exclude: list[str], graph: Any, where: str) -> tuple[list[str], list[str]]:
+    """``--int8-exclude`` entries → (op types, node names) of ``graph``; an entry that is neither a node's name nor
+    one of its op types raises a one-line ``ValueError`` (ModelOpt would ignore it and quantize the layer)."""
+    names = {n.name for n in graph.node}
+    types = {n.op_type for n in graph.node}
+    op_types, nodes = [], []
+    for e in exclude:
+        if e in names:
+            nodes.append(e)
+        elif e in types:
+            op_types.append(e)
+        else:
+            kind = "op type" if e[:1].isupper() and "/" not in e else "node"
+            raise ValueError(
+                f"--int8-exclude {e!r}: no {kind} of that name in {where} (node names look like "
+                f"'/inner/backbone/...'; op types like 'MatMul'; the export report's INT8 sensitivity lists them)"
+            )
+    return op_types, nodes
 
 
 def quantize_int8(
@@ -78,10 +99,10 @@ def quantize_int8(
         tmp_in.write_bytes(src.read_bytes())  # ModelOpt writes intermediates beside its input
         tmp_out = Path(tmp) / "int8.onnx"
         exclude = list(exclude or [])
+        fp32 = onnx.load(str(src))
         if keep_stem:
-            exclude += [n for n in stem_nodes(onnx.load(str(src))) if n not in exclude]
-        op_types = [e for e in exclude if e[:1].isupper() and "/" not in e]
-        nodes = [e for e in exclude if e not in op_types]
+            exclude += [n for n in stem_nodes(fp32) if n not in exclude]
+        op_types, nodes = split_exclude(exclude, fp32.graph, str(src))
         # ModelOpt/ONNX Runtime output (a line and a progress bar per calibration batch) goes to quantize.log
         step = f"INT8 PTQ (ModelOpt, {calibration_method} calibration, {len(calib)} frames)"
         with capture_output(dst.parent / CAPTURE_LOG, step) as cap:
@@ -95,7 +116,9 @@ def quantize_int8(
                 output_path=str(tmp_out),
                 log_level="INFO",  # into quantize.log only
                 op_types_to_exclude=op_types or None,
-                nodes_to_exclude=nodes or None,
+                # exact names: ModelOpt reads each entry as a regex matched at the start of a name, so
+                # ".../attn/MatMul" alone would also keep ".../attn/MatMul_1" in FP16
+                nodes_to_exclude=[f"^{re.escape(n)}$" for n in nodes] or None,
             )
         log.info(cap.summary())
         if not tmp_out.is_file():

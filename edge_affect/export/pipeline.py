@@ -23,6 +23,7 @@ from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD
 from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED
+from edge_affect.export.int8_steps import int8_markdown, sensitivity_markdown
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
 from edge_affect.fsutil import TEMP_NAME, check_not_inputs, is_within, make_temp_dir, replace_dir
 from edge_affect.parity import Comparison, Gates, comparisons_markdown
@@ -54,6 +55,9 @@ class ExportRequest:
     timing_cache: Path | None = None
     parity_frames: int | None = None  # None: every gate frame
     int8_exclude: list[str] = field(default_factory=list)  # op types / node names kept FP16 in the INT8 model
+    # keep in FP16 also the K quantized nodes whose FP16 brings the INT8 model closest to the checkpoint on the
+    # calibration frames (edge_affect.export.sensitivity); 0: none
+    int8_fallback: int = 0
     # ModelOpt activation calibration: "max" (default) or "entropy"
     int8_calib_method: str | None = None
     # quantize the stem convolution(s) reading the image too (default: they stay FP16, see int8.quantize_int8)
@@ -90,6 +94,8 @@ class ExportReport:
     # INT8 artifacts on the frames that set their scales: shown beside the gates, never gating
     calibration_figures: list[Comparison] = field(default_factory=list)
     qat: dict[str, Any] = field(default_factory=dict)  # the QAT fine-tune behind model.int8.onnx (qat.py)
+    # --int8-fallback: the nodes kept FP16 and the sensitivity ranking that chose them (int8_steps.py)
+    int8_fallback: dict[str, Any] = field(default_factory=dict)
     engines_skipped: str = ""
     triton: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -122,29 +128,7 @@ class ExportReport:
             lines.append(f"- TensorRT engines skipped: {self.engines_skipped}")
         if self.triton:
             lines.append(f"- Triton model: `{self.triton}`")
-        if self.qat:
-            q, fl = self.qat, self.qat.get("loss_fixed_batches", {})
-            dist = q.get("distill_fixed_batches", {})
-            lines.append(
-                f"- INT8 after QAT (the PTQ graph fine-tuned in place): {q.get('steps', 0)} steps on "
-                f"{q.get('data', '')} {q.get('split', '')}; on {fl.get('frames', 0)} fixed frames, distance to the "
-                f"FP32 checkpoint {dist.get('before')} → {dist.get('after')}, task loss {fl.get('before')} → "
-                f"{fl.get('after')}; gates compare it with the checkpoint"
-            )
-            c = q.get("calibration_frames")
-            if c:
-                lines.append(
-                    f"- QAT {'kept' if c.get('qat_kept') else 'NOT kept, PTQ ships'} (keep={c.get('keep')}): distance "
-                    f"to the checkpoint on the {c.get('n')} calibration frames (not trained on, not gating) PTQ "
-                    f"{c.get('distance_ptq')}, QAT {c.get('distance_qat')}"
-                )
-            b = q.get("ptq_on_gate_frames")
-            if b:
-                lines.append(
-                    f"- PTQ alone on the same {b.get('n')} gate frames (before QAT; recorded, not gating): expression "
-                    f"agreement {b.get('expr_top1_agreement')} ({b.get('expr_top1_flipped')} flipped), AU "
-                    f"{b.get('au_decision_agreement')}, VA CCC {b.get('va_ccc_min')}"
-                )
+        lines += int8_markdown(self.int8_fallback, self.qat)
         lines += ["", "## Artifacts", "", "| file | precision | size (KiB) | sha256 |", "|---|---|---|---|"]
         for name, a in self.artifacts.items():
             lines.append(f"| {name} | {a['precision']} | {a['size_bytes'] / 1024:.1f} | `{a['sha256'][:16]}…` |")
@@ -157,6 +141,7 @@ class ExportReport:
             lines += ["Expression predictions flipped vs PyTorch on the gate frames: "]
             lines[-1] += ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped'])} of {c.n}" for c in flips) + "."
             lines += [""]
+        lines += sensitivity_markdown(self.int8_fallback)
         if self.calibration_figures:
             lines += [
                 "## INT8 on the calibration frames (shown beside, not gating: these frames set the scales)",
@@ -267,13 +252,19 @@ def _replace_out(tmp: Path, out: Path, inputs: dict[str, Path | None]) -> None:
 
 def _check_request(req: ExportRequest) -> None:
     """Numeric settings in range (the CLI checks its options too; this covers the Python API)."""
-    for name, value, lo in (("workspace_mib", req.workspace_mib, 1), ("parity_frames", req.parity_frames, 1)):
+    for name, value, lo in (
+        ("workspace_mib", req.workspace_mib, 1),
+        ("parity_frames", req.parity_frames, 1),
+        ("int8_fallback", req.int8_fallback, 0),
+    ):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lo):
             raise ValueError(f"{name} {value!r}: out of range, expected an integer ≥ {lo}")
     if req.dla_core is not None and (not isinstance(req.dla_core, int) or req.dla_core < 0):
         raise ValueError(f"dla_core {req.dla_core!r}: out of range, expected a DLA core number ≥ 0")
     if req.qat is not None and not req.int8:
         raise ValueError("qat: fine-tunes for model.int8.onnx, expected int8 (--int8) with it")
+    if req.int8_fallback and not req.int8:
+        raise ValueError("int8_fallback: keeps nodes of model.int8.onnx in FP16, expected int8 (--int8) with it")
     if req.qat is not None:
         from edge_affect.export.qat import check_settings
 
@@ -347,34 +338,14 @@ def export_all(req: ExportRequest) -> ExportReport:
             t = time.perf_counter()
             _, used = convert_fp16(fp32_path, tmp / FORMATS["onnx-fp16"].filename)
             timings["fp16_convert"] = time.perf_counter() - t
+        ptq_path = None
         if req.int8:
-            from edge_affect.export.int8 import quantize_int8
+            from edge_affect.export.int8_steps import build_int8
 
-            t = time.perf_counter()
             int8_path = tmp / FORMATS["onnx-int8"].filename
-            quantize_int8(
-                fp32_path,
-                int8_path,
-                calib,
-                None,
-                calib_info=report.calibration,
-                exclude=req.int8_exclude,
-                calibration_method=req.int8_calib_method or "max",
-                keep_stem=not req.int8_quantize_stem,
+            report.int8_fallback, report.qat, ptq_path = build_int8(
+                req, model, meta, fp32_path, int8_path, calib, report.calibration, timings
             )
-            timings["int8_quantize"] = time.perf_counter() - t
-            if req.qat is not None:  # the PTQ graph itself fine-tuned (kept aside: figures beside the gates)
-                from edge_affect.export.qat import qat_int8
-
-                t = time.perf_counter()
-                ptq_path = tmp / ".qat" / "model.int8.ptq.onnx"
-                ptq_path.parent.mkdir()
-                shutil.copyfile(int8_path, ptq_path)
-                report.qat = qat_int8(model, meta, int8_path, fp32_path, req.qat)
-                timings["qat"] = time.perf_counter() - t
-                t = time.perf_counter()
-                report.qat["calibration_frames"] = _qat_keep(req.qat.keep, model, calib, ptq_path, int8_path)
-                timings["qat_keep"] = time.perf_counter() - t
         if req.int8_cpu:
             from edge_affect.export.cpu_int8 import quantize_cpu_int8
 
@@ -399,9 +370,8 @@ def export_all(req: ExportRequest) -> ExportReport:
                     c = compare_artifact(*args, ref_calib, frames.calib_eval, meta.au_thresholds, req.gates)
                     report.calibration_figures.append(c)
                 timings[f"parity_{key}"] = time.perf_counter() - tk
-        ptq = tmp / ".qat" / "model.int8.ptq.onnx"
-        if report.qat and ptq.is_file():  # before/after on the same gate frames, recorded, never gating
-            backend, runner = onnx_cpu_runner(ptq, "int8")
+        if report.qat and ptq_path is not None:  # before/after on the same gate frames, recorded, never gating
+            backend, runner = onnx_cpu_runner(ptq_path, "int8")
             c = compare_artifact("PTQ before QAT", "int8", backend, runner, ref, ev, meta.au_thresholds, req.gates)
             report.qat["ptq_on_gate_frames"] = {
                 "n": c.n,
@@ -434,34 +404,6 @@ def export_all(req: ExportRequest) -> ExportReport:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("export to %s: %s", out, "PASS" if report.passed else "FAIL")
     return report
-
-
-def _qat_keep(keep: str, model: Any, calib: Any, ptq_path: Path, qat_path: Path) -> dict[str, Any]:
-    """PTQ and QAT graphs side by side on the calibration frames (QAT never trained on them, the gates never judge
-    them): their distance to the checkpoint. With ``keep="closer"`` the PTQ graph replaces the fine-tuned one unless
-    the fine-tuned one is closer. Returns the record for the report."""
-    from edge_affect.export.onnx_export import run_onnx, run_torch
-    from edge_affect.export.qat import distance_np
-
-    ref = run_torch(model, calib)
-    d_ptq = distance_np(run_onnx(ptq_path, calib, emulate_fp16_in_fp32=True), ref)
-    d_qat = distance_np(run_onnx(qat_path, calib, emulate_fp16_in_fp32=True), ref)
-    kept = keep == "always" or d_qat < d_ptq
-    if not kept:
-        shutil.copyfile(ptq_path, qat_path)
-        log.warning(
-            "QAT: not closer to the checkpoint than PTQ on the %d calibration frames (%.4g vs %.4g): PTQ ships",
-            len(calib),
-            d_qat,
-            d_ptq,
-        )
-    return {
-        "n": int(len(calib)),
-        "distance_ptq": float(f"{d_ptq:.4g}"),
-        "distance_qat": float(f"{d_qat:.4g}"),
-        "keep": keep,
-        "qat_kept": bool(kept),
-    }
 
 
 def _build_engines(

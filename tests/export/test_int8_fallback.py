@@ -1,0 +1,87 @@
+"""INT8 sensitivity and FP16 fallback (``export --int8 --int8-fallback K``), and ``--int8-exclude`` names: exact,
+and checked against the graph."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("modelopt.onnx.quantization", reason="INT8 export needs nvidia-modelopt (the export extra)")
+
+SIBLING = "/inner/encoder.0/attn/MatMul"  # the tiny model also has ".../attn/MatMul_1"
+
+
+def test_quantizers_bypassed_give_the_float_graph(exported):
+    """With every quantized node wired past its Q/DQ pairs, the INT8 graph computes the FP32 model's outputs up to
+    its FP16-stored parameters: max abs difference ≤ 1e-2 (measured 3.7e-4)."""
+    import onnx
+
+    from edge_affect.calibration import load_calibration
+    from edge_affect.export.onnx_export import read_onnx_meta, run_onnx, upcast_fp16
+    from edge_affect.export.sensitivity import quantized_inputs, without_quantizers
+
+    out, rep = exported
+    m = onnx.load(str(out / "model.int8.onnx"))
+    nodes = quantized_inputs(m)
+    ops = {n.name: n.op_type for n in m.graph.node}
+    assert {"Conv", "MatMul"} <= {ops[n] for n in nodes} and SIBLING in nodes and SIBLING + "_1" in nodes
+    x = load_calibration(rep.calibration["dir"], read_onnx_meta(m).preprocess)[:16]
+    ref = run_onnx(out / "model.onnx", x)
+    float_graph = out.parent / "float.onnx"
+    float_graph.write_bytes(upcast_fp16(without_quantizers(m, list(nodes))).SerializeToString())
+    got = run_onnx(float_graph, x)
+    diff = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
+    assert diff <= 1e-2, diff
+    with pytest.raises(ValueError, match="no quantized node named 'nope'"):
+        without_quantizers(m, ["nope"])
+
+
+def test_export_with_fallback(trained_ckpt, calib_dir, tmp_path):
+    """K = 2: the two nodes ranked first on the calibration frames end up reading float tensors, the metadata and
+    the report name them, and the report carries the ranking (sorted, shares removed ≤ 100 %)."""
+    import onnx
+
+    from edge_affect.export.pipeline import ExportRequest, export_all
+    from edge_affect.export.sensitivity import quantized_inputs
+
+    out = tmp_path / "fb"
+    rep = export_all(ExportRequest(trained_ckpt, out, int8=True, calib=calib_dir, int8_fallback=2))
+    fb = rep.int8_fallback
+    rank = fb["ranking"]
+    assert fb["k"] == 2 and fb["frames"] == rep.calibration["frames"] and len(rank) == 12
+    assert [r["distance"] for r in rank] == sorted(r["distance"] for r in rank)
+    assert all(r["gain"] <= 1 for r in rank)
+    assert fb["kept_fp16"] == [r["node"] for r in rank if r["gain"] > 0][:2] and len(fb["kept_fp16"]) == 2
+    m = onnx.load(str(out / "model.int8.onnx"))
+    left = quantized_inputs(m)
+    assert not set(fb["kept_fp16"]) & set(left) and len(left) >= 50  # those two float, the rest still INT8
+    meta = json.loads(next(p.value for p in m.metadata_props if p.key == "edge_affect"))
+    assert set(fb["kept_fp16"]) <= set(meta["extra"]["excluded"])
+    md = (out / "export_report.md").read_text()
+    assert "## INT8 sensitivity" in md and fb["kept_fp16"][0] in md
+    assert json.loads((out / "export_report.json").read_text())["int8_fallback"]["kept_fp16"] == fb["kept_fp16"]
+
+
+def test_int8_exclude_is_exact_and_checked(exported, calib_dir, tmp_path):
+    """A node name keeps that node only (ModelOpt reads names as prefix regexes); a name or op type the graph
+    lacks is refused with one line naming it."""
+    import onnx
+
+    from edge_affect.calibration import load_calibration
+    from edge_affect.export.int8 import quantize_int8
+    from edge_affect.export.onnx_export import read_onnx_meta
+    from edge_affect.export.sensitivity import quantized_inputs
+
+    out, _ = exported
+    fp32 = out / "model.onnx"
+    calib = load_calibration(calib_dir, read_onnx_meta(fp32).preprocess)[:32]
+    dst = tmp_path / "m.int8.onnx"
+    quantize_int8(fp32, dst, calib, exclude=[SIBLING])
+    left = quantized_inputs(onnx.load(str(dst)))
+    assert SIBLING not in left and SIBLING + "_1" in left
+    for bad, kind in (("/inner/nope/Conv", "node"), ("Matmul", "op type")):
+        with pytest.raises(ValueError, match=f"--int8-exclude '{bad}': no {kind} of that name"):
+            quantize_int8(fp32, tmp_path / "x.onnx", calib, exclude=[bad])
+    assert not (tmp_path / "x.onnx").exists()
