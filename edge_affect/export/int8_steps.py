@@ -62,14 +62,22 @@ def build_int8(
         if chosen:
             quantize([*req.int8_exclude, *chosen])
         after = _distance(int8_path, calib, ref)
+        share = {r["node"]: r["mac_share"] for r in rows}
         fallback = {
             "k": int(req.int8_fallback),
             "frames": int(len(calib)),
             "kept_fp16": chosen,
+            "kept_fp16_mac_share": round(sum(share[n] for n in chosen), 4),
             "distance_before": _sig(rows[0]["base_distance"]) if rows else None,
             "distance_after": _sig(after),
             "ranking": [
-                {"node": r["node"], "op": r["op"], "distance": _sig(r["distance"]), "gain": round(r["gain"], 4)}
+                {
+                    "node": r["node"],
+                    "op": r["op"],
+                    "distance": _sig(r["distance"]),
+                    "gain": round(r["gain"], 4),
+                    "mac_share": round(r["mac_share"], 4),
+                }
                 for r in rows[:SENSITIVITY_ROWS]
             ],
         }
@@ -135,8 +143,9 @@ def int8_markdown(fallback: dict[str, Any], qat: dict[str, Any]) -> list[str]:
         kept = ", ".join(f"`{n}`" for n in fallback["kept_fp16"]) or "none (no node brought it closer)"
         lines.append(
             f"- INT8 fallback (--int8-fallback {fallback['k']}): kept in FP16, chosen on the {fallback['frames']} "
-            f"calibration frames: {kept}; distance to the checkpoint on those frames {fallback['distance_before']} "
-            f"→ {fallback['distance_after']} (ranking below)"
+            f"calibration frames: {kept} ({fallback['kept_fp16_mac_share']:.1%} of the model's multiply-accumulates, "
+            f"which TensorRT then runs in FP16); distance to the checkpoint on those frames "
+            f"{fallback['distance_before']} → {fallback['distance_after']} (ranking below)"
         )
     if qat:
         fl, dist = qat.get("loss_fixed_batches", {}), qat.get("distill_fixed_batches", {})
@@ -171,8 +180,11 @@ def sensitivity_markdown(fallback: dict[str, Any]) -> list[str]:
         f"## INT8 sensitivity (each node alone in FP16, on the {fallback['frames']} calibration frames; "
         f"INT8 distance {fallback['distance_before']})",
         "",
-        "| node | op | distance | share removed |",
-        "|---|---|---|---|",
+        "| node | op | distance | share removed | share of MACs |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| `{r['node']}` | {r['op']} | {r['distance']} | {r['gain']:.1%} |" for r in fallback["ranking"]]
+    lines += [
+        f"| `{r['node']}` | {r['op']} | {r['distance']} | {r['gain']:.1%} | {r['mac_share']:.1%} |"
+        for r in fallback["ranking"]
+    ]
     return [*lines, ""]

@@ -58,10 +58,39 @@ def without_quantizers(model: Any, nodes: list[str]) -> Any:
     return m
 
 
+def node_macs(model: Any) -> dict[str, int]:
+    """Multiply-accumulates per Conv/MatMul/Gemm node of ``model`` for one frame (batch dimensions counted as 1),
+    from ONNX shape inference: what keeping a node in FP16 gives up of INT8's arithmetic."""
+    from onnx import numpy_helper, shape_inference
+
+    m = shape_inference.infer_shapes(model)
+    g = m.graph
+    shapes = {
+        v.name: [d.dim_value if d.dim_value > 0 else 1 for d in v.type.tensor_type.shape.dim]
+        for v in [*g.value_info, *g.input, *g.output]
+    }
+    shapes.update({t.name: list(numpy_helper.to_array(t).shape) for t in g.initializer})
+    macs: dict[str, int] = {}
+    for n in g.node:
+        if n.op_type not in ("Conv", "MatMul", "Gemm") or len(n.input) < 2:
+            continue
+        a, b, o = shapes.get(n.input[0]), shapes.get(n.input[1]), shapes.get(n.output[0])
+        if not (a and b and o):
+            continue
+        if n.op_type == "Conv":
+            k = int(np.prod(b[1:]))  # input channels per group × kernel
+        else:
+            trans_a = any(at.name == "transA" and at.i for at in n.attribute)
+            k = a[-2] if trans_a else a[-1]
+        macs[n.name] = int(np.prod(o)) * int(k)
+    return macs
+
+
 def rank_nodes(model: Any, calib: np.ndarray, ref: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Every quantized node of ``model`` (an INT8 Q/DQ ``ModelProto``), tried alone in FP16 on ``calib`` against
-    ``ref`` (the checkpoint's outputs on ``calib``): a list of {node, op, distance, gain} with ``gain`` the share of
-    the INT8 graph's distance that keeping the node in FP16 removes, best first."""
+    ``ref`` (the checkpoint's outputs on ``calib``): a list of {node, op, distance, gain, mac_share} with ``gain`` the
+    share of the INT8 graph's distance that keeping the node in FP16 removes and ``mac_share`` its share of the
+    model's multiply-accumulates (``node_macs``), best first."""
     from rich.progress import track
 
     from edge_affect.export.onnx_export import ort_session, upcast_fp16
@@ -78,10 +107,15 @@ def rank_nodes(model: Any, calib: np.ndarray, ref: dict[str, np.ndarray]) -> lis
 
     base = distance(model)
     ops = {n.name: n.op_type for n in model.graph.node}
+    macs = node_macs(model)
+    total = sum(macs.values()) or 1
     rows = []
     for name in track(list(quantized_inputs(model)), description="INT8 sensitivity", transient=True):
         d = distance(without_quantizers(model, [name]))
-        rows.append({"node": name, "op": ops[name], "distance": d, "gain": (base - d) / base if base > 0 else 0.0})
+        gain = (base - d) / base if base > 0 else 0.0
+        rows.append(
+            {"node": name, "op": ops[name], "distance": d, "gain": gain, "mac_share": macs.get(name, 0) / total}
+        )
     rows.sort(key=lambda r: r["distance"])
     log.info("INT8 sensitivity: %d quantized nodes on %d calibration frames, distance %.4g", len(rows), len(x), base)
     return [{"base_distance": base, **r} for r in rows]

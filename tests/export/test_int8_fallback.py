@@ -20,7 +20,7 @@ def test_quantizers_bypassed_give_the_float_graph(exported):
 
     from edge_affect.calibration import load_calibration
     from edge_affect.export.onnx_export import read_onnx_meta, run_onnx, upcast_fp16
-    from edge_affect.export.sensitivity import quantized_inputs, without_quantizers
+    from edge_affect.export.sensitivity import node_macs, quantized_inputs, without_quantizers
 
     out, rep = exported
     m = onnx.load(str(out / "model.int8.onnx"))
@@ -34,6 +34,9 @@ def test_quantizers_bypassed_give_the_float_graph(exported):
     got = run_onnx(float_graph, x)
     diff = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
     assert diff <= 1e-2, diff
+    # multiply-accumulates per node, from shape inference: the Q/DQ graph counts what the FP32 graph counts
+    macs = node_macs(m)
+    assert macs == node_macs(onnx.load(str(out / "model.onnx"))) and len(macs) > 20 and min(macs.values()) > 0
     with pytest.raises(ValueError, match="no quantized node named 'nope'"):
         without_quantizers(m, ["nope"])
 
@@ -52,7 +55,9 @@ def test_export_with_fallback(trained_ckpt, calib_dir, tmp_path):
     rank = fb["ranking"]
     assert fb["k"] == 2 and fb["frames"] == rep.calibration["frames"] and len(rank) == 12
     assert [r["distance"] for r in rank] == sorted(r["distance"] for r in rank)
-    assert all(r["gain"] <= 1 for r in rank)
+    assert all(r["gain"] <= 1 and 0 <= r["mac_share"] <= 1 for r in rank)
+    share = sum(r["mac_share"] for r in rank if r["node"] in fb["kept_fp16"])
+    assert fb["kept_fp16_mac_share"] == pytest.approx(share, abs=2e-4)  # tolerance: 4-decimal rounding, 2 rows
     assert fb["kept_fp16"] == [r["node"] for r in rank if r["gain"] > 0][:2] and len(fb["kept_fp16"]) == 2
     m = onnx.load(str(out / "model.int8.onnx"))
     left = quantized_inputs(m)
