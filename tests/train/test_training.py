@@ -227,7 +227,7 @@ def test_bf16_cpu_training_still_learns(synth_root: Path, tmp_path: Path, monkey
             opt.zero_grad()
             total.backward()
             opt.step()
-            curve.append(float(parts["expr"]))
+            curve.append(float(parts["expr"].detach()))
         losses[precision] = (np.mean(curve[:5]), np.mean(curve[-5:]))
     print(losses)
     for precision, (first, last) in losses.items():
