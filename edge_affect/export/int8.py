@@ -102,7 +102,7 @@ def quantize_int8(
         fp32 = onnx.load(str(src))
         if keep_stem:
             exclude += [n for n in stem_nodes(fp32) if n not in exclude]
-        op_types, nodes = split_exclude(exclude, fp32.graph, str(src))
+        op_types, nodes = split_exclude(exclude, fp32.graph, f"{src.name} (the FP32 graph being quantized)")
         # ModelOpt/ONNX Runtime output (a line and a progress bar per calibration batch) goes to quantize.log
         step = f"INT8 PTQ (ModelOpt, {calibration_method} calibration, {len(calib)} frames)"
         with capture_output(dst.parent / CAPTURE_LOG, step) as cap:

@@ -34,6 +34,9 @@ def build_int8(
     import onnx
 
     from edge_affect.export.int8 import quantize_int8
+    from edge_affect.export.onnx_export import run_torch
+    from edge_affect.export.qat import round_sig
+    from edge_affect.export.sensitivity import distance_to
 
     def quantize(exclude: list[str]) -> None:
         quantize_int8(
@@ -50,31 +53,31 @@ def build_int8(
     t = time.perf_counter()
     quantize(list(req.int8_exclude))
     timings["int8_quantize"] = time.perf_counter() - t
+    # the checkpoint's outputs on the calibration frames: what the fallback and the QAT keep are measured against
+    ref = run_torch(model, calib) if req.int8_fallback or req.qat is not None else {}
     fallback: dict[str, Any] = {}
     if req.int8_fallback:
-        from edge_affect.export.onnx_export import run_torch
         from edge_affect.export.sensitivity import rank_nodes
 
         t = time.perf_counter()
-        ref = run_torch(model, calib)
         rows = rank_nodes(onnx.load(str(int8_path)), calib, ref)
         chosen = [r["node"] for r in rows if r["gain"] > 0][: req.int8_fallback]
         if chosen:
             quantize([*req.int8_exclude, *chosen])
-        after = _distance(int8_path, calib, ref)
+        after = distance_to(int8_path, calib, ref)
         share = {r["node"]: r["mac_share"] for r in rows}
         fallback = {
             "k": int(req.int8_fallback),
             "frames": int(len(calib)),
             "kept_fp16": chosen,
             "kept_fp16_mac_share": round(sum(share[n] for n in chosen), 4),
-            "distance_before": _sig(rows[0]["base_distance"]) if rows else None,
-            "distance_after": _sig(after),
+            "distance_before": round_sig(rows[0]["base_distance"]) if rows else None,
+            "distance_after": round_sig(after),
             "ranking": [
                 {
                     "node": r["node"],
                     "op": r["op"],
-                    "distance": _sig(r["distance"]),
+                    "distance": round_sig(r["distance"]),
                     "gain": round(r["gain"], 4),
                     "mac_share": round(r["mac_share"], 4),
                 }
@@ -94,30 +97,21 @@ def build_int8(
         qat = qat_int8(model, meta, int8_path, fp32_path, req.qat)
         timings["qat"] = time.perf_counter() - t
         t = time.perf_counter()
-        qat["calibration_frames"] = qat_keep(req.qat.keep, model, calib, ptq_path, int8_path)
+        qat["calibration_frames"] = qat_keep(req.qat.keep, calib, ref, ptq_path, int8_path)
         timings["qat_keep"] = time.perf_counter() - t
     return fallback, qat, ptq_path
 
 
-def _sig(v: float) -> float:
-    return float(f"{v:.4g}")
-
-
-def _distance(path: Path, calib: np.ndarray, ref: dict[str, np.ndarray]) -> float:
-    from edge_affect.export.onnx_export import run_onnx
-    from edge_affect.export.qat import distance_np
-
-    return distance_np(run_onnx(path, calib, emulate_fp16_in_fp32=True), ref)
-
-
-def qat_keep(keep: str, model: Any, calib: np.ndarray, ptq_path: Path, qat_path: Path) -> dict[str, Any]:
+def qat_keep(
+    keep: str, calib: np.ndarray, ref: dict[str, np.ndarray], ptq_path: Path, qat_path: Path
+) -> dict[str, Any]:
     """PTQ and QAT graphs side by side on the calibration frames (QAT never trained on them, the gates never judge
-    them): their distance to the checkpoint. With ``keep="closer"`` the PTQ graph replaces the fine-tuned one unless
-    the fine-tuned one is closer. Returns the record for the report."""
-    from edge_affect.export.onnx_export import run_torch
+    them): their distance to ``ref``, the checkpoint's outputs there. With ``keep="closer"`` the PTQ graph replaces
+    the fine-tuned one unless the fine-tuned one is closer. Returns the record for the report."""
+    from edge_affect.export.qat import round_sig
+    from edge_affect.export.sensitivity import distance_to
 
-    ref = run_torch(model, calib)
-    d_ptq, d_qat = _distance(ptq_path, calib, ref), _distance(qat_path, calib, ref)
+    d_ptq, d_qat = distance_to(ptq_path, calib, ref), distance_to(qat_path, calib, ref)
     kept = keep == "always" or d_qat < d_ptq
     if not kept:
         shutil.copyfile(ptq_path, qat_path)
@@ -129,8 +123,8 @@ def qat_keep(keep: str, model: Any, calib: np.ndarray, ptq_path: Path, qat_path:
         )
     return {
         "n": int(len(calib)),
-        "distance_ptq": _sig(d_ptq),
-        "distance_qat": _sig(d_qat),
+        "distance_ptq": round_sig(d_ptq),
+        "distance_qat": round_sig(d_qat),
         "keep": keep,
         "qat_kept": kept,
     }

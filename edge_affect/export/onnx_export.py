@@ -197,15 +197,18 @@ def upcast_fp16(model: Any) -> Any:
 
 
 def run_onnx(
-    path: str | Path, x: np.ndarray, batch: int = 64, emulate_fp16_in_fp32: bool = False
+    path: str | Path | Any, x: np.ndarray, batch: int = 64, emulate_fp16_in_fp32: bool = False
 ) -> dict[str, np.ndarray]:
-    """Run an ONNX model on CPU over ``x`` in chunks; returns float32 outputs by name.
+    """Run an ONNX model (a file, or a loaded ``ModelProto``) on CPU over ``x`` in chunks; returns float32 outputs
+    by name.
 
     ``emulate_fp16_in_fp32``: run ``upcast_fp16`` of the model instead (CPU parity of Q/DQ INT8 graphs).
     """
-    if emulate_fp16_in_fp32:
-        import onnx
+    import onnx
 
+    if isinstance(path, onnx.ModelProto):
+        src: str | bytes = (upcast_fp16(path) if emulate_fp16_in_fp32 else path).SerializeToString()
+    elif emulate_fp16_in_fp32:
         src = upcast_fp16(onnx.load(str(path))).SerializeToString()
     else:
         src = str(path)

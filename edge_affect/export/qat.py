@@ -91,7 +91,7 @@ def distance_np(student: dict[str, np.ndarray], teacher: dict[str, np.ndarray]) 
     return kl + au + va
 
 
-def _sig(v: float, digits: int = 4) -> float:
+def round_sig(v: float, digits: int = 4) -> float:
     """``v`` to ``digits`` significant digits (a distance to FP32 can be 1e-5 on a barely trained model)."""
     return float(f"{v:.{digits}g}")
 
@@ -234,8 +234,8 @@ def qat_int8(model: Any, meta: Any, int8_path: Path, fp32_path: Path, s: QatSett
         "quantizers": f"{sum(1 for v in g.quant.values() if v[0] == 'weight')} weight (per channel), "
         f"{len(g.log_scales)} activation (per tensor) Q/DQ pairs of the PTQ graph",
         "act_scale_change_max": round(g.act_scale_change(), 4),
-        "loss_fixed_batches": {"frames": int(n_eval), "before": _sig(before[0]), "after": _sig(after[0])},
-        "distill_fixed_batches": {"before": _sig(before[1]), "after": _sig(after[1])},
+        "loss_fixed_batches": {"frames": int(n_eval), "before": round_sig(before[0]), "after": round_sig(after[0])},
+        "distill_fixed_batches": {"before": round_sig(before[1]), "after": round_sig(after[1])},
         "train_loss_first": round(float(np.mean(losses[:k])), 5),
         "train_loss_last": round(float(np.mean(losses[-k:])), 5),
         "seconds": round(time.perf_counter() - t0, 2),

@@ -40,13 +40,14 @@ def quantized_inputs(model: Any) -> dict[str, list[tuple[int, str]]]:
     return found
 
 
-def without_quantizers(model: Any, nodes: list[str]) -> Any:
-    """A copy of ``model`` whose ``nodes`` read the float tensors in front of their Q/DQ pairs (others unchanged)."""
+def without_quantizers(model: Any, nodes: list[str], pairs: dict[str, list[tuple[int, str]]] | None = None) -> Any:
+    """A copy of ``model`` whose ``nodes`` read the float tensors in front of their Q/DQ pairs (others unchanged);
+    ``pairs``: ``quantized_inputs(model)`` when the caller has it already."""
     import onnx
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    pairs = quantized_inputs(m)
+    pairs = quantized_inputs(m) if pairs is None else pairs
     missing = [n for n in nodes if n not in pairs]
     if missing:
         raise ValueError(f"INT8 graph: no quantized node named {missing[0]!r}")
@@ -86,6 +87,15 @@ def node_macs(model: Any) -> dict[str, int]:
     return macs
 
 
+def distance_to(model: Any, calib: np.ndarray, ref: dict[str, np.ndarray]) -> float:
+    """``qat.distance_np`` of an INT8 Q/DQ graph (a file or a ``ModelProto``) on ``calib`` from ``ref``, the
+    checkpoint's outputs there; run as the CPU parity runs it (FP16 parts upcast)."""
+    from edge_affect.export.onnx_export import run_onnx
+    from edge_affect.export.qat import distance_np
+
+    return distance_np(run_onnx(model, calib, emulate_fp16_in_fp32=True), ref)
+
+
 def rank_nodes(model: Any, calib: np.ndarray, ref: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Every quantized node of ``model`` (an INT8 Q/DQ ``ModelProto``), tried alone in FP16 on ``calib`` against
     ``ref`` (the checkpoint's outputs on ``calib``): a list of {node, op, distance, gain, mac_share} with ``gain`` the
@@ -93,29 +103,20 @@ def rank_nodes(model: Any, calib: np.ndarray, ref: dict[str, np.ndarray]) -> lis
     model's multiply-accumulates (``node_macs``), best first."""
     from rich.progress import track
 
-    from edge_affect.export.onnx_export import ort_session, upcast_fp16
-    from edge_affect.export.qat import distance_np
-    from edge_affect.schema import INPUT_NAME, OUTPUT_NAMES
-
-    x = np.ascontiguousarray(calib, dtype=np.float32)
-
-    def distance(m: Any) -> float:
-        sess = ort_session(upcast_fp16(m).SerializeToString())
-        outs = [sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i : i + 64]}) for i in range(0, len(x), 64)]
-        got = {k: np.concatenate([o[j] for o in outs]).astype(np.float32) for j, k in enumerate(OUTPUT_NAMES)}
-        return distance_np(got, ref)
-
-    base = distance(model)
+    base = distance_to(model, calib, ref)
     ops = {n.name: n.op_type for n in model.graph.node}
     macs = node_macs(model)
     total = sum(macs.values()) or 1
+    pairs = quantized_inputs(model)
     rows = []
-    for name in track(list(quantized_inputs(model)), description="INT8 sensitivity", transient=True):
-        d = distance(without_quantizers(model, [name]))
+    for name in track(list(pairs), description="INT8 sensitivity", transient=True):
+        d = distance_to(without_quantizers(model, [name], pairs), calib, ref)
         gain = (base - d) / base if base > 0 else 0.0
         rows.append(
             {"node": name, "op": ops[name], "distance": d, "gain": gain, "mac_share": macs.get(name, 0) / total}
         )
     rows.sort(key=lambda r: r["distance"])
-    log.info("INT8 sensitivity: %d quantized nodes on %d calibration frames, distance %.4g", len(rows), len(x), base)
+    log.info(
+        "INT8 sensitivity: %d quantized nodes on %d calibration frames, distance %.4g", len(rows), len(calib), base
+    )
     return [{"base_distance": base, **r} for r in rows]

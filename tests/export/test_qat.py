@@ -155,11 +155,13 @@ def test_qat_keep_ships_the_closer_graph(exported, trained_ckpt, tmp_path):
 
     from edge_affect.calibration import load_calibration
     from edge_affect.export.int8_steps import qat_keep
+    from edge_affect.export.onnx_export import run_torch
     from edge_affect.models import load_checkpoint
 
     out, rep = exported
     model, meta = load_checkpoint(trained_ckpt)
     calib = load_calibration(rep.calibration["dir"], meta.preprocess)[:32]
+    ref = run_torch(model, calib)
     ptq = out / "model.int8.onnx"
     m = onnx.load(str(ptq))
     qw = {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
@@ -170,10 +172,10 @@ def test_qat_keep_ships_the_closer_graph(exported, trained_ckpt, tmp_path):
     good = tmp_path / "good.onnx"
     good.write_bytes(ptq.read_bytes())
 
-    rec = qat_keep("always", model, calib, ptq, worse)
+    rec = qat_keep("always", calib, ref, ptq, worse)
     assert rec["qat_kept"] and rec["distance_qat"] > rec["distance_ptq"] >= 0, rec
     assert worse.read_bytes() == m.SerializeToString()  # "always": the fine-tuned graph stays
-    rec = qat_keep("closer", model, calib, worse, good)  # the "fine-tuned" graph is the closer one: kept
+    rec = qat_keep("closer", calib, ref, worse, good)  # the "fine-tuned" graph is the closer one: kept
     assert rec["qat_kept"] and good.read_bytes() == ptq.read_bytes(), rec
-    rec = qat_keep("closer", model, calib, ptq, worse)  # farther: PTQ copied over it
+    rec = qat_keep("closer", calib, ref, ptq, worse)  # farther: PTQ copied over it
     assert not rec["qat_kept"] and rec["n"] == 32 and worse.read_bytes() == ptq.read_bytes(), rec
