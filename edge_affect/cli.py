@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "edge_affect.export.cli",
     "edge_affect.runtime.cli",
     "edge_affect.demo",
+    "edge_affect.serve.cli",
 )
 
 
