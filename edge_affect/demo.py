@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_affect.artifact import atomic_write_text
 from edge_affect.cliutil import positive_int
+from edge_affect.formats import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -418,13 +419,14 @@ def run_demo(
     con.print("[bold]2/4 runtime[/] on astronaut.png, the FER mosaic and astronaut_clip.mp4 …")
     mosaic, mosaic_truth = _mosaic(out)
     artifacts: list[tuple[str, Path]] = [("pytorch fp32", ckpt)]
-    for name, label in (
-        ("model.onnx", "onnx fp32"),
-        ("model.fp16.onnx", "onnx fp16"),
-        ("model.int8.onnx", "onnx int8 q/dq"),
-        ("model.fp16.engine", "tensorrt fp16"),
-        ("model.int8.engine", "tensorrt int8"),
+    for key, label in (
+        ("onnx", "onnx fp32"),
+        ("onnx-fp16", "onnx fp16"),
+        ("onnx-int8", "onnx int8 q/dq"),
+        ("engine-fp16", "tensorrt fp16"),
+        ("engine-int8", "tensorrt int8"),
     ):
+        name = FORMATS[key].filename
         if (out / "export" / name).is_file():
             artifacts.append((label, out / "export" / name))
     results: dict[str, dict] = {}
@@ -445,7 +447,7 @@ def run_demo(
                 }
                 for r in photo + mos:
                     jf.write(json.dumps({"artifact": label, **r}) + "\n")
-    with load(out / "export" / "model.onnx") as p:
+    with load(out / "export" / FORMATS["onnx"].filename) as p:
         clip_rows, clip_s = _run_source(p, str(CLIP), out / "overlays" / "astronaut_clip.mp4", smooth=True)
     with open(out / "predictions.jsonl", "a", encoding="utf-8") as jf:
         for r in clip_rows:
@@ -476,7 +478,9 @@ def run_demo(
     fer_plus = None
     if ferplus is not None:
         con.print(f"FER+ faces ({escape(str(ferplus))}) through the FP32 ONNX …")
-        fer_plus = ferplus_eval(out / "export" / "model.onnx", Path(ferplus), out / "overlays" / "ferplus_mosaic.png")
+        fer_plus = ferplus_eval(
+            out / "export" / FORMATS["onnx"].filename, Path(ferplus), out / "overlays" / "ferplus_mosaic.png"
+        )
 
     # 4. plots + summary
     con.print("[bold]4/4 summary[/] …")

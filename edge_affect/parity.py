@@ -1,406 +1,47 @@
-"""Parity of exported artifacts with the PyTorch FP32 model: gates (thresholds in one place), comparisons as
-JSON-saveable objects, and the Markdown report.
-
-Gates (``Gates``): FP32 ONNX max abs diff ≤ 1e-4 per raw output; FP16 max abs diff ≤ 1e-2 on VA and on the
-expression/AU probabilities (softmax/sigmoid); INT8 over an evaluation set: expression top-1 agreement ≥ 97 %,
-AU decision agreement ≥ 97 % (at the artifact's AU thresholds), CCC between the two VA outputs ≥ 0.98 (the
-lower of valence and arousal), and, where labels exist, a drop of the ABAW P-score ≤ 0.02 (when only some
-tasks are labelled, the sum of the labelled components).
-"""
+"""Parity of exported artifacts with the PyTorch FP32 model. The code lives in the export package
+(:mod:`edge_affect.export.compare`: gates, comparisons, evaluation sets, reports; :mod:`edge_affect.export.parity`:
+the ``parity`` command over an export folder); this module keeps the public names importable from here."""
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from edge_affect.export.compare import (
+    INT8_CPU_BACKEND,
+    Comparison,
+    EvalSet,
+    GateResult,
+    Gates,
+    Labels,
+    ParityReport,
+    Runner,
+    ccc,
+    compare_artifact,
+    compare_outputs,
+    comparisons_markdown,
+    load_eval_set,
+    onnx_cpu_runner,
+    sigmoid,
+    softmax,
+    task_scores,
+)
+from edge_affect.export.parity import run_parity
 
-import numpy as np
-
-from edge_affect.schema import MISSING_AU, MISSING_EXPR, MISSING_VA, OUTPUT_NAMES
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Gates:
-    """Every parity threshold, in one place."""
-
-    fp32_max_abs: float = 1e-4
-    fp16_max_abs: float = 1e-2
-    int8_expr_agreement: float = 0.97
-    int8_au_agreement: float = 0.97
-    int8_va_ccc: float = 0.98
-    int8_p_drop: float = 0.02
-
-
-@dataclass
-class GateResult:
-    """One gate: ``value`` compared with ``threshold`` by ``op`` ("<=" or ">=")."""
-
-    name: str
-    value: float
-    threshold: float
-    op: str
-    passed: bool
-
-    @classmethod
-    def check(cls, name: str, value: float, threshold: float, op: str) -> GateResult:
-        ok = bool(np.isfinite(value)) and (value <= threshold if op == "<=" else value >= threshold)
-        return cls(name, float(value), float(threshold), op, ok)
-
-
-@dataclass
-class Labels:
-    """Ground truth of an evaluation set, ABAW missing codes where unknown (any task may be absent)."""
-
-    va: np.ndarray | None = None  # N×2
-    expr: np.ndarray | None = None  # N
-    au: np.ndarray | None = None  # N×12
-
-
-@dataclass
-class Comparison:
-    """One artifact compared with the reference on one data set."""
-
-    artifact: str
-    precision: str
-    backend: str
-    n: int
-    gates: list[GateResult] = field(default_factory=list)
-    stats: dict[str, float] = field(default_factory=dict)
-    skipped: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return not self.skipped and all(g.passed for g in self.gates)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["passed"] = self.passed
-        return d
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x.astype(np.float64) - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-
-
-def ccc(a: np.ndarray, b: np.ndarray) -> float:
-    """Concordance correlation coefficient (1.0 for two identical constant vectors)."""
-    from edge_affect.metrics import ccc as _ccc
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if np.array_equal(a, b):
-        return 1.0
-    return float(_ccc(a, b))
-
-
-def task_scores(out: dict[str, np.ndarray], labels: Labels, au_thresholds: np.ndarray) -> dict[str, float]:
-    """ABAW components on the labelled rows of each task: ``va`` mean CCC, ``expr`` macro-F1, ``au`` mean F1, ``p``."""
-    from edge_affect.metrics import au_f1, expr_f1, mtl_score
-
-    scores: dict[str, float] = {}
-    va_ok = (labels.va != MISSING_VA).all(axis=1) if labels.va is not None else None
-    ex_ok = labels.expr != MISSING_EXPR if labels.expr is not None else None
-    au_ok = (labels.au != MISSING_AU).all(axis=1) if labels.au is not None else None
-    expr_pred = out["expr"].argmax(axis=1)
-    au_pred = (sigmoid(out["au"]) >= au_thresholds[None, :]).astype(np.int64)
-    if va_ok is not None and ex_ok is not None and au_ok is not None and va_ok.any() and ex_ok.any() and au_ok.any():
-        s = mtl_score(
-            out["va"][va_ok], labels.va[va_ok], expr_pred[ex_ok], labels.expr[ex_ok], au_pred[au_ok], labels.au[au_ok]
-        )
-        return {k: float(s[k]) for k in ("va", "expr", "au", "p")}
-    if va_ok is not None and va_ok.any():
-        scores["va"] = (
-            ccc(out["va"][va_ok, 0], labels.va[va_ok, 0]) + ccc(out["va"][va_ok, 1], labels.va[va_ok, 1])
-        ) / 2
-    if ex_ok is not None and ex_ok.any():
-        scores["expr"] = float(expr_f1(expr_pred[ex_ok], labels.expr[ex_ok]))
-    if au_ok is not None and au_ok.any():
-        scores["au"] = float(au_f1(au_pred[au_ok], labels.au[au_ok]))
-    if scores:
-        scores["p"] = float(sum(scores.values()))
-    return scores
-
-
-def compare_outputs(
-    ref: dict[str, np.ndarray],
-    got: dict[str, np.ndarray],
-    precision: str,
-    au_thresholds: list[float] | np.ndarray,
-    labels: Labels | None = None,
-    gates: Gates = Gates(),
-) -> tuple[list[GateResult], dict[str, float]]:
-    """Gate ``got`` (an artifact's raw outputs) against ``ref`` (PyTorch FP32) for ``precision``."""
-    thr = np.asarray(au_thresholds, dtype=np.float64)
-    for k in OUTPUT_NAMES:
-        if ref[k].shape != got[k].shape:
-            raise ValueError(f"output {k!r}: shape {got[k].shape}, reference {ref[k].shape}")
-    raw = {
-        k: float(np.abs(ref[k].astype(np.float64) - got[k].astype(np.float64)).max(initial=0.0)) for k in OUTPUT_NAMES
-    }
-    raw = {k: (v if np.isfinite(v) else float("inf")) for k, v in raw.items()}
-    p_ref = {"va": ref["va"].astype(np.float64), "expr": softmax(ref["expr"]), "au": sigmoid(ref["au"])}
-    p_got = {"va": got["va"].astype(np.float64), "expr": softmax(got["expr"]), "au": sigmoid(got["au"])}
-    prob = {k: float(np.nan_to_num(np.abs(p_ref[k] - p_got[k]), nan=np.inf).max(initial=0.0)) for k in OUTPUT_NAMES}
-    expr_agree = float((ref["expr"].argmax(1) == got["expr"].argmax(1)).mean())
-    au_agree = float(((p_ref["au"] >= thr) == (p_got["au"] >= thr)).mean())
-    va_ccc = min(ccc(ref["va"][:, 0], got["va"][:, 0]), ccc(ref["va"][:, 1], got["va"][:, 1]))
-    va_ccc = va_ccc if np.isfinite(va_ccc) else float("-inf")
-    stats: dict[str, float] = {
-        **{f"max_abs_{k}": v for k, v in raw.items()},
-        **{f"max_abs_prob_{k}": v for k, v in prob.items()},
-        "expr_top1_agreement": expr_agree,
-        "expr_top1_flipped": float((ref["expr"].argmax(1) != got["expr"].argmax(1)).sum()),
-        "au_decision_agreement": au_agree,
-        "au_decisions_flipped": float(((p_ref["au"] >= thr) != (p_got["au"] >= thr)).sum()),
-        "va_ccc_min": va_ccc,
-    }
-    results: list[GateResult] = []
-    if precision == "fp32":
-        results += [GateResult.check(f"max_abs_{k}", raw[k], gates.fp32_max_abs, "<=") for k in OUTPUT_NAMES]
-    elif precision == "fp16":
-        results += [GateResult.check(f"max_abs_prob_{k}", prob[k], gates.fp16_max_abs, "<=") for k in OUTPUT_NAMES]
-    elif precision == "int8":
-        results += [
-            GateResult.check("expr_top1_agreement", expr_agree, gates.int8_expr_agreement, ">="),
-            GateResult.check("au_decision_agreement", au_agree, gates.int8_au_agreement, ">="),
-            GateResult.check("va_ccc_min", va_ccc, gates.int8_va_ccc, ">="),
-        ]
-    else:
-        raise ValueError(f"precision {precision!r} is not fp32, fp16 or int8")
-    if labels is not None:
-        s_ref = task_scores(ref, labels, thr)
-        s_got = task_scores(got, labels, thr)
-        if s_ref:
-            drop = s_ref["p"] - s_got["p"]
-            stats.update({f"ref_{k}": v for k, v in s_ref.items()})
-            stats.update({f"score_{k}": v for k, v in s_got.items()})
-            stats["p_drop"] = drop
-            if precision == "int8":
-                name = "p_drop" if len(s_ref) == 4 else f"p_drop({'+'.join(k for k in s_ref if k != 'p')})"
-                results.append(GateResult.check(name, drop, gates.int8_p_drop, "<="))
-    return results, stats
-
-
-@dataclass
-class EvalSet:
-    """Preprocessed inputs of an evaluation set, its labels (if any) and a description."""
-
-    x: np.ndarray
-    labels: Labels | None
-    description: str
-
-
-def load_eval_set(data: str | Path | None, pp: Any, split: str = "val", limit: int | None = None) -> EvalSet:
-    """Inputs for parity: a calibration set (default: the shipped one), an ABAW root or an ``.npz``."""
-    from edge_affect.calibration import MANIFEST, default_calibration_dir, load_calibration, read_manifest
-    from edge_affect.runtime.preprocess import decode_image, prepare_batch
-
-    path = Path(data) if data is not None else default_calibration_dir()
-    if not path.exists():
-        raise FileNotFoundError(f"evaluation data {path} does not exist")
-    if path.is_dir() and (path / MANIFEST).is_file():
-        m = read_manifest(path)
-        x = load_calibration(path, pp, min_frames=1, limit=limit)
-        from edge_affect.calibration import manifest_labels
-
-        ex = manifest_labels(m)
-        labels = Labels(expr=ex[: len(x)]) if ex is not None else None
-        return EvalSet(x, labels, f"calibration set {path} ({len(x)} frames)")
-    if path.is_file() and path.suffix == ".npz":
-        d = np.load(path, allow_pickle=False)
-        if "images" not in d.files:
-            raise ValueError(f"{path}: has no 'images' array")
-        imgs = d["images"][:limit]
-        labels = Labels(expr=d["labels"][:limit].astype(np.int64)) if "labels" in d.files else None
-        if labels is None and "votes" in d.files:  # FER+: majority label (-1 where unknown / not a face)
-            from edge_affect.data.fer import ferplus_labels
-
-            labels = Labels(expr=ferplus_labels(d["votes"][:limit], where=f"{path}: votes")[1])
-        return EvalSet(prepare_batch(imgs, pp), labels, f"{path} ({len(imgs)} images)")
-    if path.is_dir():
-        from edge_affect.data.abaw import load_split
-
-        ann = load_split(path, split)
-        idx = np.arange(len(ann.paths))[:limit]
-        root = Path(ann.images_root) if ann.images_root is not None else path
-        x = prepare_batch([decode_image(root / ann.paths[i]) for i in idx], pp)
-        labels = Labels(va=ann.va[idx], expr=ann.expr[idx], au=ann.au[idx])
-        return EvalSet(x, labels, f"ABAW {split} split of {path} ({len(idx)} frames)")
-    raise ValueError(f"evaluation data {path}: expected a calibration folder, an ABAW root or an .npz")
-
-
-Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
-
-#: Backend label of INT8 ONNX parity on CPU (see ``onnx_export.upcast_fp16`` for why FP16 is upcast there).
-INT8_CPU_BACKEND = "onnxruntime-cpu, fp16 upcast"
-
-
-def onnx_cpu_runner(path: Path, precision: str) -> tuple[str, Runner]:
-    """The CPU runner for an ONNX artifact and its backend label (INT8 Q/DQ graphs run with FP16 upcast)."""
-    from edge_affect.export.cpu_int8 import has_float16
-    from edge_affect.export.onnx_export import run_onnx
-
-    if precision == "int8" and has_float16(path):  # TensorRT-shaped: Q/DQ + FP16 (the CPU INT8 model has no FP16)
-        return INT8_CPU_BACKEND, lambda x: run_onnx(path, x, emulate_fp16_in_fp32=True)
-    return "onnxruntime-cpu", lambda x: run_onnx(path, x)
-
-
-def compare_artifact(
-    name: str,
-    precision: str,
-    backend: str,
-    run: Runner,
-    ref: dict[str, np.ndarray],
-    ev: EvalSet,
-    au_thresholds: list[float],
-    gates: Gates = Gates(),
-) -> Comparison:
-    """Run one artifact over ``ev`` and gate it against ``ref``."""
-    got = run(ev.x)
-    res, stats = compare_outputs(ref, got, precision, au_thresholds, ev.labels, gates)
-    c = Comparison(artifact=name, precision=precision, backend=backend, n=len(ev.x), gates=res, stats=stats)
-    log.info("%s (%s, %s): %s", name, precision, backend, "pass" if c.passed else "FAIL")
-    return c
-
-
-def comparisons_markdown(comps: list[Comparison]) -> str:
-    """Markdown table: one row per gate."""
-    lines = [
-        "| artifact | precision | backend | n | gate | value | threshold | result |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for c in comps:
-        if c.skipped:
-            lines.append(f"| {c.artifact} | {c.precision} | {c.backend} | – | – | – | – | skipped: {c.skipped} |")
-        for g in c.gates:
-            lines.append(
-                f"| {c.artifact} | {c.precision} | {c.backend} | {c.n} | {g.name} | {g.value:.6g} | {g.op} {g.threshold:g} "
-                f"| {'pass' if g.passed else '**FAIL**'} |"
-            )
-    return "\n".join(lines)
-
-
-@dataclass
-class ParityReport:
-    """Comparisons of all artifacts of one export folder on one evaluation set."""
-
-    export_dir: str
-    data: str
-    gates: Gates
-    comparisons: list[Comparison]
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.comparisons if not c.skipped)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "export_dir": self.export_dir,
-            "data": self.data,
-            "gates": asdict(self.gates),
-            "passed": self.passed,
-            "comparisons": [c.to_dict() for c in self.comparisons],
-        }
-
-    def to_markdown(self) -> str:
-        head = f"# Parity: {self.export_dir}\n\nData: {self.data}\n\nResult: {'PASS' if self.passed else 'FAIL'}\n\n"
-        return head + comparisons_markdown(self.comparisons) + "\n"
-
-    def save(self, folder: str | Path, stem: str = "parity_report") -> tuple[Path, Path]:
-        from edge_affect.artifact import atomic_write_text
-
-        d = Path(folder)
-        j, m = d / f"{stem}.json", d / f"{stem}.md"
-        atomic_write_text(j, json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
-        atomic_write_text(m, self.to_markdown())
-        return j, m
-
-
-def run_parity(
-    export_dir: str | Path,
-    data: str | Path | None = None,
-    split: str = "val",
-    checkpoint: str | Path | None = None,
-    gates: Gates = Gates(),
-    limit: int | None = None,
-    engines: bool = True,
-) -> ParityReport:
-    """Compare every artifact in ``export_dir`` (ONNX via ONNX Runtime; engines where TensorRT runs) with the
-    PyTorch checkpoint on ``data`` (default: the shipped calibration frames)."""
-    from edge_affect.export.formats import FORMATS, REPORT_JSON
-    from edge_affect.export.onnx_export import read_onnx_meta, run_torch
-    from edge_affect.models import load_checkpoint
-
-    d = Path(export_dir)
-    fp32 = d / FORMATS["onnx"].filename
-    if not fp32.is_file():
-        raise FileNotFoundError(f"export folder {d} has no {FORMATS['onnx'].filename}")
-    meta = read_onnx_meta(fp32)
-    rep_path = d / REPORT_JSON
-    try:
-        export_rep = json.loads(rep_path.read_text(encoding="utf-8")) if rep_path.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{rep_path}: not valid JSON: {e}") from None
-    if checkpoint is None:
-        checkpoint = export_rep.get("checkpoint")
-        if not checkpoint:
-            raise FileNotFoundError(f"{d} has no {REPORT_JSON} naming the checkpoint; pass --checkpoint")
-    gate_ev = None
-    if data is None:  # the frames the export was gated on (held out from calibration), when still there
-        from edge_affect.export.gates import recorded_gate_set
-
-        gate_ev = recorded_gate_set(export_rep, meta.preprocess, limit)
-    if data is None and gate_ev is None:  # an older export: the frames it was checked on
-        calib = export_rep.get("calibration", {}).get("dir")
-        data = calib if calib and Path(calib).is_dir() else None
-    model, cmeta = load_checkpoint(checkpoint)
-    if meta.checkpoint_sha256 and cmeta.checkpoint_sha256 != meta.checkpoint_sha256:
-        raise ValueError(
-            f"checkpoint {checkpoint} (sha256 {cmeta.checkpoint_sha256[:12]}) is not the one {fp32} was exported from ({meta.checkpoint_sha256[:12]})"
-        )
-    ev = gate_ev or load_eval_set(data, meta.preprocess, split, limit)
-    ref = run_torch(model, ev.x)
-    comps: list[Comparison] = []
-    from edge_affect.export.formats import Format
-    from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
-
-    cpu_int8 = Format("onnx-int8-cpu", CPU_INT8_ONNX, "int8", "onnxruntime", "onnxruntime_onnx")
-    for fmt in [*FORMATS.values(), cpu_int8]:
-        p = d / fmt.filename
-        if not p.is_file():
-            continue
-        if fmt.backend == "onnxruntime":
-            backend, runner = onnx_cpu_runner(p, fmt.precision)
-            comps.append(
-                compare_artifact(fmt.filename, fmt.precision, backend, runner, ref, ev, meta.au_thresholds, gates)
-            )
-        elif engines:
-            from edge_affect.export.tensorrt_build import tensorrt_unavailable_reason, trt_run
-
-            why = tensorrt_unavailable_reason()
-            if why:
-                comps.append(Comparison(fmt.filename, fmt.precision, "tensorrt", 0, skipped=why))
-                continue
-            comps.append(
-                compare_artifact(
-                    fmt.filename,
-                    fmt.precision,
-                    "tensorrt",
-                    lambda x, p=p: trt_run(p, x),
-                    ref,
-                    ev,
-                    meta.au_thresholds,
-                    gates,
-                )
-            )
-    return ParityReport(str(d), ev.description, gates, comps)
+__all__ = [
+    "INT8_CPU_BACKEND",
+    "Comparison",
+    "EvalSet",
+    "GateResult",
+    "Gates",
+    "Labels",
+    "ParityReport",
+    "Runner",
+    "ccc",
+    "compare_artifact",
+    "compare_outputs",
+    "comparisons_markdown",
+    "load_eval_set",
+    "onnx_cpu_runner",
+    "run_parity",
+    "sigmoid",
+    "softmax",
+    "task_scores",
+]

@@ -13,6 +13,10 @@ from pathlib import Path
 from edge_affect.cliutil import float_range, int_range
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.gates import DEFAULT_HOLDOUT
+from edge_affect.formats import FORMATS
+
+#: Artifact file names by format key (help texts name the files the table names).
+_FILE = {k: f.filename for k, f in FORMATS.items()}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -43,11 +47,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="output folder: new, empty or an earlier export folder, which is replaced whole (default: "
         "runs/export/<model>-<sha256 prefix>, one folder per checkpoint)",
     )
-    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (FP16 inside, FP32 I/O)")
+    p.add_argument("--fp16", action="store_true", help=f"also write {_FILE['onnx-fp16']} (FP16 inside, FP32 I/O; for TensorRT/GPUs)")
     p.add_argument(
         "--int8",
         action="store_true",
-        help="also write model.int8.onnx (explicit Q/DQ from calibration frames; = --int8-target tensorrt)",
+        help=f"also write {_FILE['onnx-int8']} (explicit Q/DQ from calibration frames, for TensorRT; = --int8-target "
+        f"tensorrt); where TensorRT is not installed also {_FILE['onnx-int8-cpu']} (the CPU INT8 model)",
     )
     p.add_argument(
         "--calib", type=Path, default=None, help="calibration set folder (default: the shipped calibration/default)"
@@ -102,8 +107,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="append",
         choices=("tensorrt", "cpu"),
         default=None,
-        help="INT8 model(s) to write (repeatable; adds to --int8): tensorrt = model.int8.onnx (what --int8 "
-        "writes), cpu = model.int8.cpu.onnx (ONNX Runtime integer kernels, no FP16; run/bench --precision int8)",
+        help=f"INT8 model(s) to write (repeatable; adds to --int8): tensorrt = {_FILE['onnx-int8']} (what --int8 "
+        f"writes), cpu = {_FILE['onnx-int8-cpu']} (ONNX Runtime integer kernels, no FP16; run/bench --precision int8)",
     )
     p.add_argument(
         "--eval-data",
@@ -174,7 +179,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="build a TensorRT engine from a typed ONNX on this device (runtime install + TensorRT)",
         description="Engines are specific to the GPU and TensorRT version: build them on the device they run on.",
     )
-    e.add_argument("onnx", type=Path, help="model.fp16.onnx or model.int8.onnx written by edge-affect export")
+    e.add_argument("onnx", type=Path, help=f"{_FILE['onnx-fp16']} or {_FILE['onnx-int8']} written by edge-affect export")
     e.add_argument("--out", type=Path, default=None, help="engine path (default: ONNX path with .engine)")
     e.add_argument("--profile", type=Path, default=None, help="target recipe (export/<target>.toml)")
     e.add_argument("--batch", default=None, help="batch range MIN:OPT:MAX (default: the profile's, else 1:8:32)")
@@ -280,7 +285,7 @@ def _apply_profile(args: argparse.Namespace) -> str | None:
     if prof.build_engine_here:
         return None
     flags = f"--profile {args.profile}"
-    files = [n for n, on in (("model.fp16.onnx", args.fp16), ("model.int8.onnx", args.int8)) if on]
+    files = [FORMATS[k].filename for k, on in (("onnx-fp16", args.fp16), ("onnx-int8", args.int8)) if on]
     cmds = "; ".join(f"edge-affect build-engine {f} {flags}" for f in files)
     return (
         f"target {prof.target!r} (TensorRT {prof.tensorrt or '?'}): engines must be built on the device itself. "
@@ -288,7 +293,7 @@ def _apply_profile(args: argparse.Namespace) -> str | None:
     )
 
 
-#: ``target`` of an export recipe for ONNX Runtime on CPU (``export/cpu.toml``): its INT8 is model.int8.cpu.onnx.
+#: ``target`` of an export recipe for ONNX Runtime on CPU (``export/cpu.toml``): its INT8 is the CPU INT8 model.
 CPU_TARGET = "cpu"
 
 #: Parent of the default export folders (``--out`` not given).
@@ -498,7 +503,7 @@ def _calib_verify(args: argparse.Namespace) -> int:
 
 
 def _parity(args: argparse.Namespace) -> int:
-    from edge_affect.parity import run_parity
+    from edge_affect.export.parity import run_parity
 
     rep = run_parity(
         args.dir,

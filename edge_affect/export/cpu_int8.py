@@ -26,11 +26,13 @@ import numpy as np
 from edge_affect.artifact import ArtifactMeta, atomic_write_bytes
 from edge_affect.export.capture import CAPTURE_LOG, capture_output
 from edge_affect.export.onnx_export import read_onnx_meta, set_onnx_meta
+from edge_affect.formats import FORMATS, INT8_TARGET_CPU
 from edge_affect.fsutil import temp_dir_beside
-from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX, INT8_TARGET_CPU
 from edge_affect.schema import INPUT_NAME
 
 log = logging.getLogger(__name__)
+
+CPU_INT8_ONNX = FORMATS["onnx-int8-cpu"].filename
 
 __all__ = [
     "CPU_INT8_ONNX",

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_affect.parity import EvalSet, Labels
+from edge_affect.calibration import manifest_labels, verify_calibration
+from edge_affect.calibration.manifest import check_compatible, load_frames
+from edge_affect.export.compare import EvalSet, Labels, load_eval_set
+from edge_affect.runtime.preprocess import prepare_batch
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +115,6 @@ def select_gate_frames(
 ) -> GateFrames:
     """Split ``frames`` (the calibration set at ``calib_dir``, preprocessed, in manifest order) into the frames
     that calibrate and the frames that gate (held out, or ``eval_data``); ``limit`` caps the gate frames."""
-    from edge_affect.calibration import manifest_labels
-    from edge_affect.parity import load_eval_set
-
     files = manifest["files"]
     if len(files) != len(frames):
         raise ValueError(f"calibration set {calib_dir}: {len(files)} files listed, {len(frames)} frames loaded")
@@ -174,10 +174,6 @@ def recorded_gate_set(export_report: dict[str, Any], pp: Any, limit: int | None 
     info = export_report.get("gate_frames") or {}
     source = info.get("source")
     if source == SOURCE_HELD_OUT and info.get("dir") and Path(info["dir"]).is_dir():
-        from edge_affect.calibration import manifest_labels, verify_calibration
-        from edge_affect.calibration.manifest import check_compatible, load_frames
-        from edge_affect.runtime.preprocess import prepare_batch
-
         d = Path(info["dir"])
         m = verify_calibration(d, min_frames=1)
         check_compatible(m, pp, where=str(d))
@@ -190,7 +186,5 @@ def recorded_gate_set(export_report: dict[str, Any], pp: Any, limit: int | None 
         lab = Labels(expr=labels[: len(x)]) if labels is not None else None
         return EvalSet(x, lab, f"{len(x)} held-out frames of calibration set {d} (the export's gate frames)")
     if source == SOURCE_EVAL_DATA and info.get("path") and Path(info["path"]).exists():
-        from edge_affect.parity import load_eval_set
-
         return load_eval_set(info["path"], pp, info.get("split", "val"), limit)
     return None

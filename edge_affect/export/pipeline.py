@@ -19,15 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_affect import formats
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.capture import CAPTURE_LOG
-from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD
+from edge_affect.export.compare import Comparison, Gates, compare_artifact, comparisons_markdown, onnx_cpu_runner
+from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD, format_of
 from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED
 from edge_affect.export.int8_steps import int8_markdown, sensitivity_markdown
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
 from edge_affect.fsutil import TEMP_NAME, check_not_inputs, is_within, make_temp_dir, replace_dir
-from edge_affect.parity import Comparison, Gates, comparisons_markdown
-from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ class ExportReport:
         if any(c.backend.endswith("fp16 upcast") for c in self.comparisons):
             lines += [
                 "INT8 on CPU runs the Q/DQ graph with its FP16 parts upcast to FP32 (ONNX Runtime's CPU FP16 Q/DQ "
-                "kernels drift far more than TensorRT; the FP16 numerics are gated by model.fp16.onnx). The "
+                f"kernels drift far more than TensorRT; the FP16 numerics are gated by {FORMATS['onnx-fp16'].filename}). "
+                "The "
                 "gate frames are not calibration frames; rerun `edge-affect parity DIR --data ROOT` on other data.",
                 "",
             ]
@@ -184,21 +185,16 @@ CARRY_OVER = ("trt.timing.cache",)
 #: Other files an export (or ``parity`` on its folder) writes there; a new one must be added here, or a
 #: re-export into the folder is refused as holding something foreign.
 OTHER_EXPORT_FILES = (
-    REPORT_JSON,
-    REPORT_MD,
     "parity_report.json",
     "parity_report.md",
     CAPTURE_LOG,
     "triton",
-    CPU_INT8_ONNX,
 )
 
 
 def export_folder_names() -> set[str]:
     """Every name an export (or ``parity`` on its folder) writes into an export folder."""
-    names = {f.filename for f in FORMATS.values()}
-    names |= {f"{f.filename}.json" for f in FORMATS.values() if f.backend == "tensorrt"}  # engine sidecars
-    return names | {*OTHER_EXPORT_FILES, *CARRY_OVER}
+    return formats.export_folder_names() | {*OTHER_EXPORT_FILES, *CARRY_OVER}
 
 
 def _foreign_entries(out: Path) -> list[str]:
@@ -262,9 +258,11 @@ def _check_request(req: ExportRequest) -> None:
     if req.dla_core is not None and (not isinstance(req.dla_core, int) or req.dla_core < 0):
         raise ValueError(f"dla_core {req.dla_core!r}: out of range, expected a DLA core number ≥ 0")
     if req.qat is not None and not req.int8:
-        raise ValueError("qat: fine-tunes for model.int8.onnx, expected int8 (--int8) with it")
+        raise ValueError(f"qat: fine-tunes for {FORMATS['onnx-int8'].filename}, expected int8 (--int8) with it")
     if req.int8_fallback and not req.int8:
-        raise ValueError("int8_fallback: keeps nodes of model.int8.onnx in FP16, expected int8 (--int8) with it")
+        raise ValueError(
+            f"int8_fallback: keeps nodes of {FORMATS['onnx-int8'].filename} in FP16, expected int8 (--int8) with it"
+        )
     if req.qat is not None:
         from edge_affect.export.qat import check_settings
 
@@ -277,7 +275,6 @@ def export_all(req: ExportRequest) -> ExportReport:
     from edge_affect.export.gates import select_gate_frames
     from edge_affect.export.onnx_export import export_onnx_detailed, run_torch
     from edge_affect.models import load_checkpoint
-    from edge_affect.parity import compare_artifact, onnx_cpu_runner
 
     out = Path(req.out)
     inputs = {"checkpoint": Path(req.checkpoint), "--calib": Path(req.calib) if req.calib is not None else None}
@@ -350,15 +347,15 @@ def export_all(req: ExportRequest) -> ExportReport:
             from edge_affect.export.cpu_int8 import quantize_cpu_int8
 
             t = time.perf_counter()
-            quantize_cpu_int8(fp32_path, tmp / CPU_INT8_ONNX, calib, None, calib_info=report.calibration)
+            quantize_cpu_int8(fp32_path, tmp / FORMATS["onnx-int8-cpu"].filename, calib, None, calib_info=report.calibration)
             timings["int8_cpu_quantize"] = time.perf_counter() - t
 
         # parity of every ONNX artifact on the gate frames (never the calibration frames)
         t = time.perf_counter()
         ref = run_torch(model, ev.x)
         ref_calib = None
-        onnx_files = [(k, FORMATS[k].filename, FORMATS[k].precision) for k in ("onnx", "onnx-fp16", "onnx-int8")]
-        for key, name, precision in [*onnx_files, ("onnx-int8-cpu", CPU_INT8_ONNX, "int8")]:
+        onnx_files = [(k, f.filename, f.gate) for k, f in FORMATS.items() if f.backend == "onnxruntime"]
+        for key, name, precision in onnx_files:
             p = tmp / name
             if p.is_file():
                 tk = time.perf_counter()
@@ -388,11 +385,11 @@ def export_all(req: ExportRequest) -> ExportReport:
 
         for f in sorted(tmp.iterdir()):
             if f.is_file():
-                fmt = next((x for x in FORMATS.values() if x.filename == f.name), None)
-                precision = fmt.precision if fmt is not None else "int8" if f.name == CPU_INT8_ONNX else None
-                if precision is not None:
+                fmt = format_of(f.name)
+                if fmt is not None:
                     report.artifacts[f.name] = {
-                        "precision": precision,
+                        "precision": fmt.precision,
+                        "target": fmt.target,
                         "size_bytes": f.stat().st_size,
                         "sha256": sha256_file(f),
                     }
@@ -423,7 +420,6 @@ def _build_engines(
         tensorrt_unavailable_reason,
         trt_run,
     )
-    from edge_affect.parity import compare_artifact
 
     why = tensorrt_unavailable_reason()
     if why:

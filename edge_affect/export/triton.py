@@ -1,4 +1,5 @@
-"""Triton Inference Server model repository entry: ``triton/<model>/config.pbtxt`` + ``1/model.onnx|model.plan``."""
+"""Triton Inference Server model repository entry: ``triton/<model>/config.pbtxt`` + ``1/<file>`` (the file name
+Triton expects for the platform, ``formats.TRITON_FILES``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from edge_affect.artifact import ArtifactMeta, atomic_write_text
-from edge_affect.export.formats import Format
+from edge_affect.formats import TRITON_FILES, Format
 from edge_affect.schema import INPUT_NAME, OUTPUT_DIMS, OUTPUT_NAMES
 
 
@@ -35,7 +36,7 @@ def write_triton_repo(
     model_dir = out_dir / "triton" / name
     version = model_dir / "1"
     version.mkdir(parents=True, exist_ok=True)
-    target = version / ("model.plan" if fmt.backend == "tensorrt" else "model.onnx")
+    target = version / TRITON_FILES[fmt.triton_platform]
     shutil.copyfile(artifact, target)
     atomic_write_text(model_dir / "config.pbtxt", triton_config(name, fmt, meta, max_batch, preferred))
     return model_dir

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_affect.cliutil import float_range, int_list, int_range, positive_int, probability
+from edge_affect.formats import FORMATS
 
 #: Largest batch ``bench`` accepts (a batch of 1024 112-px faces is ~150 MB of input; more is a typo).
 MAX_BENCH_BATCH = 1024
@@ -50,8 +51,8 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "fp32", "fp16", "int8"],
         default="auto",
         help="pick this precision's ONNX from the export folder ARTIFACT is (or is in): int8 on the CPU provider "
-        "is model.int8.cpu.onnx (ONNX Runtime integer kernels), on CUDA/TensorRT model.int8.onnx (default: "
-        "ARTIFACT as given; fp32 for a folder)",
+        f"is {FORMATS['onnx-int8-cpu'].filename} (ONNX Runtime integer kernels), on CUDA/TensorRT "
+        f"{FORMATS['onnx-int8'].filename} (default: ARTIFACT as given; fp32 for a folder)",
     )
     p.add_argument("--device", default=None, help="torch backend device (cpu, cuda:0)")
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from edge_affect.export.formats import FORMATS, REPORT_JSON
-from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX, EXPORT_ONNX
+from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +125,6 @@ def test_bench_cli_precision_int8_runs_the_cpu_model(cpu_export, tmp_path):
     )
     assert rc == 0
     assert Path(json.loads(js.read_text())["artifact"]["artifact"]).name == CPU_INT8_ONNX
-
-
-def test_runtime_and_export_name_the_same_files():
-    assert EXPORT_ONNX == {f.precision: f.filename for f in FORMATS.values() if f.backend == "onnxruntime"}
-    from edge_affect.export.pipeline import export_folder_names
-
-    assert CPU_INT8_ONNX in export_folder_names()  # a re-export into the folder is not refused as foreign
 
 
 def test_recipe_is_validated():

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_affect.formats import FORMATS, INT8_TARGET_CPU, PRECISIONS, onnx_format_for, onnx_format_for_provider
 from edge_affect.runtime.backends.base import BaseRunner, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -35,33 +36,31 @@ _ORT_TYPES = {
 
 ProviderArg = str | tuple[str, dict[str, Any]]
 
-#: The ONNX files of an export folder per precision (the export's ``formats.FORMATS`` names them the same;
-#: a test keeps the two tables equal). INT8 has two: TensorRT-shaped Q/DQ and ONNX Runtime CPU-native.
-EXPORT_ONNX: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-CPU_INT8_ONNX = "model.int8.cpu.onnx"
-#: ``ArtifactMeta.extra["int8_target"]`` of the CPU-native INT8 model.
-INT8_TARGET_CPU = "cpu"
+#: The ONNX files of an export folder per precision, from the one format table (``edge_affect.formats``).
+#: INT8 has two: TensorRT-shaped Q/DQ (here) and ONNX Runtime CPU-native (``CPU_INT8_ONNX``).
+EXPORT_ONNX: dict[str, str] = {p: onnx_format_for(p).filename for p in PRECISIONS}
+CPU_INT8_ONNX = FORMATS["onnx-int8-cpu"].filename
 
 
 def select_precision(artifact: str | Path, precision: str, providers: Sequence[ProviderArg] | str | None) -> Path:
     """The export-folder file that runs ``precision`` on ``providers``: ``artifact`` is an export folder or a
-    file in one. INT8 on the CPU provider is ``model.int8.cpu.onnx`` (integer kernels); INT8 on CUDA/TensorRT
-    is the TensorRT-shaped ``model.int8.onnx``. A missing file is a ``FileNotFoundError`` saying how to make it."""
-    if precision not in EXPORT_ONNX:
-        raise ValueError(f"precision {precision!r}, expected one of {', '.join(EXPORT_ONNX)}")
+    file in one. INT8 on the CPU provider is the CPU-native INT8 model (integer kernels); INT8 on CUDA/TensorRT
+    is the TensorRT-shaped Q/DQ model (``edge_affect.formats``). A missing file is a ``FileNotFoundError`` saying
+    how to make it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}, expected one of {', '.join(PRECISIONS)}")
     p = Path(artifact)
     folder = p if p.is_dir() else p.parent
     first = resolve_providers(providers)[0]
     on_cpu = (first if isinstance(first, str) else first[0]) == "CPUExecutionProvider"
-    name = CPU_INT8_ONNX if precision == "int8" and on_cpu else EXPORT_ONNX[precision]
-    chosen = folder / name
+    fmt = onnx_format_for_provider(precision, on_cpu)
+    chosen = folder / fmt.filename
     if not chosen.is_file():
-        how = {
-            CPU_INT8_ONNX: "edge-affect export CKPT --int8-target cpu (or --profile export/cpu.toml)",
-            "model.int8.onnx": "edge-affect export CKPT --int8",
-            "model.fp16.onnx": "edge-affect export CKPT --fp16",
-        }.get(name, "edge-affect export CKPT")
-        raise FileNotFoundError(f"--precision {precision}: {folder} has no {name}; write it with: {how}")
+        how = fmt.how + (" (or --profile export/cpu.toml)" if fmt.target == INT8_TARGET_CPU else "")
+        where = "the CPU provider" if on_cpu else "CUDA/TensorRT"
+        raise FileNotFoundError(
+            f"--precision {precision} on {where}: {folder} has no {fmt.filename}; write it with: {how}"
+        )
     return chosen
 
 
