@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from edge_affect.fsutil import TEMP_NAME
+from edge_affect.iopaths import guard
 
 PROG = "edge-affect"
 EXIT_USER_ERROR = 2
@@ -222,6 +223,7 @@ def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namesp
     verbose = bool(getattr(args, "verbose", False))
     command = getattr(args, "command", None) or "edge-affect"
     try:
+        guard(args)  # the one input/output check, before the command touches anything
         return int(func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)

@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_affect.artifact import atomic_write_text
 from edge_affect.cliutil import positive_int
+from edge_affect.iopaths import declare
 from edge_affect.formats import FORMATS
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "where it exists)",
     )
     d.set_defaults(func=_demo)
+    declare(d, reads=("checkpoint", "ferplus"), folders=("out",))
 
 
 def check_inputs_outside(out: Path, inputs: dict[str, Path | None]) -> None:

@@ -226,3 +226,48 @@ def check_output_file(opt: str, path: PathLike | None) -> None:
         raise ValueError(f"{_show(opt, p)}: {anc} is a file, expected a folder there")
     if anc != p.parent:
         raise ValueError(f"{_show(opt, p)}: folder {p.parent} does not exist, expected an existing folder")
+
+
+class Staged:
+    """An output built in a hidden sibling folder and moved into place by ``commit`` (rename), so a kill
+    leaves the earlier result whole; ``discard`` drops it. A file is staged as ``.<name>.tmp-<pid>-<random>/<name>``
+    (its suffix kept: writers such as OpenCV's pick the format by it), a folder as the temp folder itself."""
+
+    def __init__(self, out: PathLike, *, folder: bool = False) -> None:
+        self.out = Path(out)
+        self.folder = folder
+        self._tmp = make_temp_dir(self.out)
+        self.path = self._tmp if folder else self._tmp / self.out.name
+
+    def commit(self) -> None:
+        """Move the finished output onto ``out`` (a folder replaces an earlier one whole)."""
+        if self.folder:
+            replace_dir(self._tmp, self.out)
+            return
+        if self.path.exists():
+            os.replace(self.path, self.out)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Remove the staged output; ``out`` stays as it was."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+#: Marker an overlay folder carries, so a later run knows the folder is one it may replace (with --force).
+OVERLAY_MARKER = ".edge-affect-overlay"
+
+
+def check_replaceable_folder(opt: str, folder: PathLike, *, marker: str, force: bool, what: str) -> None:
+    """Refuse an existing, non-empty ``folder`` unless it holds ``marker`` (written by an earlier run) and
+    ``force`` is set: the folder is then replaced whole, never merged."""
+    p = Path(folder)
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise ValueError(f"{_show(opt, p)}: is a file, expected a folder")
+    if not any(p.iterdir()):
+        return
+    if not (p / marker).is_file():
+        raise ValueError(f"{_show(opt, p)}: exists and holds other files, expected a new or empty folder")
+    if not force:
+        raise ValueError(f"{_show(opt, p)}: holds an earlier {what}, expected a new or empty folder (--force replaces it)")

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_affect.cliutil import float_range, int_range, seed_int
+from edge_affect.data.abaw import SPLIT_FILES
+from edge_affect.iopaths import declare
 
 
 def add_commands(subparsers: Any) -> None:
@@ -38,12 +40,14 @@ def add_commands(subparsers: Any) -> None:
         "--workers", type=int_range(0, 256), default=None, help="render processes (default: automatic; 0 = none)"
     )
     p.set_defaults(func=cmd_synth)
+    declare(p, folders=("out",))
 
     c = sub.add_parser("check", help="count labels, class balance and bad rows of an ABAW-layout dataset")
     c.add_argument("root", type=Path, help="dataset root holding the annotation files")
     c.add_argument("--images", type=Path, default=None, help="image folder (default ROOT/cropped_aligned)")
     c.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     c.set_defaults(func=cmd_check)
+    declare(c, reads=("root", "images"), writes=("json",), extra_reads=_annotation_files)
 
     i = sub.add_parser(
         "import",
@@ -59,6 +63,7 @@ def add_commands(subparsers: Any) -> None:
         help="write valence/arousal and AUs derived from the expression class (weak labels) instead of missing",
     )
     i.set_defaults(func=cmd_import)
+    declare(i, reads=("train", "val"), folders=("out",))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -117,18 +122,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _annotation_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The dataset's annotation files: inputs an output must never name."""
+    if args.root is None:
+        return []
+    return [("annotation file", Path(args.root) / n) for names in SPLIT_FILES.values() for n in names]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from edge_affect.artifact import atomic_write_text
-    from edge_affect.data.abaw import SPLIT_FILES
     from edge_affect.data.check import check_dataset, print_report
-    from edge_affect.fsutil import check_not_inputs, check_output_file
 
-    inputs = [("ROOT", args.root), ("--images", args.images)]
-    inputs += [("annotation file", args.root / n) for names in SPLIT_FILES.values() for n in names]
-    check_not_inputs({"--json": args.json}, inputs, input_folders=["ROOT", "--images"])
-    check_output_file("--json", args.json)
     con = Console()
     with con.status(f"reading {args.root}"):
         report = check_dataset(args.root, images=args.images)

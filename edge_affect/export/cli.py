@@ -13,6 +13,7 @@ from pathlib import Path
 from edge_affect.cliutil import float_range, int_range
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.gates import DEFAULT_HOLDOUT
+from edge_affect.iopaths import declare
 from edge_affect.formats import FORMATS
 
 #: Artifact file names by format key (help texts name the files the table names).
@@ -146,6 +147,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "calibration frames, else PTQ; always: ship the fine-tuned graph",
     )
     p.set_defaults(func=_export)
+    declare(
+        p,
+        reads=("checkpoint", "profile", "calib", "eval_data", "data"),
+        folders=("out",),
+        updates=("timing_cache",),
+        plain=("batch", "int8_exclude", "eval_split"),
+    )
 
     k = sub.add_parser(
         "package",
@@ -173,6 +181,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "measure it with benchmarks/bench_rare_classes.py; default 0 = off)",
     )
     k.set_defaults(func=_package)
+    declare(k, reads=("checkpoint", "data", "evaluation"), folders=("out",), plain=("description",))
 
     e = sub.add_parser(
         "build-engine",
@@ -188,6 +197,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--version-compatible", action="store_true")
     e.add_argument("--dla", type=int_range(0, 1), default=None, metavar="CORE")
     e.set_defaults(func=_build_engine)
+    declare(
+        e, reads=("onnx", "profile"), writes=("out",), updates=("timing_cache",), plain=("batch",), extra_writes=_engine_files
+    )
 
     c = sub.add_parser("calib", help="calibration frame sets")
     csub = c.add_subparsers(dest="calib_command", metavar="SUBCOMMAND")
@@ -209,9 +221,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
     b.set_defaults(func=_calib_build)
+    declare(b, reads=("src",), folders=("out",), plain=("split", "provenance"))
     v = csub.add_parser("verify", help="verify a calibration set's manifest and hashes")
     v.add_argument("folder", type=Path)
     v.set_defaults(func=_calib_verify)
+    declare(v, reads=("folder",))
     c.set_defaults(func=lambda args: (c.print_help(), 2)[1])
 
     q = sub.add_parser(
@@ -228,6 +242,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--limit", type=int_range(1), default=None, help="use only the first N frames")
     q.add_argument("--no-engines", action="store_true", help="skip TensorRT engines")
     q.set_defaults(func=_parity)
+    declare(q, reads=("dir", "data", "checkpoint"), plain=("split",))
 
 
 def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
@@ -406,6 +421,15 @@ def _package(args: argparse.Namespace) -> int:
         f"{card['input']['size']}×{card['input']['size']} {card['input']['color']}; card {args.out / 'model.json'}"
     )
     return 0
+
+
+def _engine_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The engine (``--out``, default beside the ONNX) and its JSON sidecar: both written by build-engine."""
+    if args.onnx is None:
+        return []
+    engine = args.out or Path(args.onnx).with_suffix(".engine")
+    files = [] if args.out else [("--out", engine)]
+    return [*files, ("--out's sidecar", Path(f"{engine}.json"))]
 
 
 def _build_engine(args: argparse.Namespace) -> int:

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_affect.cliutil import float_range, int_list, int_range, positive_int, probability
+from edge_affect.cliutil import EXIT_INTERRUPTED, float_range, int_list, int_range, positive_int, probability
+from edge_affect.fsutil import OVERLAY_MARKER, Staged, check_replaceable_folder
+from edge_affect.iopaths import declare
 from edge_affect.formats import FORMATS
 
 #: Largest batch ``bench`` accepts (a batch of 1024 112-px faces is ~150 MB of input; more is a typo).
@@ -97,6 +99,14 @@ def add_commands(subparsers: Any) -> None:
         "oldest, counted, when processing falls behind, a file never drops",
     )
     run.set_defaults(func=cmd_run)
+    declare(
+        run,
+        reads=("artifact", "source"),
+        writes=("out",),
+        either=("overlay",),
+        plain=("providers", "device"),
+        extra_reads=_model_inputs,
+    )
 
     bench = subparsers.add_parser(
         "bench",
@@ -128,6 +138,25 @@ def add_commands(subparsers: Any) -> None:
         "--prefetch", type=int_range(0, 256), default=4, metavar="N", help="--pipeline: frames decoded ahead"
     )
     bench.set_defaults(func=cmd_bench)
+    declare(
+        bench,
+        reads=("artifact", "source", "pipeline"),
+        writes=("json",),
+        plain=("providers", "device"),
+        extra_reads=_model_inputs,
+    )
+
+
+def _model_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The model files read besides ARTIFACT as given: the default model, an engine's sidecar."""
+    artifact = args.artifact
+    if not artifact:
+        from edge_affect.default import default_model
+
+        return [("ARTIFACT", str(default_model("onnx")))]
+    if str(artifact).endswith(".engine"):
+        return [("ARTIFACT's sidecar", f"{artifact}.json")]
+    return []
 
 
 def _resolve_artifact(args: argparse.Namespace) -> None:
@@ -160,27 +189,6 @@ def _load(args: argparse.Namespace) -> Any:
     )
 
 
-def _check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> None:
-    """Refuse outputs that name the artifact or the source (however spelt: links, ``..``), before any write."""
-    from edge_affect.fsutil import check_not_inputs, check_output_file
-
-    artifact = args.artifact
-    if not artifact:
-        from edge_affect.default import default_model
-
-        artifact = str(default_model("onnx"))
-    inputs = {"ARTIFACT": artifact}
-    if str(artifact).endswith(".engine"):
-        inputs["ARTIFACT's sidecar"] = f"{artifact}.json"
-    source = getattr(args, "source", None)
-    if source and Path(source).exists():  # not cam:N / rtsp://… / gst:
-        inputs["--source"] = source
-    check_not_inputs(outputs, inputs, input_folders=["--source"] if source and Path(source).is_dir() else [])
-    for opt, path in outputs.items():
-        if opt != "--overlay" or Path(path or "").suffix:  # an overlay without suffix is a folder
-            check_output_file(opt, path)
-
-
 def _parse_batches(text: str) -> list[int]:
     try:
         out = [int(b) for b in text.split(",") if b.strip()]
@@ -201,10 +209,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     con = _console()
     if args.alpha <= 0 or args.alpha > 1:
         raise ValueError(f"--alpha {args.alpha}: expected a value in (0, 1]")
-    _check_outputs(args, {"--out": args.out, "--overlay": args.overlay})
     out_path = Path(args.out) if args.out else None
-    if out_path is not None and not out_path.parent.is_dir():
-        raise FileNotFoundError(f"--out {out_path}: folder {out_path.parent} does not exist")
+    if args.overlay and not Path(args.overlay).suffix:
+        check_replaceable_folder(
+            "--overlay", args.overlay, marker=OVERLAY_MARKER, force=bool(args.force), what="overlay"
+        )
     source = open_source(args.source, prefetch=args.prefetch)
     try:
         predictor = _load(args)
@@ -221,14 +230,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipe = FacePipeline(
         predictor, detector, smooth=smooth, alpha=args.alpha, max_faces=args.max_faces, **pipeline_settings(args)
     )
+    # files go to hidden siblings renamed into place at the end (a kill keeps the earlier result); a FIFO or
+    # device (/dev/stdout) stays streamed
+    staged: list[Staged] = []
     overlay = None
-    if args.overlay:
-        overlay = OverlayWriter(
-            args.overlay, fps=source.fps, single_frame=source.kind == "images" and source.total == 1
-        )
-    out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout
+    out = sys.stdout
+    try:
+        if args.overlay:
+            folder = not Path(args.overlay).suffix
+            staged.append(Staged(args.overlay, folder=folder))
+            overlay = OverlayWriter(
+                args.overlay,
+                fps=source.fps,
+                single_frame=source.kind == "images" and source.total == 1,
+                write_to=staged[-1].path,
+            )
+            if folder:
+                (staged[-1].path / OVERLAY_MARKER).write_text("written by edge-affect run\n", encoding="utf-8")
+        if out_path is not None:
+            if out_path.exists() and not out_path.is_file():
+                out = open(out_path, "w", encoding="utf-8")
+            else:
+                staged.append(Staged(out_path))
+                out = open(staged[-1].path, "w", encoding="utf-8")
+    except BaseException:
+        for st_out in staged:
+            st_out.discard()
+        source.close()
+        pipe.close()
+        predictor.close()
+        raise
     n_frames = n_faces = n_noface = n_bad = 0
     t_start = time.perf_counter()
+    finished = False
     last_source = None
     reason = None
     con.print(
@@ -266,8 +300,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if args.max_frames is not None and n_frames >= args.max_frames:
                     reason = f"stopped after --max-frames {args.max_frames}"
                     break
+        finished = True
     except KeyboardInterrupt:
         reason = "interrupted"
+        finished = True
     finally:
         source.close()
         if overlay is not None:
@@ -278,6 +314,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.flush()
         pipe.close()
         predictor.close()
+        for st_out in staged:  # an error keeps the earlier result; a finished or interrupted run replaces it
+            st_out.commit() if finished else st_out.discard()
     dt = time.perf_counter() - t_start
     reason = reason or source.end_reason
     fps = n_frames / dt if dt > 0 else 0.0
@@ -297,6 +335,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"edge, {st['full_after_loss']} after a face was lost), {st['regions']} region re-detections, "
             f"{st['picked_up']} new faces picked up in {st['motion']} changed regions"
         )
+    if reason == "interrupted":
+        print("edge-affect: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -313,7 +354,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"--iters {args.iters}: expected ≥ 1")
     if args.source is not None and not Path(args.source).is_file():
         raise FileNotFoundError(f"--source {args.source} does not exist")
-    _check_outputs(args, {"--json": args.json})
     predictor = _load(args)
     try:
         res = bench_stages(predictor, args.source, batches, args.iters)
@@ -353,7 +393,6 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 
     if not Path(args.pipeline).is_file():
         raise FileNotFoundError(f"--pipeline {args.pipeline} does not exist, expected a video file")
-    _check_outputs(args, {"--json": args.json})
     policies = pipeline_policies(args.det_size, args.detect_every, args.track_policy, args.pickup)
     predictor = _load(args)
     try:

@@ -116,7 +116,10 @@ def draw(rgb: np.ndarray, records: list[dict[str, Any]]) -> np.ndarray:
 class OverlayWriter:
     """Writes drawn frames to a video (.mp4/.avi…), one image (.png/.jpg) or a folder of PNGs."""
 
-    def __init__(self, target: str | Path, *, fps: float | None = None, single_frame: bool = False) -> None:
+    def __init__(
+        self, target: str | Path, *, fps: float | None = None, single_frame: bool = False, write_to: Path | None = None
+    ) -> None:
+        """``write_to``: where the files really go (a staged temp path that is renamed onto ``target`` later)."""
         self.target = Path(target)
         suffix = self.target.suffix.lower()
         if suffix in VIDEO_SUFFIXES:
@@ -133,9 +136,11 @@ class OverlayWriter:
             )
         else:
             self.mode = "dir"
-            self.target.mkdir(parents=True, exist_ok=True)
         if self.mode != "dir" and not self.target.parent.is_dir():
             raise FileNotFoundError(f"--overlay {self.target}: folder {self.target.parent} does not exist")
+        self.path = Path(write_to) if write_to is not None else self.target
+        if self.mode == "dir":
+            self.path.mkdir(parents=True, exist_ok=True)
         self.fps = fps or 25.0
         self._writer: Any = None
         self._size: tuple[int, int] | None = None
@@ -146,18 +151,20 @@ class OverlayWriter:
         if self.mode == "video":
             if self._writer is None:
                 self._size = (bgr.shape[1], bgr.shape[0])
-                self._writer = cv2.VideoWriter(str(self.target), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
+                self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
                 if not self._writer.isOpened():
                     raise ValueError(f"--overlay {self.target}: OpenCV cannot write this video file")
             if (bgr.shape[1], bgr.shape[0]) != self._size:
                 bgr = cv2.resize(bgr, self._size)
             self._writer.write(bgr)
         elif self.mode == "image":
-            if not cv2.imwrite(str(self.target), bgr):
+            if not cv2.imwrite(str(self.path), bgr):
                 raise ValueError(f"--overlay {self.target}: OpenCV cannot write this image")
         else:
-            name = f"{Path(source).stem or 'frame'}_{frame:06d}.png"
-            cv2.imwrite(str(self.target / name), bgr)
+            # the whole source name: a.jpg and a.png of one folder stay two files
+            name = f"{Path(source).name or 'frame'}_{frame:06d}.png"
+            if not cv2.imwrite(str(self.path / name), bgr):
+                raise ValueError(f"--overlay {self.target}: OpenCV cannot write {name}")
         self.written += 1
 
     def close(self) -> None:

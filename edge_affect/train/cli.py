@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 
 from edge_affect.cliutil import float_range, int_range, seed_int
+from edge_affect.data.abaw import SPLIT_FILES
+from edge_affect.iopaths import declare
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +28,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int)
     p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning; same model config)")
     p.set_defaults(func=_train)
+    declare(p, reads=("data", "images", "config", "init_from"), folders=("out", "cache_dir"), plain=("model",))
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on an ABAW split (P = VA + EXPR + AU)")
     e.add_argument("ckpt")
@@ -36,6 +39,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--submission", help="write an ABAW-format submission file here")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.set_defaults(func=_eval)
+    declare(e, reads=("ckpt", "data", "images"), writes=("json", "submission"), extra_reads=_annotation_files)
+
+
+def _annotation_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The dataset's annotation files (read by eval; never written over)."""
+    if args.data is None:
+        return []
+    return [("annotation file", Path(args.data) / n) for names in SPLIT_FILES.values() for n in names]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -86,16 +97,8 @@ def _eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from edge_affect.artifact import atomic_write_text
-    from edge_affect.data.abaw import SPLIT_FILES
-    from edge_affect.fsutil import check_not_inputs, check_output_file
     from edge_affect.train.evaluate import evaluate_checkpoint, write_submission
 
-    inputs = [("CKPT", args.ckpt), ("--data", args.data), ("--images", args.images)]
-    inputs += [("annotation file", Path(args.data) / n) for names in SPLIT_FILES.values() for n in names]
-    outputs = {"--json": args.json, "--submission": args.submission}
-    check_not_inputs(outputs, inputs, input_folders=["--data", "--images"])
-    for opt, path in outputs.items():
-        check_output_file(opt, path)
     metrics, pred, ann = evaluate_checkpoint(
         args.ckpt, args.data, args.split, images=args.images, device=None if args.device == "auto" else args.device
     )

@@ -301,7 +301,9 @@ def test_malformed_train_configs_are_one_line(
 
 
 def test_a_binary_config_is_one_line(tmp_path: Path, rel: SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--data", str(tmp_path), "--config", str(rel.ASTRONAUT), "--out", str(tmp_path / "r")]) == 2
+    data = tmp_path / "d"
+    data.mkdir()
+    assert main(["train", "--data", str(data), "--config", str(rel.ASTRONAUT), "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == (
         f"edge-affect: error: {rel.ASTRONAUT}: not UTF-8 text (byte 0), expected a JSON or TOML file\n"
     )
@@ -310,7 +312,8 @@ def test_a_binary_config_is_one_line(tmp_path: Path, rel: SimpleNamespace, capsy
 def test_train_epochs_zero_in_a_config_does_not_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "c.toml"
     p.write_text('model = "tiny"\nepochs = 0\n')
-    assert main(["train", "--data", str(tmp_path), "--config", str(p), "--out", str(tmp_path / "r")]) == 2
+    (tmp_path / "d").mkdir()
+    assert main(["train", "--data", str(tmp_path / "d"), "--config", str(p), "--out", str(tmp_path / "r")]) == 2
     assert "epochs 0: out of range" in capsys.readouterr().err
 
 

@@ -163,7 +163,9 @@ def test_calib_force_replaces_only_calibration_sets(
     )
     # the source itself (or a folder holding it) is never the output
     assert main(["calib", "build", str(cal), "--out", str(cal), "--n", "4", "--force"]) == 2
-    assert "is or holds the calibration source" in _err(capsys)
+    assert "is the folder given as SRC" in _err(capsys)
+    assert main(["calib", "build", str(cal), "--out", str(tmp_path), "--n", "4", "--force"]) == 2
+    assert f"SRC {cal}: lies inside --out {tmp_path}, which the command writes" in _err(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cal", "notes"]  # no temp folders left
 
 
@@ -330,7 +332,7 @@ def test_demo_refuses_an_input_inside_the_folder_it_replaces(
     before = rel.tree_digest(out)
     assert main(["demo", "--out", str(out), "--checkpoint", str(ckpt)]) == 2
     assert _err(capsys) == (
-        f"edge-affect: error: --checkpoint {ckpt}: lies inside --out {out}, which the demo replaces; expected an "
+        f"edge-affect: error: --checkpoint {ckpt}: lies inside --out {out}, which the command writes; expected an "
         "input outside the output folder (edge-affect never writes over its inputs)\n"
     )
     outside = tmp_path / "model.safetensors"
