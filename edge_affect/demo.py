@@ -32,8 +32,8 @@ import numpy as np
 
 from edge_affect.artifact import atomic_write_text
 from edge_affect.cliutil import positive_int
-from edge_affect.iopaths import declare
 from edge_affect.formats import FORMATS
+from edge_affect.iopaths import declare
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from edge_affect.cliutil import float_range, int_range
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.gates import DEFAULT_HOLDOUT
-from edge_affect.iopaths import declare
 from edge_affect.formats import FORMATS
+from edge_affect.iopaths import declare
 
 #: Artifact file names by format key (help texts name the files the table names).
 _FILE = {k: f.filename for k, f in FORMATS.items()}
