@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_affect.cliutil import EXIT_INTERRUPTED, float_range, int_list, int_range, positive_int, probability
+from edge_affect.formats import FORMATS
 from edge_affect.fsutil import OVERLAY_MARKER, Staged, check_replaceable_folder
 from edge_affect.iopaths import declare
-from edge_affect.formats import FORMATS
 
 #: Largest batch ``bench`` accepts (a batch of 1024 112-px faces is ~150 MB of input; more is a typo).
 MAX_BENCH_BATCH = 1024
