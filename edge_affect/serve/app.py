@@ -62,7 +62,7 @@ class Service:
         batching: bool = True,
         max_batch: int = 32,
         batch_wait_ms: float = 2.0,
-        workers: int = 8,
+        workers: int = 4,
         max_body: int = 20 * 2**20,
         manager: StreamManager,
         pipeline_kwargs: dict[str, Any] | None = None,

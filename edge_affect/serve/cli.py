@@ -78,7 +78,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--max-batch", type=int_range(1, 1024), default=32, help="most faces per model call (default 32)")
     p.add_argument("--no-batching", action="store_true", help="each /v1/predict request runs its own model call")
     p.add_argument(
-        "--workers", type=int_range(1, 256), default=8, help="/v1/predict requests decoded and detected at once (default 8)"
+        "--workers",
+        type=int_range(1, 256),
+        default=4,
+        help="/v1/predict requests decoded and detected at once (default 4); more wait their turn",
     )
     p.add_argument("--smooth", action="store_true", help="streams: EMA-smooth predictions per track")
     p.add_argument(
