@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_affect import __version__
+from edge_affect.formats import PRECISIONS
 from edge_affect.schema import (
     AUS,
-    COLOR_MODES,
     EXPRESSIONS,
     INPUT_NAME,
     NUM_AU,
@@ -46,37 +46,19 @@ from edge_affect.schema import (
     VA_NAMES,
     LabelSchema,
     Preprocess,
+    _is_number,
+    _numbers,
+    _short,
 )
+from edge_affect.schema import INPUT_SIZE_RANGE as INPUT_SIZE_RANGE  # public names, checked in schema
+from edge_affect.schema import INTERPOLATIONS as INTERPOLATIONS
+from edge_affect.schema import check_preprocess as check_preprocess
 
-#: Network input sizes (pixels, square) an artifact may declare.
-INPUT_SIZE_RANGE: tuple[int, int] = (16, 1024)
-#: Interpolations ``runtime.preprocess.resize_face`` knows.
-INTERPOLATIONS: tuple[str, ...] = ("area", "linear", "cubic", "nearest")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 #: An align template's triangle (eye centre left, eye centre right, mouth centre) must cover at least this
 #: fraction of the crop (the ArcFace template: 0.057, FER2013's measured one: 0.07).
 MIN_TEMPLATE_AREA = 0.01
 #: Any two template points at least this far apart (fraction of the crop).
 MIN_TEMPLATE_SPACING = 0.02
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _numbers(value: Any, n: int, what: str) -> list[float]:
-    """``value`` as ``n`` finite floats, or a ``ValueError`` saying what it is instead."""
-    if not isinstance(value, (list, tuple)) or len(value) != n or not all(_is_number(x) for x in value):
-        raise ValueError(f"{what} must be a list of {n} numbers, got {_short(value)}")
-    out = [float(x) for x in value]
-    if not all(math.isfinite(x) for x in out):
-        raise ValueError(f"{what} must be finite, got {out}")
-    return out
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_names(value: Any, expected: tuple[str, ...], what: str) -> list[str]:
@@ -85,22 +67,6 @@ def _check_names(value: Any, expected: tuple[str, ...], what: str) -> list[str]:
     if list(value) != list(expected):
         raise ValueError(f"{what} {list(value)} differ from this edge-affect's {list(expected)} (names and order)")
     return list(value)
-
-
-def check_preprocess(pp: Any) -> None:
-    """Types and ranges of a ``Preprocess`` (``ValueError`` naming the field)."""
-    size = pp.input_size
-    lo, hi = INPUT_SIZE_RANGE
-    if isinstance(size, bool) or not isinstance(size, int) or not lo <= size <= hi:
-        raise ValueError(f"preprocess input_size {_short(size)} must be an integer in [{lo}, {hi}]")
-    if pp.color not in COLOR_MODES:
-        raise ValueError(f"preprocess color {_short(pp.color)} is not one of {list(COLOR_MODES)}")
-    if pp.interpolation not in INTERPOLATIONS:
-        raise ValueError(f"preprocess interpolation {_short(pp.interpolation)} is not one of {list(INTERPOLATIONS)}")
-    _numbers(pp.mean, 3, "preprocess mean")
-    std = _numbers(pp.std, 3, "preprocess std")
-    if min(std) <= 0:
-        raise ValueError(f"preprocess std {std} must be > 0")
 
 
 def _preprocess_from(d: Any) -> Preprocess:

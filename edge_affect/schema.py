@@ -7,6 +7,7 @@ copy in their metadata), so they cannot drift apart.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,6 +59,45 @@ METADATA_KEY = "edge_affect"
 SCHEMA_VERSION = 1
 
 COLOR_MODES = ("rgb", "gray")
+#: Network input sizes (pixels, square) an artifact may declare.
+INPUT_SIZE_RANGE: tuple[int, int] = (16, 1024)
+#: Interpolations ``runtime.preprocess.resize_face`` knows.
+INTERPOLATIONS: tuple[str, ...] = ("area", "linear", "cubic", "nearest")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _numbers(value: Any, n: int, what: str) -> list[float]:
+    """``value`` as ``n`` finite floats, or a ``ValueError`` saying what it is instead."""
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(_is_number(x) for x in value):
+        raise ValueError(f"{what} must be a list of {n} numbers, got {_short(value)}")
+    out = [float(x) for x in value]
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{what} must be finite, got {out}")
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_preprocess(pp: Any) -> None:
+    """Types and ranges of a ``Preprocess`` (``ValueError`` naming the field)."""
+    size = pp.input_size
+    lo, hi = INPUT_SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, int) or not lo <= size <= hi:
+        raise ValueError(f"preprocess input_size {_short(size)} must be an integer in [{lo}, {hi}]")
+    if pp.color not in COLOR_MODES:
+        raise ValueError(f"preprocess color {_short(pp.color)} is not one of {list(COLOR_MODES)}")
+    if pp.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"preprocess interpolation {_short(pp.interpolation)} is not one of {list(INTERPOLATIONS)}")
+    _numbers(pp.mean, 3, "preprocess mean")
+    std = _numbers(pp.std, 3, "preprocess std")
+    if min(std) <= 0:
+        raise ValueError(f"preprocess std {std} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -75,9 +115,7 @@ class Preprocess:
     interpolation: str = "area"
 
     def __post_init__(self) -> None:
-        # The artifact checks (types, ranges, known interpolations), however the object is made.
-        from edge_affect.artifact import check_preprocess
-
+        # The checks (types, ranges, known interpolations), however the object is made.
         check_preprocess(self)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check edge_affect tests benchmarks
+.venv/bin/lint-imports  # layers, runtime below training, no import cycles (.importlinter)
 .venv/bin/python -m pytest -q -m "not slow" "$@"

@@ -12,17 +12,13 @@ from dataclasses import fields
 from typing import Any
 
 from edge_affect.config import ModelConfig, check_types
+from edge_affect.models.backbone_kwargs import BACKBONE_KWARGS as BACKBONE_KWARGS  # public name, kept here too
+from edge_affect.models.backbone_kwargs import check_backbone_kwargs
 
 _REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
 
 #: Largest model a config (a checkpoint's, or a training config's overrides) may describe.
 MAX_MODEL_PARAMS = 100_000_000
-#: ``backbone_kwargs`` a config may pass to ``timm.create_model`` (what the registered configs use), each
-#: with its check; anything else (``pretrained_cfg_overlay``, ``file``, paths, ...) is refused.
-BACKBONE_KWARGS: dict[str, str] = {
-    "feature_index": "an integer in [-8, 8] (the backbone stage whose features become image tokens)",
-    "channels": "a list of 1 to 8 integers in [1, 2048] (per-stage widths, ResNets)",
-}
 #: Inclusive ranges of the integer fields, checked before anything is built.
 INT_RANGES: dict[str, tuple[int, int]] = {
     "input_size": (16, 1024),
@@ -36,27 +32,6 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
-
-def check_backbone_kwargs(kwargs: Any, where: str = "model config") -> None:
-    """``backbone_kwargs`` hold only allow-listed keys (:data:`BACKBONE_KWARGS`) with valid values."""
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"{where}: backbone_kwargs must be an object, got {type(kwargs).__name__}")
-    unknown = sorted(str(k) for k in kwargs if k not in BACKBONE_KWARGS)
-    if unknown:
-        raise ValueError(f"{where}: backbone_kwargs {unknown} are not allowed (allowed: {', '.join(BACKBONE_KWARGS)})")
-    fi = kwargs.get("feature_index", -1)
-    if not _is_int(fi) or not -8 <= fi <= 8:
-        raise ValueError(
-            f"{where}: backbone_kwargs feature_index {fi!r:.40} must be {BACKBONE_KWARGS['feature_index']}"
-        )
-    if "channels" in kwargs:
-        ch = kwargs["channels"]
-        if (
-            not isinstance(ch, (list, tuple))
-            or not 1 <= len(ch) <= 8
-            or not all(_is_int(c) and 1 <= c <= 2048 for c in ch)
-        ):
-            raise ValueError(f"{where}: backbone_kwargs channels {ch!r:.60} must be {BACKBONE_KWARGS['channels']}")
 
 
 def registered_backbones() -> list[str]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from edge_affect.config import ModelConfig
+from edge_affect.models.backbone_kwargs import check_backbone_kwargs
 from edge_affect.schema import NUM_AU, NUM_EXPR, NUM_VA, Preprocess
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ class PerTokenLinear(nn.Module):
 def _build_backbone(cfg: ModelConfig) -> nn.Module:
     """The timm feature extractor ``cfg`` describes; only allow-listed ``backbone_kwargs`` reach timm."""
     import timm
-
-    from edge_affect.models.registry import check_backbone_kwargs
 
     check_backbone_kwargs(cfg.backbone_kwargs, f"backbone {cfg.backbone!r}")
     kwargs = dict(cfg.backbone_kwargs)
