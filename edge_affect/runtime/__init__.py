@@ -55,7 +55,8 @@ _EXPORTS = {
     "OnnxRuntimeRunner": "edge_affect.runtime.backends.onnxruntime_runner",
     "TensorRTRunner": "edge_affect.runtime.backends.tensorrt_runner",
     "TorchRunner": "edge_affect.runtime.backends.torch_runner",
-    "FORMATS": "edge_affect.runtime.formats",
+    "FORMATS": "edge_affect.formats",  # the one artifact table
+    "LOADERS": "edge_affect.runtime.formats",
     "detect_backend": "edge_affect.runtime.formats",
     "prepare_batch": "edge_affect.runtime.preprocess",
     "decode_image": "edge_affect.runtime.preprocess",

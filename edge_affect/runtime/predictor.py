@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_affect.artifact import ArtifactMeta
 from edge_affect.runtime.backends.base import BaseRunner
-from edge_affect.runtime.formats import detect_backend, format_for_backend, normalize_backend
+from edge_affect.runtime.formats import detect_backend, loader_for_backend, normalize_backend
 from edge_affect.runtime.preprocess import as_face_list, normalize, resize_face
 from edge_affect.schema import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
@@ -287,7 +287,7 @@ def load(
     if chosen == "auto":
         chosen = detected
     elif chosen != detected:
-        want = format_for_backend(chosen)
+        want = loader_for_backend(chosen)
         raise ValueError(
             f"backend {chosen!r} runs {'/'.join(want.suffixes)} files ({want.description}); {p.name} is a {detected} artifact"
             + (
