@@ -74,12 +74,9 @@ class Subscriber:
 
     def push(self, item: Any) -> None:
         """Called on the event loop only."""
-        if self.queue.full():
-            if item is END:  # the end marker always gets in
-                self.queue.get_nowait()
-            else:
-                self.queue.get_nowait()
-                self.dropped += 1
+        if self.queue.full():  # the oldest goes, whatever comes (the end marker always gets in)
+            self.queue.get_nowait()
+            self.dropped += 1
         self.queue.put_nowait(item)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,6 +152,27 @@ def read_sse(r: Any, limit: int | None = None) -> tuple[list[dict], dict | None]
             data.append(line[5:].strip())
 
 
+def make_clip(path: Path, frames: int, size: tuple[int, int] = (320, 240), fps: float = 25.0) -> Path:
+    """A clip panning back and forth over the shipped astronaut photo (a face in every frame), made here."""
+    import cv2
+
+    w, h = size
+    side = max(w, h) * 5 // 4
+    photo = cv2.resize(cv2.imread(str(SAMPLES / "astronaut.png")), (side, side), interpolation=cv2.INTER_AREA)
+    span = min(side - w, side - h)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(frames):
+        k = i % (2 * span) if i % (2 * span) < span else 2 * span - i % (2 * span)
+        out.write(np.ascontiguousarray(photo[k : k + h, k : k + w]))
+    out.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_maker() -> object:
+    return make_clip
+
+
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder served with --allow-files: the shipped clip, a text file, a corrupt video and a link out."""
@@ -159,6 +181,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "notes.txt").write_text("not a video\n")
     (d / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
     (d / "escape.mp4").symlink_to(ROOT / "README.md")
+    make_clip(d / "long.mp4", frames=240, size=(160, 120))
     if VIDEO_DIR.is_dir():
         (d / "real").symlink_to(VIDEO_DIR.resolve())  # a link to a folder outside: refused (resolved)
         for clip in VIDEO_DIR.glob("*.mp4"):

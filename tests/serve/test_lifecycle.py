@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason="edge-affect serve needs the serve extra (starlette, uvicorn)")
@@ -52,21 +51,8 @@ def test_cli_refuses_a_public_host_without_token() -> None:
     assert "Traceback" not in r.stderr
 
 
-def _long_clip(path: Path, frames: int = 300) -> Path:
-    """A 320×240 clip panning over the shipped astronaut photo (a face in every frame), ``frames`` long."""
-    import cv2
-
-    a = cv2.resize(cv2.imread(str(ROOT / "edge_affect/assets/samples/astronaut.png")), (400, 400))
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
-    for i in range(frames):
-        k = i % 60 if (i // 60) % 2 == 0 else 59 - i % 60
-        w.write(np.ascontiguousarray(a[k : k + 240, k : k + 320]))
-    w.release()
-    return path
-
-
-def test_source_at_launch_then_ctrl_c(serve_factory: Any, tmp_path: Path) -> None:
-    clip = _long_clip(tmp_path / "long.mp4")
+def test_source_at_launch_then_ctrl_c(serve_factory: Any, clip_maker: Any, tmp_path: Path) -> None:
+    clip = clip_maker(tmp_path / "long.mp4", frames=300)
     srv = serve_factory(["--source", str(clip)], None, tmp_path / "serve.log")
     try:
         status, body = srv.json("GET", "/v1/streams")
