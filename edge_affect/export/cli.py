@@ -72,7 +72,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int_range(0, 1),
         default=None,
         metavar="CORE",
-        help="Jetson: build for DLA core CORE (GPU fallback)",
+        help="Jetson: build for DLA core CORE (needs one batch size, e.g. --batch 1:1:1; GPU fallback unless "
+        "--no-gpu-fallback)",
+    )
+    p.add_argument(
+        "--no-gpu-fallback",
+        dest="gpu_fallback",
+        action="store_false",
+        help="with --dla: fail the build when a layer cannot run on DLA instead of running it on the GPU",
     )
     p.add_argument("--triton", action="store_true", help="write a Triton model repository under OUT/triton/")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto", help="torch ONNX exporter")
@@ -195,7 +202,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--workspace", type=int_range(16), default=None, metavar="MIB")
     e.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default: beside the ONNX)")
     e.add_argument("--version-compatible", action="store_true")
-    e.add_argument("--dla", type=int_range(0, 1), default=None, metavar="CORE")
+    e.add_argument("--dla", type=int_range(0, 1), default=None, metavar="CORE", help="Jetson: build for DLA core CORE")
+    e.add_argument(
+        "--no-gpu-fallback",
+        dest="gpu_fallback",
+        action="store_false",
+        help="with --dla: fail when a layer cannot run on DLA (default: the profile's gpu_fallback, else fall back)",
+    )
     e.set_defaults(func=_build_engine)
     declare(
         e, reads=("onnx", "profile"), writes=("out",), updates=("timing_cache",), plain=("batch",), extra_writes=_engine_files
@@ -296,6 +309,7 @@ def _apply_profile(args: argparse.Namespace) -> str | None:
     args.workspace = prof.workspace_mib
     args.version_compatible = args.version_compatible or prof.version_compatible
     args.dla = prof.dla_core if args.dla is None else args.dla
+    args.gpu_fallback = args.gpu_fallback and prof.gpu_fallback
     args.engine = args.engine or prof.build_engine_here
     if prof.build_engine_here:
         return None
@@ -373,6 +387,7 @@ def _export(args: argparse.Namespace) -> int:
         workspace_mib=args.workspace,
         version_compatible=args.version_compatible,
         dla_core=args.dla,
+        gpu_fallback=args.gpu_fallback,
         timing_cache=args.timing_cache,
         parity_frames=args.parity_frames,
         int8_exclude=args.int8_exclude,
@@ -441,7 +456,7 @@ def _build_engine(args: argparse.Namespace) -> int:
         tensorrt_unavailable_reason,
     )
 
-    batch, workspace, dla, vc = "1:8:32", 1024, args.dla, args.version_compatible
+    batch, workspace, dla, vc, fallback = "1:8:32", 1024, args.dla, args.version_compatible, args.gpu_fallback
     if args.profile is not None:
         from edge_affect.config import load_export_profile
 
@@ -449,6 +464,7 @@ def _build_engine(args: argparse.Namespace) -> int:
         batch, workspace = ":".join(str(b) for b in prof.batch), prof.workspace_mib
         dla = prof.dla_core if dla is None else dla
         vc = vc or prof.version_compatible
+        fallback = fallback and prof.gpu_fallback
     batch = args.batch or batch
     workspace = args.workspace or workspace
     from edge_affect.fsutil import check_not_inputs
@@ -457,10 +473,10 @@ def _build_engine(args: argparse.Namespace) -> int:
     cache = args.timing_cache or args.onnx.parent / "trt.timing.cache"
     check_not_inputs({"--out": engine, "--timing-cache": cache}, {"ONNX": args.onnx})  # never over the input
     meta = read_meta_ort(args.onnx)
+    opts = EngineOptions(BatchRange.parse(batch), workspace, cache, vc, dla, gpu_fallback=fallback)  # checked here
     why = tensorrt_unavailable_reason()
     if why:
         raise RuntimeError(f"cannot build an engine here: {why}")
-    opts = EngineOptions(BatchRange.parse(batch), workspace, cache, vc, dla)
     build_engine(args.onnx, engine, opts, meta)
     print(f"{engine} (+ {engine.name}.json sidecar), batch {batch}, precision {meta.precision}")
     return 0

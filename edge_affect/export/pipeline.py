@@ -26,7 +26,7 @@ from edge_affect.export.compare import Comparison, Gates, compare_artifact, comp
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD, format_of
 from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED
 from edge_affect.export.int8_steps import int8_markdown, sensitivity_markdown
-from edge_affect.export.tensorrt_build import BatchRange, EngineOptions
+from edge_affect.export.tensorrt_build import BatchRange, EngineOptions, check_dla
 from edge_affect.fsutil import TEMP_NAME, check_not_inputs, is_within, make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class ExportRequest:
     workspace_mib: int = 1024
     version_compatible: bool = False
     dla_core: int | None = None
+    gpu_fallback: bool = True  # DLA: layers DLA cannot run go to the GPU (False: the build fails instead)
     timing_cache: Path | None = None
     parity_frames: int | None = None  # None: every gate frame
     int8_exclude: list[str] = field(default_factory=list)  # op types / node names kept FP16 in the INT8 model
@@ -257,6 +258,8 @@ def _check_request(req: ExportRequest) -> None:
             raise ValueError(f"{name} {value!r}: out of range, expected an integer ≥ {lo}")
     if req.dla_core is not None and (not isinstance(req.dla_core, int) or req.dla_core < 0):
         raise ValueError(f"dla_core {req.dla_core!r}: out of range, expected a DLA core number ≥ 0")
+    if req.engine:
+        check_dla(req.batch, req.dla_core)  # refused before any work, also where engines would be skipped
     if req.qat is not None and not req.int8:
         raise ValueError(f"qat: fine-tunes for {FORMATS['onnx-int8'].filename}, expected int8 (--int8) with it")
     if req.int8_fallback and not req.int8:
@@ -432,6 +435,7 @@ def _build_engines(
         timing_cache=req.timing_cache or default_timing_cache(out),
         version_compatible=req.version_compatible,
         dla_core=req.dla_core,
+        gpu_fallback=req.gpu_fallback,
     )
     if opts.timing_cache is not None:
         opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,15 @@ Precision lives in the ONNX graph (TensorRT 11 removed the FP16/INT8 builder fla
 the strongly typed network flag (required on 10.x, ignored on 11.x), one optimisation profile over the batch
 range, a workspace limit and a timing cache reused across builds. ``tensorrt`` and ``cuda-python`` are
 imported lazily: without them (or without a GPU) ``tensorrt_unavailable_reason`` says why and callers skip.
+This is the one builder of the affect model's engines; the runtime only loads them (``TensorRTRunner``, which
+``trt_run`` uses too). A DLA build needs a static batch and records its core, which the runtime applies.
 Each engine gets a JSON sidecar (``model.fp16.engine.json``) with the TensorRT version, GPU, compute
 capability, precision, batch range, ONNX sha256 and the artifact metadata.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_affect.artifact import ArtifactMeta, atomic_write_bytes, atomic_write_text, sha256_file
+from edge_affect.runtime.backends.tensorrt_runner import TensorRTRunner, current_gpu, import_cudart, normalize_sidecar
 from edge_affect.schema import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -54,28 +58,91 @@ class BatchRange:
 
 @dataclass
 class EngineOptions:
-    """Builder settings beyond precision (which the typed ONNX carries)."""
+    """Builder settings beyond precision (which the typed ONNX carries); checked when made."""
 
     batch: BatchRange
     workspace_mib: int = 1024
     timing_cache: Path | None = None
     version_compatible: bool = False
-    dla_core: int | None = None  # Jetson DLA core; layers DLA cannot run fall back to the GPU
+    dla_core: int | None = None  # Jetson DLA core the engine is built for (the runtime loads it onto that core)
+    gpu_fallback: bool = True  # DLA: layers DLA cannot run go to the GPU; False: such a network fails to build
+
+    def __post_init__(self) -> None:
+        check_dla(self.batch, self.dla_core)
 
 
-def _cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart  # type: ignore[no-redef]  # cuda-python 12.x before cuda.bindings
-    return cudart
+def check_dla(batch: BatchRange, dla_core: int | None) -> None:
+    """DLA runs static shapes only: a DLA build needs one batch size (MIN = OPT = MAX). With a dynamic profile
+    TensorRT places the network on the GPU (with GPU fallback, silently), so such a build is refused."""
+    if dla_core is None:
+        return
+    if isinstance(dla_core, bool) or not isinstance(dla_core, int) or dla_core < 0:
+        raise ValueError(f"dla_core {dla_core!r}: expected a DLA core number >= 0 (Jetson Orin: 0 or 1)")
+    if not batch.min == batch.opt == batch.max:
+        raise ValueError(
+            f"DLA core {dla_core}: batch range {batch} is dynamic, but DLA runs static shapes only (TensorRT would "
+            f"put the whole network on the GPU); give one batch size, e.g. --batch {batch.opt}:{batch.opt}:{batch.opt}"
+        )
 
 
-def _check(ret: Any, what: str) -> Any:
-    err = ret[0] if isinstance(ret, tuple) else ret
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA {what} failed: {err}")
-    return ret[1] if isinstance(ret, tuple) and len(ret) == 2 else (ret[1:] if isinstance(ret, tuple) else None)
+def builder_settings(opts: EngineOptions) -> dict[str, Any]:
+    """What ``build_engine`` sets on the ``IBuilderConfig`` beyond the profile and the timing cache, by TensorRT
+    name: ``flags`` (``BuilderFlag`` members), and for DLA ``default_device_type`` and ``DLA_core``."""
+    flags = ["VERSION_COMPATIBLE"] if opts.version_compatible else []
+    out: dict[str, Any] = {"flags": flags, "workspace_bytes": int(opts.workspace_mib) << 20}
+    if opts.dla_core is not None:
+        out |= {"default_device_type": "DLA", "DLA_core": int(opts.dla_core)}
+        if opts.gpu_fallback:
+            flags.append("GPU_FALLBACK")
+    return out
+
+
+def attach_timing_cache(config: Any, path: Path) -> tuple[Any, bool]:
+    """Load ``path`` (if it exists) as ``config``'s timing cache; returns the cache in use and whether to write it
+    back after the build. A cache TensorRT cannot read, or rejects (made on another GPU or TensorRT version:
+    ``set_timing_cache`` returns False), is reported and left as it is on disk; the build starts a fresh one."""
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache, True
+    if not blob:
+        raise RuntimeError("TensorRT could not create an empty timing cache")
+    why = "cannot be read" if cache is None else "was made on another GPU or TensorRT version and was rejected"
+    log.warning(
+        "timing cache %s %s: this build times every layer afresh and leaves the file as it is (give each device "
+        "its own --timing-cache or $EDGE_AFFECT_TRT_CACHE)",
+        path,
+        why,
+    )
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
+        raise RuntimeError("TensorRT could not create an empty timing cache")
+    return fresh, False
+
+
+#: ``cudaErrorInsufficientDriver``: the CUDA runtime (cuda-python's) is newer than the installed driver.
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+
+
+def _cuda_python_version() -> str:
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "?"
+
+
+def cuda_error_reason(err: int, cuda_python: str) -> str:
+    """Why ``cudaGetDeviceCount`` failed, in one line; a driver older than cuda-python's CUDA names the fix
+    (cuda-python 13.x needs a 580+ driver; JetPack 6 and CUDA 12 drivers need cuda-python 12.x)."""
+    if err == CUDA_ERROR_INSUFFICIENT_DRIVER:
+        need = "a 580+ NVIDIA driver (CUDA 13)" if cuda_python.split(".")[0] == "13" else "a newer NVIDIA driver"
+        return (
+            f"cuda-python {cuda_python} needs {need} than this one: install the CUDA 12 line "
+            "(pip install 'cuda-python>=12.6,<13', the `cuda12` extra; what JetPack 6 runs)"
+        )
+    return f"no CUDA GPU visible (CUDA error {err})"
 
 
 def tensorrt_unavailable_reason() -> str:
@@ -85,24 +152,23 @@ def tensorrt_unavailable_reason() -> str:
     except ImportError:
         return "TensorRT is not installed (pip install 'edge-affect[trt]' on a machine with NVIDIA's package index)"
     try:
-        cudart = _cudart()
-    except ImportError:
+        cudart = import_cudart()
+    except RuntimeError:
         return "cuda-python is not installed (pip install 'edge-affect[trt]')"
     try:
         err, count = cudart.cudaGetDeviceCount()
     except Exception as e:  # noqa: BLE001 - a missing driver surfaces as various errors
         return f"no CUDA driver ({type(e).__name__}: {e})"
-    if int(err) != 0 or count < 1:
+    if int(err) != 0:
+        return cuda_error_reason(int(err), _cuda_python_version())
+    if count < 1:
         return "no CUDA GPU visible"
     return ""
 
 
 def gpu_info() -> dict[str, Any]:
-    """Name and compute capability of GPU 0 via cuda-python."""
-    cudart = _cudart()
-    props = _check(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-    return {"gpu_name": name, "compute_capability": f"{props.major}.{props.minor}"}
+    """Name and compute capability of GPU 0 (the runtime's reading, so sidecars and checks agree)."""
+    return current_gpu(0)
 
 
 def _trt_logger(trt: Any) -> Any:
@@ -132,28 +198,26 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, opts: EngineOpt
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errs}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mib) << 20)
+    settings = builder_settings(opts)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings["workspace_bytes"])
     s = meta.preprocess.input_size
     profile = builder.create_optimization_profile()
     b = opts.batch
     profile.set_shape(INPUT_NAME, (b.min, 3, s, s), (b.opt, 3, s, s), (b.max, 3, s, s))
     config.add_optimization_profile(profile)
-    cache = None
+    cache, write_cache = None, False
     if opts.timing_cache is not None:
-        blob = opts.timing_cache.read_bytes() if opts.timing_cache.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    if opts.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if opts.dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(opts.dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        cache, write_cache = attach_timing_cache(config, opts.timing_cache)
+    for flag in settings["flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if "DLA_core" in settings:
+        config.default_device_type = getattr(trt.DeviceType, settings["default_device_type"])
+        config.DLA_core = settings["DLA_core"]
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
     atomic_write_bytes(engine_path, bytes(serialized))
-    if cache is not None and opts.timing_cache is not None:
+    if write_cache and opts.timing_cache is not None:
         atomic_write_bytes(opts.timing_cache, bytes(cache.serialize()))
     sidecar = {
         "metadata": meta.to_dict(),
@@ -167,11 +231,10 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, opts: EngineOpt
         "strongly_typed": True,
         "version_compatible": opts.version_compatible,
         "dla_core": opts.dla_core,
+        "gpu_fallback": opts.gpu_fallback,
         "workspace_mib": opts.workspace_mib,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
-    from edge_affect.runtime.backends.tensorrt_runner import normalize_sidecar
-
     normalize_sidecar(sidecar)  # the runtime's own check of the keys it reads: one contract
     atomic_write_text(Path(str(engine_path) + SIDECAR_SUFFIX), json.dumps(sidecar, indent=1, sort_keys=True) + "\n")
     log.info("built %s in %.1fs", engine_path, time.perf_counter() - t0)
@@ -179,68 +242,18 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, opts: EngineOpt
 
 
 def trt_run(engine_path: str | Path, x: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
-    """Run an engine over ``x`` (float32 N×3×S×S) in chunks within its profile; outputs by name (float32)."""
-    import tensorrt as trt
+    """Run an engine over ``x`` (float32 N×3×S×S) in chunks within its profile; outputs by name (float32).
 
-    cudart = _cudart()
-    engine_path = Path(engine_path)
-    side = Path(str(engine_path) + SIDECAR_SUFFIX)
-    max_b = json.loads(side.read_text())["batch_range"][2] if side.is_file() else 1
-    batch = min(batch or max_b, max_b)
-    runtime = trt.Runtime(_trt_logger(trt))
-    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-    if engine is None:
-        raise RuntimeError(f"TensorRT cannot deserialize {engine_path} (other TensorRT version or GPU?)")
-    ctx = engine.create_execution_context()
-    stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+    Through the runtime's :class:`TensorRTRunner`: parity judges an engine loaded exactly as deployment loads it
+    (sidecar checks, DLA core, version-compatible plans)."""
     outs: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_NAMES}
-    ptrs: list[int] = []
-    try:
-        for i in range(0, len(x), batch):
-            xb = np.ascontiguousarray(x[i : i + batch], dtype=np.float32)
-            ctx.set_input_shape(INPUT_NAME, xb.shape)
-            host: dict[str, np.ndarray] = {}
-            for j in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(j)
-                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                    arr = xb
-                else:
-                    dtype = trt.nptype(engine.get_tensor_dtype(name))
-                    arr = np.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype)
-                    host[name] = arr
-                ptr = _check(cudart.cudaMalloc(arr.nbytes), "cudaMalloc")
-                ptrs.append(ptr)
-                ctx.set_tensor_address(name, int(ptr))
-                if arr is xb:
-                    _check(
-                        cudart.cudaMemcpyAsync(
-                            ptr, xb.ctypes.data, xb.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream
-                        ),
-                        "copy in",
-                    )
-            if not ctx.execute_async_v3(stream):
-                raise RuntimeError(f"TensorRT execution of {engine_path} failed")
-            for name, arr in host.items():
-                _check(
-                    cudart.cudaMemcpyAsync(
-                        arr.ctypes.data,
-                        ctx.get_tensor_address(name),
-                        arr.nbytes,
-                        cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                        stream,
-                    ),
-                    "copy out",
-                )
-            _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-            for name in OUTPUT_NAMES:
-                outs[name].append(host[name].astype(np.float32))
-            for p in ptrs:
-                cudart.cudaFree(p)
-            ptrs.clear()
-    finally:
-        for p in ptrs:
-            cudart.cudaFree(p)
-        cudart.cudaStreamDestroy(stream)
+    with TensorRTRunner(engine_path) as runner:
+        top = runner.max_batch or len(x) or 1
+        step = max(1, min(batch or top, top))
+        for i in range(0, len(x), step):
+            y = runner.infer({INPUT_NAME: np.ascontiguousarray(x[i : i + step], dtype=np.float32)})
+            for k in OUTPUT_NAMES:
+                outs[k].append(y[k].astype(np.float32))
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 

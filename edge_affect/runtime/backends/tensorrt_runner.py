@@ -142,11 +142,28 @@ def normalize_sidecar(data: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"engine sidecar batch_range must be [min, opt, max] with 1 <= min <= opt <= max, got {br!r:.60}"
         )
+    dla = data.get("dla_core")
+    if dla is not None and (isinstance(dla, bool) or not isinstance(dla, int) or dla < 0):
+        raise ValueError(f"engine sidecar dla_core must be null or a DLA core number >= 0, got {dla!r:.60}")
+    if not isinstance(data.get("gpu_fallback", True), bool):
+        raise ValueError(f"engine sidecar gpu_fallback must be true or false, got {data['gpu_fallback']!r:.60}")
     if not isinstance(data.get("version_compatible", False), bool):
         raise ValueError(
             f"engine sidecar version_compatible must be true or false, got {data['version_compatible']!r:.60}"
         )
     return dict(data)
+
+
+def runtime_settings(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The ``IRuntime`` attributes an engine needs before it is deserialised, from its sidecar: ``DLA_core`` for
+    an engine built for a DLA core (without it TensorRT loads it onto core 0), ``engine_host_code_allowed`` for a
+    version-compatible plan (it embeds its own lean runtime)."""
+    out: dict[str, Any] = {}
+    if sidecar.get("dla_core") is not None:
+        out["DLA_core"] = int(sidecar["dla_core"])
+    if sidecar.get("version_compatible"):
+        out["engine_host_code_allowed"] = True
+    return out
 
 
 def check_engine_compat(
@@ -226,8 +243,8 @@ class TensorRTRunner(BaseRunner):
             )
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._trt_runtime = trt.Runtime(self._trt_logger)
-        if self.sidecar.get("version_compatible"):
-            self._trt_runtime.engine_host_code_allowed = True  # the plan embeds its own lean runtime
+        for name, value in runtime_settings(self.sidecar).items():
+            setattr(self._trt_runtime, name, value)
         self.engine = self._trt_runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"{self.path}: TensorRT could not deserialize the engine (see the TensorRT log above)")
@@ -236,6 +253,8 @@ class TensorRTRunner(BaseRunner):
             raise RuntimeError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
         self.stream = _cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self.device = gpu["gpu_name"]
+        if self.sidecar.get("dla_core") is not None:
+            self.device += f" DLA core {int(self.sidecar['dla_core'])}"
         if self._profile and self.engine.num_optimization_profiles > self._profile:
             self.context.set_optimization_profile_async(self._profile, int(self.stream))
 
