@@ -107,7 +107,10 @@ class Server:
         finally:
             conn.close()
 
-    read_sse = staticmethod(lambda r, limit=None: read_sse(r, limit))
+    @staticmethod
+    def read_sse(r: Any, limit: int | None = None) -> tuple[list[dict], dict | None]:
+        """:func:`read_sse` (for test modules, which cannot import this conftest)."""
+        return read_sse(r, limit)
 
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
