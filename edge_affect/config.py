@@ -173,6 +173,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = full epoch
     stop_after_epochs: int = 0  # > 0: stop after this many epochs, keeping the LR schedule of `epochs`
     init_from: str | None = None  # checkpoint whose weights start the model (fine-tuning a trained model)
+    init_from_partial: bool = False  # take only the init_from weights that match (else a partial match is refused)
     loss: LossConfig = field(default_factory=LossConfig)
     skip_bad_rows: bool = False
     # validation score that chooses best.pt: "p" (ABAW P = VA + EXPR + AU) or "expr_acc" (expression top-1

@@ -32,7 +32,7 @@ from edge_affect.losses import MultiTaskLoss
 from edge_affect.metrics import mtl_score, tune_au_thresholds
 from edge_affect.models import create_model, save_checkpoint
 from edge_affect.models.checkpoint import read_checkpoint
-from edge_affect.schema import TASKS
+from edge_affect.schema import MISSING_AU, MISSING_VA, TASKS
 from edge_affect.train import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -144,22 +144,83 @@ def predict_cache(
     return {k: v.cpu()[order][keep].numpy() for k, v in res.items() if k != "index"}
 
 
-def init_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
+def init_weights(model: torch.nn.Module, checkpoint: str | Path, *, partial: bool = False) -> None:
     """Start ``model`` from the weights of ``checkpoint`` (same architecture), e.g. to fine-tune a trained model.
 
-    Only weights are taken (no optimizer state, task weights or schedule); mismatches are one-line errors."""
+    Only weights are taken (no optimizer state, task weights or schedule). A checkpoint that lacks some of the
+    model's weights, holds weights the model has no place for (a deeper model: layers would be dropped) or
+    other shapes is refused in one line, unless ``partial``: then the weights that match are taken and the
+    rest is reported."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"init_from: checkpoint {path} does not exist")
     _, sd, _ = read_checkpoint(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
     shape = sorted(k for k in own.keys() & sd.keys() if tuple(own[k].shape) != tuple(sd[k].shape))
-    if missing or shape:
-        what = f"lacks {missing[:3]}" if missing else f"has other shapes for {shape[:3]}"
-        raise ValueError(f"init_from: {path} {what} (a different model config?)")
-    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    bad = [k for k, v in sd.items() if k in own and v.dtype.is_floating_point and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"init_from: {path} has non-finite weights ({bad[:3]}), expected a checkpoint of finite weights")
+    if (missing or extra or shape) and not partial:
+        what = (
+            f"lacks {len(missing)} of the model's weights ({missing[:3]})"
+            if missing
+            else f"has other shapes for {shape[:3]}"
+            if shape
+            else f"holds {len(extra)} weights the model has no place for ({extra[:3]}: a deeper or other model)"
+        )
+        raise ValueError(
+            f"init_from: {path} {what}, expected a checkpoint of the same model config "
+            "(init_from_partial = true takes only the weights that match)"
+        )
+    take = {k: sd[k] for k in own if k in sd and k not in shape}
+    model.load_state_dict({**own, **take}, strict=True)
+    if missing or extra or shape:
+        log.warning(
+            "init_from %s: took %d of %d weights; %d left at their initial values, %d of other shapes and %d "
+            "without a place in the model dropped (init_from_partial)",
+            path,
+            len(take),
+            len(own),
+            len(missing),
+            len(shape),
+            len(extra),
+        )
     log.info("initialised the model from %s", path)
+
+
+def check_select_on(select_on: str, cache, where: str = "config") -> None:
+    """Refuse a ``select_on`` score the validation split cannot compute (it would freeze best.pt at epoch 1)."""
+    has = {
+        "va": bool((np.asarray(cache.va) != MISSING_VA).any()),
+        "expr": bool((np.asarray(cache.expr) >= 0).any()),
+        "au": bool((np.asarray(cache.au) != MISSING_AU).any()),
+    }
+    if select_on == "expr_acc" and not has["expr"]:
+        raise ValueError(
+            f"{where}: select_on 'expr_acc': the validation split ({len(cache)} rows) has no expression labels, "
+            "expected a select_on it can score ('p')"
+        )
+    if select_on == "p" and not any(has.values()):
+        raise ValueError(
+            f"{where}: select_on 'p': the validation split ({len(cache)} rows) has no VA, expression or AU labels, "
+            "expected a labelled validation split"
+        )
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or ±inf."""
+    return [k for k, v in tensors.items() if v.dtype.is_floating_point and not bool(torch.isfinite(v).all())]
+
+
+def _diverged(what: str, epoch: int, step: int, last_path: Path) -> ValueError:
+    """The one-line error that stops a diverging run (nothing of it is saved)."""
+    kept = f"{last_path} (the last good epoch) is kept" if last_path.is_file() else "no checkpoint was written"
+    return ValueError(
+        f"training diverged: {what} at epoch {epoch} (step {step}); {kept}, expected finite values "
+        "(lower lr, keep grad_clip, check the loss weights)"
+    )
 
 
 def score_predictions(pred: dict[str, np.ndarray], cache, au_thresholds=None) -> dict[str, float]:
@@ -388,8 +449,9 @@ def _train(
             f"training set has {len(train_cache)} rows, fewer than one batch ({cfg.batch_size} × {info.world_size} ranks)"
         )
 
+    check_select_on(cfg.select_on, val_cache)
     if cfg.init_from:
-        init_weights(model, cfg.init_from)
+        init_weights(model, cfg.init_from, partial=cfg.init_from_partial)
     model.to(info.device)
     precision = train_precision(info.device, cfg.amp)
     channels_last = cfg.channels_last and (info.device.type == "cuda" or precision == "bf16")
@@ -481,6 +543,14 @@ def _train(
             with _autocast(info.device, precision):
                 out_t = ddp_model(x)
             total, losses, _ = criterion({k: v.float() for k, v in out_t.items()}, batch)
+            finite = torch.isfinite(total.detach()).float()
+            if info.enabled:  # every rank stops together
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if not bool(finite):
+                if bar is not None:
+                    bar.close()
+                parts = ", ".join(f"{t} {float(losses[t].detach()):g}" for t in TASKS)
+                raise _diverged(f"the loss is {float(total.detach())} ({parts})", epoch + 1, step, last_path)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if cfg.grad_clip > 0:
@@ -514,6 +584,12 @@ def _train(
         val = score_predictions(pred, val_cache)
         au_th, _ = tune_au_thresholds(pred["au"], val_cache.au)
         val_tuned = score_predictions(pred, val_cache, au_th)
+        if not math.isfinite(val[cfg.select_on]):
+            raise _diverged(f"validation {cfg.select_on} is {val[cfg.select_on]}", epoch + 1, step, last_path)
+        bad = _non_finite(model.state_dict()) + _non_finite(ema.shadow if ema is not None else {})
+        bad += _non_finite({"log_vars": criterion.log_vars.detach()})
+        if bad:
+            raise _diverged(f"non-finite weights ({bad[:3]})", epoch + 1, step, last_path)
         weights = criterion.weights()
         record = {
             "epoch": epoch + 1,
