@@ -6,7 +6,8 @@ clients, with dynamic batching and without (``--no-batching``), against the real
 Each client keeps one HTTP/1.1 connection and sends ``--requests`` photos one after another (default: the
 shipped astronaut photo as JPEG, one face). Per row: requests/s over the whole round, p50/p99 latency, errors,
 and the batches the server formed in that round (mean requests per model call, from ``/metrics``). The server
-runs with its defaults (``--workers 4``, ``--batch-wait-ms 2``) unless told otherwise.
+runs with its defaults (``--workers 4``, ``--batch-wait-ms 2``) unless told otherwise. The machine's load
+average is recorded: on a shared machine the rows are only comparable within one run.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"bench_serve: error: --image {args.image}: not a readable image")
     body = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     rows = []
+    load_before = os.getloadavg()
     for mode, extra in (("batching", []), ("no batching", ["--no-batching"])):
         srv = Serve(extra + args.serve_args.split())
         try:
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             "requests_per_client": args.requests,
             "serve_args": args.serve_args,
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                        "python": platform.python_version()},
+                        "python": platform.python_version(),
+                        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]}},
             "rows": rows,
         }
         atomic_write_text(args.json, json.dumps(result, indent=2))

@@ -1,5 +1,7 @@
 """The HTTP app (Starlette): routes, the guard in front of them (auth, host, body size), JSON errors.
 
+Imported only by ``edge-affect serve`` (``serve.cli``), once Starlette is known to be installed.
+
 Every refusal is ``{"error": "<one line>"}`` with a 4xx status, and the server keeps serving. Auth: with a
 token, every route but ``/healthz`` needs ``Authorization: Bearer <token>`` or the cookie the viewer gets by
 opening ``/?token=<token>`` once (as Jupyter does; ``SameSite=Strict``, ``HttpOnly``). Without a token the
@@ -19,6 +21,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
 
 from edge_affect import __version__
 from edge_affect.runtime.pipeline import FacePipeline
@@ -68,7 +84,14 @@ class Service:
         pipeline_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.predictor = predictor
-        self.batcher = DynamicBatcher(predictor, max_batch=max_batch, max_wait_ms=batch_wait_ms) if batching else None
+        self.counters = ServerCounters()
+        self.batcher = (
+            DynamicBatcher(
+                predictor, max_batch=max_batch, max_wait_ms=batch_wait_ms, pending=lambda: self.counters.in_flight
+            )
+            if batching
+            else None
+        )
         # Still photos: no tracking, so one pipeline serves every request, in parallel on ONNX Runtime.
         kwargs = {k: v for k, v in (pipeline_kwargs or {}).items() if k in ("det_size", "max_faces")}
         model = BatchedPredictor(predictor, self.batcher) if self.batcher else predictor
@@ -76,7 +99,6 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predict")
         self.max_body = max_body
         self.manager = manager
-        self.counters = ServerCounters()
         self.started = time.time()
 
     def predict_bytes(self, body: bytes) -> dict[str, Any]:
@@ -119,9 +141,7 @@ class Service:
         self.photo_pipeline.close()
 
 
-def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
-    from starlette.responses import JSONResponse
-
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -165,10 +185,7 @@ class Guard:
         finally:
             self.service.counters.request(method, route_label(path), status_seen[0] or 500)
 
-    def _check(self, scope: Any, path: str, method: str) -> Any:
-        from starlette.datastructures import QueryParams
-        from starlette.responses import RedirectResponse
-
+    def _check(self, scope: Any, path: str, method: str) -> Response | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.token is None:
             host = headers.get("host", "")
@@ -194,7 +211,7 @@ class Guard:
         return None
 
 
-async def read_body(request: Any, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as more than ``limit`` bytes have arrived (chunked bodies too)."""
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -205,7 +222,7 @@ async def read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _after(request: Any) -> int | None:
+def _after(request: Request) -> int | None:
     """Replay point of an event subscription: ``Last-Event-ID`` (events after it) or ``?from=N`` (from N on)."""
     last = request.headers.get("last-event-id")
     start = request.query_params.get("from")
@@ -219,14 +236,8 @@ def _after(request: Any) -> int | None:
     return None
 
 
-def create_app(service: Service, *, token: str | None = None, sources: list[str] | None = None) -> Any:
+def create_app(service: Service, *, token: str | None = None, sources: list[str] | None = None) -> Starlette:
     """The Starlette app; ``sources`` (``--source``) start when it starts."""
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
-    from starlette.routing import Route
-
     viewer = resources.files("edge_affect.serve").joinpath("viewer.html").read_text(encoding="utf-8")
     manager = service.manager
 

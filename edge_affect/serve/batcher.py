@@ -2,7 +2,8 @@
 
 As Triton's dynamic batcher: the first waiting request opens a batch, which closes when ``max_batch`` faces
 are in it or ``max_wait_ms`` has passed since it opened, whichever is first; one thread runs the model on it
-and hands each request its own records. :class:`BatchedPredictor` puts the batcher behind the
+and hands each request its own records. Given ``pending`` (requests in progress anywhere in the server), a batch
+that already holds every one of them runs at once: a lone client never pays the wait. :class:`BatchedPredictor` puts the batcher behind the
 ``Predictor.predict`` contract, so a :class:`~edge_affect.runtime.pipeline.FacePipeline` uses it unchanged.
 """
 
@@ -13,6 +14,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from edge_affect.runtime.predictor import Predictor
@@ -38,7 +40,14 @@ class _Job:
 class DynamicBatcher:
     """Runs ``predictor.predict`` on batches formed from concurrent :meth:`predict` calls (thread-safe)."""
 
-    def __init__(self, predictor: Predictor, *, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+        pending: Callable[[], int] | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch}: expected ≥ 1 face")
         if not 0 <= max_wait_ms <= 1000:
@@ -46,6 +55,7 @@ class DynamicBatcher:
         self.predictor = predictor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
+        self.pending = pending
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         #: Batches run, by the number of requests in them and by the number of faces.
@@ -78,6 +88,8 @@ class DynamicBatcher:
         deadline = time.perf_counter() + self.max_wait_s
         while n < self.max_batch:
             left = deadline - time.perf_counter()
+            if self.pending is not None and self.pending() <= len(jobs):
+                left = 0.0  # nobody else is on the way: take what is queued and go
             try:
                 job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
