@@ -32,7 +32,7 @@ import numpy as np
 
 from edge_affect.artifact import atomic_write_text
 from edge_affect.cliutil import positive_int
-from edge_affect.formats import FORMATS
+from edge_affect.formats import FORMATS, TARGET_DESCRIPTIONS, format_of
 from edge_affect.iopaths import declare
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     d.set_defaults(func=_demo)
     declare(d, reads=("checkpoint", "ferplus"), folders=("out",))
+
+
+def _target_of(artifact: str) -> str:
+    """What an export artifact is for (the format table's target), '' for a name it does not hold."""
+    fmt = format_of(artifact)
+    return TARGET_DESCRIPTIONS[fmt.target] if fmt is not None else ""
 
 
 def check_inputs_outside(out: Path, inputs: dict[str, Path | None]) -> None:
@@ -408,11 +414,14 @@ def run_demo(
         )
 
     # 1. export
-    why_not = "disabled with --no-engine" if not engines else tensorrt_unavailable_reason()
+    no_trt = tensorrt_unavailable_reason()
+    why_not = "disabled with --no-engine" if not engines else no_trt
     con.print(f"[bold]1/4 export[/] FP32 / FP16 / INT8 ONNX{' + TensorRT engines' if not why_not else ''} …")
     t = time.perf_counter()
-    # INT8 calibration: the default model's own choice (entropy) for it, "max" for any other checkpoint
-    report = export_all(ExportRequest(checkpoint=ckpt, out=out / "export", fp16=True, int8=True, engine=not why_not))
+    # INT8 calibration: the default model's own choice (entropy) for it, "max" for any other checkpoint; without
+    # TensorRT also the CPU INT8 model (as `export --int8` does), the INT8 that runs fast on this machine
+    req = ExportRequest(ckpt, out / "export", fp16=True, int8=True, int8_cpu=bool(no_trt), engine=not why_not)
+    report = export_all(req)
     export_s = time.perf_counter() - t
     if why_not:
         con.print(f"[yellow]TensorRT engines not built: {escape(why_not)}[/]")
@@ -425,6 +434,7 @@ def run_demo(
         ("onnx", "onnx fp32"),
         ("onnx-fp16", "onnx fp16"),
         ("onnx-int8", "onnx int8 q/dq"),
+        ("onnx-int8-cpu", "onnx int8 cpu"),
         ("engine-fp16", "tensorrt fp16"),
         ("engine-int8", "tensorrt int8"),
     ):
@@ -551,6 +561,7 @@ def _summary(out, ckpt, card, report, results, clip_rows, clip_s, latency, mosai
             "gates": [
                 {
                     "artifact": c.artifact,
+                    "for": _target_of(c.artifact),
                     "backend": c.backend,
                     "gate": g.name,
                     "value": g.value,
@@ -609,11 +620,12 @@ def _print_tables(con: Any, s: dict) -> None:
     g = Table(
         title=f"parity gates vs PyTorch FP32 (frames: export/export_report.md) — {'PASS' if s['export']['passed'] else 'FAIL'}"
     )
-    for col in ("artifact", "gate", "value", "threshold", "result"):
+    for col in ("artifact", "for", "gate", "value", "threshold", "result"):
         g.add_column(col)
     for x in s["export"]["gates"]:
         g.add_row(
             x["artifact"],
+            x.get("for", ""),
             x["gate"],
             f"{x['value']:.6g}",
             f"{x['op']} {x['threshold']:g}",
@@ -687,9 +699,10 @@ def _markdown(s: dict) -> str:
         f"Latency: `predict` on the astronaut's face crop, {LATENCY_WARMUP} warm-up calls, then {n_calls} timed "
         f"calls per artifact (at most {LATENCY_CALLS}; {LATENCY_BUDGET_S:g} s once {LATENCY_MIN_CALLS} are in); "
         "median and interquartile range in ms. The PyTorch reference and",
-        "the FP16 ONNX (FP16 is for GPUs; on a CPU it measures casts) are not timed. INT8 Q/DQ graphs are built",
-        "for TensorRT (INT8 kernels); ONNX Runtime on a CPU runs them slower than FP32, so the CPU latency of the",
-        "INT8 row is not its edge latency.",
+        "the FP16 ONNX (FP16 is for GPUs; on a CPU it measures casts) are not timed. The INT8 Q/DQ graph",
+        f"(`{FORMATS['onnx-int8'].filename}`) is built for TensorRT (INT8 kernels); ONNX Runtime on a CPU runs it",
+        "slower than FP32, so its CPU latency is not its edge latency. The CPU INT8 model",
+        f"(`{FORMATS['onnx-int8-cpu'].filename}`, written where TensorRT is absent) is the INT8 for CPUs.",
         "",
         "The FER mosaic holds 16 faces from `calibration/default` (FER2013 training split, so seen in training):",
         "it shows the outputs on real expressions, it is not an accuracy measurement (see MODEL_CARD.md).",
@@ -724,12 +737,13 @@ def _markdown(s: dict) -> str:
         "",
         f"## Parity gates (vs PyTorch FP32 on the frames export_report.md names; *{MEASURED}*)",
         "",
-        "| artifact | gate | value | threshold | result |",
-        "|---|---|---|---|---|",
+        "| artifact | for | gate | value | threshold | result |",
+        "|---|---|---|---|---|---|",
     ]
     for x in s["export"]["gates"]:
         lines.append(
-            f"| {x['artifact']} | {x['gate']} | {x['value']:.6g} | {x['op']} {x['threshold']:g} | {'pass' if x['passed'] else 'FAIL'} |"
+            f"| {x['artifact']} | {x.get('for', '')} | {x['gate']} | {x['value']:.6g} | {x['op']} {x['threshold']:g} "
+            f"| {'pass' if x['passed'] else 'FAIL'} |"
         )
     lines += [
         "",

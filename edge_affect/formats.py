@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 #: Where an artifact is meant to run: any backend, TensorRT (or ONNX Runtime's CUDA/TensorRT providers), or CPU.
 TARGETS: tuple[str, ...] = ("any", "tensorrt", "cpu")
+#: What each target means, for reports and the CLI ("which file is for which target").
+TARGET_DESCRIPTIONS: dict[str, str] = {
+    "any": "any backend (ONNX Runtime CPU/CUDA, TensorRT)",
+    "tensorrt": "TensorRT / CUDA GPUs and Jetson (slow on CPUs)",
+    "cpu": "ONNX Runtime on CPUs (integer kernels)",
+}
 #: Precisions an export folder offers (``--precision`` of run/bench).
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from edge_affect.cliutil import float_range, int_range
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.gates import DEFAULT_HOLDOUT
-from edge_affect.formats import FORMATS
+from edge_affect.formats import FORMATS, TARGET_DESCRIPTIONS
 from edge_affect.iopaths import declare
 
 #: Artifact file names by format key (help texts name the files the table names).
@@ -347,6 +347,23 @@ def default_export_dir(checkpoint: Path, default: bool = False) -> Path:
     return DEFAULT_EXPORT_ROOT / f"{name}-{sha256_file(checkpoint)[:8]}"
 
 
+def _cpu_int8_too(args: argparse.Namespace, targets: set[str]) -> set[str]:
+    """``--int8`` without a recipe on a machine without TensorRT: also the CPU INT8 model, the one that runs fast
+    here (the TensorRT-shaped one runs several times slower than FP32 on CPUs)."""
+    if "tensorrt" not in targets or "cpu" in targets or args.profile is not None:
+        return set()
+    from edge_affect.export.tensorrt_build import tensorrt_unavailable_reason
+
+    why = tensorrt_unavailable_reason()
+    if not why:
+        return set()
+    print(
+        f"no TensorRT here ({why}): writing {_FILE['onnx-int8-cpu']} too, the INT8 model for this CPU "
+        f"(run/bench --precision int8 pick it); {_FILE['onnx-int8']} is for TensorRT / Jetson"
+    )
+    return {"cpu"}
+
+
 def _export(args: argparse.Namespace) -> int:
     from edge_affect.export.pipeline import ExportRequest, export_all
     from edge_affect.export.tensorrt_build import BatchRange
@@ -363,6 +380,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"no checkpoint given: exporting the default model {args.checkpoint} to {args.out}")
     # the flags add up: --int8 is the TensorRT-shaped model, each --int8-target adds its model
     targets = {*(args.int8_target or []), *(["tensorrt"] if args.int8 else [])}
+    targets |= _cpu_int8_too(args, targets)
     qat = None
     if args.qat:
         from edge_affect.export.qat import QatSettings
@@ -401,7 +419,8 @@ def _export(args: argparse.Namespace) -> int:
     g = rep.gate_frames
     print(f"gates judged {g.get('count', 0)} frames ({g.get('source', '')}), none used for calibration")
     for name, a in rep.artifacts.items():
-        print(f"{args.out / name}  {a['size_bytes'] / 1024:.1f} KiB  ({a['precision']})")
+        target = TARGET_DESCRIPTIONS.get(a.get("target", ""), "")
+        print(f"{args.out / name}  {a['size_bytes'] / 1024:.1f} KiB  ({a['precision']}; for {target})")
     if rep.engines_skipped:
         print(f"TensorRT engines skipped: {rep.engines_skipped}")
     if device_hint:

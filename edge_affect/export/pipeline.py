@@ -130,9 +130,12 @@ class ExportReport:
         if self.triton:
             lines.append(f"- Triton model: `{self.triton}`")
         lines += int8_markdown(self.int8_fallback, self.qat)
-        lines += ["", "## Artifacts", "", "| file | precision | size (KiB) | sha256 |", "|---|---|---|---|"]
+        lines += ["", "## Artifacts", "", "| file | precision | for | size (KiB) | sha256 |", "|---|---|---|---|---|"]
         for name, a in self.artifacts.items():
-            lines.append(f"| {name} | {a['precision']} | {a['size_bytes'] / 1024:.1f} | `{a['sha256'][:16]}…` |")
+            target = formats.TARGET_DESCRIPTIONS.get(a.get("target", ""), "")
+            lines.append(
+                f"| {name} | {a['precision']} | {target} | {a['size_bytes'] / 1024:.1f} | `{a['sha256'][:16]}…` |"
+            )
         lines += ["", "## Step timings", "", "| step | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in self.timings_s.items()]
         lines += ["", "## Parity gates (vs PyTorch FP32, on the gate frames)", ""]

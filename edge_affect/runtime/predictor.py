@@ -26,6 +26,25 @@ log = logging.getLogger(__name__)
 STATUS_OK = "ok"
 STATUS_BAD_INPUT = "bad_input"
 STATUS_NONFINITE = "nonfinite_output"
+#: A crop this much longer on one side than the other is not an aligned face crop (those are square); photos and
+#: video frames (4:3, 3:2, 16:9) are.
+MAX_CROP_ASPECT = 1.25
+#: A crop at least this large on its shorter side is the size of a photo or a video frame, not of a face crop.
+MIN_FRAME_SIDE = 512
+NOT_A_CROP_HINT = (
+    "predict() takes aligned face crops; for whole photos or video frames use FacePipeline "
+    "(edge_affect.runtime.FacePipeline: finds, aligns and predicts every face)"
+)
+
+
+def not_a_face_crop(shape: Sequence[int]) -> str:
+    """Why an image of ``shape`` (H, W[, C]) is clearly not an aligned face crop ('' when it may be one)."""
+    h, w = int(shape[0]), int(shape[1])
+    if max(h, w) > MAX_CROP_ASPECT * min(h, w):
+        return f"a {w}×{h} px image is not square within 1:{MAX_CROP_ASPECT:g} (aligned face crops are)"
+    if min(h, w) >= MIN_FRAME_SIDE:
+        return f"a {w}×{h} px image has the size of a photo or frame, not of a face crop"
+    return ""
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -72,6 +91,7 @@ class Predictor:
         if pr:
             self.min_batch = int(pr[0][0])
         self.check_tensors()
+        self._warned_not_crop = False
 
     # -- identity --------------------------------------------------------------------------------
     @property
@@ -230,8 +250,18 @@ class Predictor:
         ``max_batch`` at a time, so memory stays bounded for any number of faces.
 
         ``timings``, if given, receives seconds spent in ``preprocess``, ``infer`` and ``post``.
+
+        An image that is clearly not an aligned face crop (not square within 1:1.25, or 512 px or more on its
+        shorter side: a photo or a video frame) is still predicted, as given, but logs a warning (once per
+        ``Predictor``) that points to :class:`~edge_affect.runtime.pipeline.FacePipeline`, which finds, aligns and
+        predicts each face.
         """
         items = as_face_list(faces, "predict")
+        if not self._warned_not_crop:
+            why = next((w for f in items if (w := not_a_face_crop(np.shape(f)))), "")
+            if why:
+                self._warned_not_crop = True
+                log.warning("%s: %s. %s", self.source, why, NOT_A_CROP_HINT)
         result: list[dict[str, Any]] = []
         t_pre = t_inf = t_post = 0.0
         for start in range(0, len(items), self.max_batch):

@@ -155,9 +155,40 @@ def test_cpu_profile_writes_only_the_cpu_int8(trained_ckpt, calib_dir, tmp_path,
     with pytest.raises(SystemExit):
         main(["export", str(trained_ckpt), "--out", str(tmp_path / "o"), "--int8-target", "cpu"])
     assert seen["req"].int8_cpu and not seen["req"].int8
+    import edge_affect.export.tensorrt_build as tb
+
+    monkeypatch.setattr(tb, "tensorrt_unavailable_reason", lambda: "")  # a machine with TensorRT: --int8 is that one
     with pytest.raises(SystemExit):
         main(["export", str(trained_ckpt), "--out", str(tmp_path / "o"), "--int8"])
     assert seen["req"].int8 and not seen["req"].int8_cpu
+
+
+def test_int8_without_tensorrt_also_writes_the_cpu_model(trained_ckpt, tmp_path, monkeypatch, capsys):
+    """The first hour on a CPU-only machine: ``--int8`` also writes the CPU INT8 model and says which is which;
+    a recipe (``--profile``) decides for itself."""
+    import edge_affect.export.pipeline as pipeline
+    import edge_affect.export.tensorrt_build as tb
+    from edge_affect.cli import main
+
+    seen: dict[str, object] = {}
+
+    def fake_export_all(req):
+        seen["req"] = req
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "export_all", fake_export_all)
+    monkeypatch.setattr(tb, "tensorrt_unavailable_reason", lambda: "TensorRT is not installed")
+    out = ["export", str(trained_ckpt), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        main([*out, "--int8"])
+    assert seen["req"].int8 and seen["req"].int8_cpu
+    said = capsys.readouterr().out
+    assert f"no TensorRT here (TensorRT is not installed): writing {CPU_INT8_ONNX} too" in said
+    assert f"{FORMATS['onnx-int8'].filename} is for TensorRT / Jetson" in said
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SystemExit):
+        main([*out, "--profile", str(root / "export/jetson-orin.toml")])
+    assert seen["req"].int8 and not seen["req"].int8_cpu  # the Jetson recipe: its model only
 
 
 def test_int8_flags_add_up(trained_ckpt, tmp_path, monkeypatch):

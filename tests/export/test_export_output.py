@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 
 from edge_affect.calibration import read_manifest
+from edge_affect.export.tensorrt_build import tensorrt_unavailable_reason
+from edge_affect.formats import FORMATS
 
 pytest.importorskip("modelopt", reason="INT8 export needs NVIDIA ModelOpt (the export extra)")
+if not tensorrt_unavailable_reason():
+    pytest.skip("the console of a machine without TensorRT (here TensorRT runs)", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The issue's budget for the console output of an export (it was 1,057 lines with 512 calibration frames).
@@ -36,7 +40,11 @@ def test_export_output_fits_on_a_screen(trained_ckpt: Path, calib_dir: Path, tmp
     assert modelopt == [], modelopt  # ModelOpt's own lines (and their root-logger echo) are in the log only
     (out,) = (tmp_path / "runs" / "export").iterdir()  # the default --out: runs/export/<name>-<sha256[:8]>
     assert out.name.endswith(f"-{_sha8(trained_ckpt)}") and f"artifacts in runs/export/{out.name}/" in r.stdout
-    assert {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "quantize.log"} <= {p.name for p in out.iterdir()}
+    files = {FORMATS[k].filename for k in ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-cpu")} | {"quantize.log"}
+    assert files <= {p.name for p in out.iterdir()}  # no TensorRT here: the CPU INT8 model too
+    for key, target in (("onnx-int8", "TensorRT / CUDA GPUs"), ("onnx-int8-cpu", "ONNX Runtime on CPUs")):
+        line = next(x for x in console if f"/{FORMATS[key].filename}  " in x)  # "<path>  <size> KiB  (<what>)"
+        assert target in line, line  # each file says which target it is for
     log = (out / "quantize.log").read_text()
     assert "===== FP16 (ModelOpt AutoCast)" in log
     (frames,) = re.findall(r"===== INT8 PTQ \(ModelOpt, entropy calibration, (\d+) frames\)", log)
