@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--artifact", default=None, help="model (default: the shipped default model's ONNX)")
     ap.add_argument("--video", default=None, help="time this video instead of the generated clips (no ground truth)")
+    ap.add_argument(
+        "--real",
+        default=str(ROOT.parent / "shared" / "data" / "video"),
+        help="folder of real clips run after the generated ones (default ../shared/data/video; skipped if absent)",
+    )
     ap.add_argument("--frames", type=int, default=150, help="frames per generated clip (default 150)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds per policy (default 3)")
     ap.add_argument("--prefetch", type=int, default=4, help="frames decoded ahead in a thread (0 = off)")
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         moving_face_clip,
         unseen_clip,
         walking_person_clip,
+        webcam_clip,
     )
     from edge_affect.runtime.predictor import load
 
@@ -102,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
                 "crossing (checked the defaults)": (cross, crossing_clip(cross, args.frames), later),
                 "unseen (no setting chosen on it)": (unseen, unseen_clip(unseen, args.frames), later),
             }
+            cam = Path(tmp) / "webcam_640x480.mp4"
+            clips["webcam-like (compression, blur, exposure, edge, cut)"] = (cam, webcam_clip(cam, args.frames), later)
+            real = Path(args.real)
+            if real.is_dir():
+                for v in sorted(real.iterdir()):
+                    if v.suffix.lower() in (".mp4", ".mov", ".avi", ".mkv"):
+                        clips[f"real: {v.name}"] = (v, None, later)
         for title, (video, truth, rounds) in clips.items():
             res = bench_pipeline(predictor, video, policies, rounds=rounds, prefetch=args.prefetch, truth=truth)
             results["clips"][title] = res
@@ -113,6 +126,21 @@ def main(argv: list[str] | None = None) -> int:
                 if a["pickup_frames"]:
                     print(f"  {r['policy']}: picked up new faces after {a['pickup_frames']} frames; ", end="")
                     print(f"same faces in view, outside the pickup window: {100 * (a['same_faces'] or 0):.1f} %")
+        # Summed over every clip: all frames over all the time each policy took (fastest rounds).
+        totals: dict[str, list[float]] = {}
+        for res in results["clips"].values():
+            for r in res["policies"]:
+                key = r["policy"].split(":")[0] if ":" in r["policy"] else r["policy"]
+                t = totals.setdefault(key, [0.0, 0.0])
+                t[0] += r["frames"]
+                t[1] += r["frames"] / r["fps"]
+        results["summed"] = {k: {"frames": f, "seconds": sec, "fps": f / sec} for k, (f, sec) in totals.items()}
+        if "old" in totals and "new" in totals:
+            results["summed_speedup_new_vs_old"] = results["summed"]["new"]["fps"] / results["summed"]["old"]["fps"]
+            print(
+                f"\nsummed over {len(results['clips'])} clips: new {results['summed']['new']['fps']:.1f} frames/s, "
+                f"old {results['summed']['old']['fps']:.1f} frames/s, {results['summed_speedup_new_vs_old']:.2f}×"
+            )
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=1, default=float))
             print(f"\nresults in {args.json}")

@@ -168,9 +168,18 @@ def pipeline_policies(
     policy = track_policy or DEFAULT_TRACK_POLICY
     pick = pickup or DEFAULT_PICKUP
     new = {"det_size": size, "detect_every": n, "track_policy": policy}
-    pols = {"old: every frame @640": {"det_size": 640, "detect_every": 1}}
+    pols = {
+        "old: every frame @640": {
+            "det_size": 640,
+            "detect_every": 1,
+            "filter_landmarks": False,
+            "hold": False,
+            "smooth": False,
+        }
+    }
     if pick != "none":
         pols[f"@{size}, detect every {n}, {policy}, no pickup"] = {**new, "pickup": "none"}
+    pols[f"every frame @{size}, filtered, smoothed"] = {"det_size": size, "detect_every": 1}
     pols[f"new: @{size}, detect every {n}, {policy}, pickup {pick}"] = {**new, "pickup": pick}
     return pols
 
@@ -187,10 +196,12 @@ def _pipeline_pass(
     from edge_affect.runtime.pipeline import FacePipeline
     from edge_affect.runtime.sources import open_source
 
-    pipe = FacePipeline(predictor, detector, **settings)
+    # Each frame's own predictions: face finding is compared on them, smoothing is replayed afterwards.
+    pipe = FacePipeline(predictor, detector, **{**settings, "smooth": False})
     src = open_source(str(video), prefetch=prefetch)
     timings: dict[str, float] = {}
     faces: list[FrameFaces] = []
+    records: list[list[dict[str, Any]]] = []
     full: list[bool] = []
     size: tuple[int, int] | None = None
     n = 0
@@ -209,6 +220,7 @@ def _pipeline_pass(
             recs = pipe.process(frame.image, timings, error=frame.error)
             full.append(pipe.stats["full"] > before)
             faces.append([(np.asarray(r["box"], dtype=np.float64), r["expression"]) for r in recs if r["box"]])
+            records.append([r for r in recs if r["box"]])
             n += 1
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
@@ -231,6 +243,8 @@ def _pipeline_pass(
         "dropped": getattr(src, "dropped", 0),
         "_faces": faces,
         "_full": full,
+        "_records": records,
+        "_smooth": settings.get("smooth", True),
     }
 
 
@@ -343,6 +357,40 @@ def compare_to_reference(
     }
 
 
+def steadiness(run: dict[str, Any], ref: dict[str, Any], predictor: Predictor) -> dict[str, Any]:
+    """Flicker figures of one pass: label changes between consecutive frames (each frame's own labels, and as
+    reported with the policy's smoothing), agreement of the reported labels with the centred
+    :data:`~edge_affect.runtime.steadiness.MAJORITY_WINDOW`-frame majority of the reference pass's raw labels,
+    and the landmark jitter (median frame-to-frame move of the first face's landmarks, px)."""
+    from edge_affect.runtime.steadiness import (
+        MAJORITY_WINDOW,
+        agreement,
+        centred_majority,
+        first_face_labels,
+        label_changes,
+        landmark_jitter,
+        replay_smoothing,
+    )
+    from edge_affect.runtime.track import EMASmoother
+
+    raw = first_face_labels(run["_records"])
+    shown_recs = (
+        replay_smoothing(run["_records"], EMASmoother(au_thresholds=list(predictor.meta.au_thresholds)))
+        if run["_smooth"]
+        else run["_records"]
+    )
+    shown = first_face_labels(shown_recs)
+    majority = centred_majority(first_face_labels(ref["_records"]))
+    return {
+        "smooth": bool(run["_smooth"]),
+        "label_changes_raw": label_changes(raw),
+        "label_changes": label_changes(shown),
+        "majority_window": MAJORITY_WINDOW,
+        "majority_agreement": agreement(shown, majority),
+        "landmark_jitter_px": landmark_jitter(run["_records"]),
+    }
+
+
 def bench_pipeline(
     predictor: Predictor,
     video: str | Path,
@@ -397,6 +445,7 @@ def bench_pipeline(
         row["min_face_px"] = (
             min_face_px(max(best["frame_size"]), int(settings.get("det_size", 640))) if best["frame_size"] else None
         )
+        row["steadiness"] = steadiness(passes[name][0], ref, predictor)
         row["agreement"] = compare_to_reference(
             ref["_faces"],
             passes[name][0]["_faces"],
@@ -432,6 +481,9 @@ PIPELINE_COLUMNS = (
     "full det.",
     "same faces (≥48 px)",
     "expr agree (tracked)",
+    "label changes",
+    "= majority",
+    "jitter px",
 )
 
 
@@ -459,6 +511,11 @@ def pipeline_rows(res: dict[str, Any]) -> list[list[str]]:
                 str(r["pipeline_stats"]["full"]),
                 pct(a["same_faces_all"]),
                 pct(a["expr_agreement_tracked"]) if a["expr_pairs_tracked"] else "-",
+                pct(r["steadiness"]["label_changes"]),
+                pct(r["steadiness"]["majority_agreement"]),
+                "-"
+                if r["steadiness"]["landmark_jitter_px"] is None
+                else f"{r['steadiness']['landmark_jitter_px']:.2f}",
             ]
         )
     return out

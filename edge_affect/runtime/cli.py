@@ -17,6 +17,7 @@ from edge_affect.cliutil import EXIT_INTERRUPTED, float_range, int_list, int_ran
 from edge_affect.formats import FORMATS
 from edge_affect.fsutil import OVERLAY_MARKER, Staged, check_replaceable_folder
 from edge_affect.iopaths import declare
+from edge_affect.runtime.track import LABEL_MARGIN, SMOOTH_ALPHA
 
 #: Largest batch ``bench`` accepts (a batch of 1024 112-px faces is ~150 MB of input; more is a typo).
 MAX_BENCH_BATCH = 1024
@@ -72,12 +73,27 @@ def add_commands(subparsers: Any) -> None:
     )
     run.add_argument("--out", default=None, help="JSON Lines output (default: stdout)")
     run.add_argument("--overlay", default=None, help="draw results into out.mp4, out.png (single image) or a folder")
-    run.add_argument("--smooth", action="store_true", help="EMA-smooth predictions per track (videos and streams)")
+    run.add_argument(
+        "--smooth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="videos and streams: smooth predictions per track over time, with hysteresis on the reported "
+        "expression (it changes only when another class leads by --label-margin); about 2 frames of lag "
+        "(default on; --no-smooth reports each frame's own prediction, the behaviour before; still images "
+        "are never smoothed)",
+    )
     run.add_argument(
         "--alpha",
         type=float_range(0.0, 1.0, lo_open=True),
-        default=0.4,
-        help="EMA weight of the newest frame (default 0.4)",
+        default=SMOOTH_ALPHA,
+        help=f"smoothing: EMA weight of the newest frame (default {SMOOTH_ALPHA})",
+    )
+    run.add_argument(
+        "--label-margin",
+        type=float_range(0.0, 1.0, hi_open=True),
+        default=LABEL_MARGIN,
+        help=f"smoothing: lead in smoothed probability another expression needs to replace the reported one "
+        f"(default {LABEL_MARGIN}; 0 = the smoothed arg-max)",
     )
     run.add_argument(
         "--max-faces", type=positive_int, default=None, help="keep at most this many faces per frame (best first)"
@@ -221,14 +237,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         source.close()
         raise
     smooth = args.smooth and source.kind != "images"
-    if args.smooth and not smooth:
-        con.print("[yellow]--smooth ignored: still images are not smoothed[/]")
     providers = getattr(predictor.runner, "providers", None) or None
     detector = YuNetDetector(yunet_runner(predictor.backend, providers), score_threshold=args.score_threshold)
     from edge_affect.runtime.pipeline import pipeline_settings
 
     pipe = FacePipeline(
-        predictor, detector, smooth=smooth, alpha=args.alpha, max_faces=args.max_faces, **pipeline_settings(args)
+        predictor,
+        detector,
+        smooth=smooth,
+        alpha=args.alpha,
+        label_margin=args.label_margin,
+        max_faces=args.max_faces,
+        fps=source.fps if source.fps and source.fps > 0 else 30.0,
+        **pipeline_settings(args),
     )
     # files go to hidden siblings renamed into place at the end (a kill keeps the earlier result); a FIFO or
     # device (/dev/stdout) stays streamed
@@ -331,8 +352,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if source.kind != "images" and st["frames"] > st["full"] > 0:  # say how the faces were found
         con.print(
             f"face finding: {st['full']} whole-frame detections ({st['full_at_edge'] + st['motion_at_edge']} for "
-            "faces at the frame "
-            f"edge, {st['full_after_loss']} after a face was lost), {st['regions']} region re-detections, "
+            f"a face moving across the frame edge, {st['full_after_loss']} after a face was lost), "
+            f"{st['held']} still faces held, {st['regions']} region re-detections, "
             f"{st['picked_up']} new faces picked up in {st['motion']} changed regions"
         )
     if reason == "interrupted":

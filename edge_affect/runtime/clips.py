@@ -88,12 +88,18 @@ def render_clip(
     size: tuple[int, int] = (640, 480),
     fps: float = 30.0,
     seed: int = 0,
+    degrade: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    cut_at: int | None = None,
 ) -> list[list[tuple[int, np.ndarray]]]:
-    """Write the clip to ``path`` (``.mp4``) and return, per frame, ``(face index, box x, y, w, h)`` of each face drawn."""
+    """Write the clip to ``path`` (``.mp4``) and return, per frame, ``(face index, box x, y, w, h)`` of each face drawn.
+
+    ``degrade(i, frame)`` turns each rendered uint8 RGB frame into what a camera would deliver (see
+    :func:`camera_look`); from frame ``cut_at`` on the background is another scene (a camera cut)."""
     import cv2
 
     width, height = size
     bg = background(width, height, seed)
+    bg_cut = background(width, height, seed + 1000) if cut_at is not None else bg
     sprites = {(f.mirror, f.person): _sprite(f.mirror, f.person) for f in faces}
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
@@ -101,7 +107,7 @@ def render_clip(
     truth: list[list[tuple[int, np.ndarray]]] = []
     try:
         for i in range(frames):
-            img = bg.copy()
+            img = (bg_cut if cut_at is not None and i >= cut_at else bg).copy()
             boxes = []
             for k, face in enumerate(faces):
                 where = face.path(i)
@@ -127,6 +133,8 @@ def render_clip(
                 boxes.append((k, np.array([cx - fw / 2, cy - fh / 2, fw, fh])))
             truth.append(boxes)
             frame = np.clip(img, 0, 255).astype(np.uint8)
+            if degrade is not None:
+                frame = degrade(i, frame)
             writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
     finally:
         writer.release()
@@ -218,4 +226,49 @@ def unseen_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> list[
 
     return render_clip(
         path, [ClipFace(person, person=True), ClipFace(g, mirror=True), ClipFace(h)], frames, fps=fps, seed=11
+    )
+
+
+def camera_look(
+    seed: int = 0, quality: int = 35, blur: float = 0.8, noise: float = 3.0
+) -> Callable[[int, np.ndarray], np.ndarray]:
+    """What real footage has that a rendered frame lacks: a slow auto-exposure swing (±12 % gain), lens blur
+    (Gaussian, ``blur`` px), sensor noise (``noise`` gray levels) and JPEG compression at ``quality`` before
+    the clip's own MPEG-4 coding (blocking and ringing around edges); deterministic for ``seed``."""
+    import cv2
+
+    def look(i: int, frame: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(seed * 100_003 + i)
+        img = frame.astype(np.float32) * (1.0 + 0.12 * np.sin(i / 17.0))
+        if blur > 0:
+            img = cv2.GaussianBlur(img, (0, 0), blur)
+        img = np.clip(img + rng.normal(0.0, noise, img.shape), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise RuntimeError("OpenCV cannot encode JPEG")
+        return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+
+    return look
+
+
+def webcam_clip(path: str | Path, frames: int = 150, fps: float = 30.0) -> list[list[tuple[int, np.ndarray]]]:
+    """640×480 with what real webcam footage has (:func:`camera_look`: exposure swing, blur, noise, JPEG
+    blocking): a head-and-shoulders face (190 px) whose hair the top edge cuts, swaying by a few pixels, then
+    a camera cut at frame 90 to another scene where a second face (mirrored, 140 px) sits nearly still. Written
+    for issue 20 after the hold, filter and edge rules were set, to check them on degraded frames."""
+
+    def a(i: int) -> tuple[float, float, float] | None:
+        return (320 + 4 * np.sin(i / 23.0), 118 + 1.5 * np.sin(i / 31.0), 190.0) if i < 90 else None
+
+    def b(i: int) -> tuple[float, float, float] | None:
+        return (400 + 1.0 * np.sin(i / 19.0), 250.0, 140.0) if i >= 90 else None
+
+    return render_clip(
+        path,
+        [ClipFace(a), ClipFace(b, mirror=True)],
+        frames,
+        fps=fps,
+        seed=21,
+        degrade=camera_look(seed=21),
+        cut_at=90,
     )

@@ -1,20 +1,24 @@
-"""Frame → per-face records: find faces (full detection every N frames, tracked in between), align, predict.
+"""Frame → per-face records: find faces (full detection every N frames, tracked in between), align, predict,
+smooth.
 
 Finding faces is the expensive part on a CPU. The pipeline detects the whole frame (at ``det_size``,
-long side) every ``detect_every`` frames; in between it re-finds each visible track only inside a square
-region around where its constant-velocity motion puts it (``track_policy="roi"``, a batch of
-``roi_size``² detector inputs), or carries the boxes and landmarks along that motion without looking
-(``"carry"``). Three events bring the whole-frame detection forward to the current frame, so that
-between detections the pipeline reports what detecting every frame would: a track whose region comes
-back empty (the face left or was lost), a track the frame edge cuts (whether a half-visible face still
-counts depends on the detector's context and scale), and a change of the image outside every track so
-large that looking there costs about as much, or reaching the frame edge (something entering through it). Smaller changes outside the tracks and their bodies
-(``pickup="motion"``: :class:`~edge_affect.runtime.motion.MotionGate`, a frame difference at 1/8 size)
-are detected at once in their region, at the whole-frame scale, so a face that walks or cuts in is picked
-up on the frame it appears; one that appears without changing the image, inside another person's body
-area, or while the whole image changes (camera motion) is picked up by the next full detection, within
-``detect_every`` frames. All boxes and landmarks are in full-frame pixels, so crops keep full detail.
-``detect_every=1`` (or ``track=False``) detects every frame, as before.
+long side) every ``detect_every`` frames. In between, a face whose image did not move since it was last
+measured (phase correlation of its gray patch, ``hold``) keeps its landmarks; any other is re-found inside
+a square region around where its constant-velocity motion puts it, detected at the whole-frame detection's
+scale so that YuNet places the box and landmarks as it does on the whole frame (``track_policy="roi"``;
+``roi_size`` scales regions to a fixed side instead, the earlier behaviour), or carried along that motion
+without looking (``"carry"``). Two events bring the whole-frame detection forward: a track whose region
+comes back empty (the face left or was lost), and a change of the image outside every track so large that
+looking there costs about as much, or a cut while no face is followed. Smaller changes outside the tracks
+and their bodies (``pickup="motion"``: :class:`~edge_affect.runtime.motion.MotionGate`, a frame difference
+at 1/8 size) are detected at once in their region, at the whole-frame scale, so a face that walks, cuts or
+slides in through the frame edge is picked up on the frame it appears (a region at the edge is cut by it as
+the whole frame is). Each track's box and landmarks then pass a One Euro filter (``filter_landmarks``): a
+still face's crop does not move with the detector's pixel of jitter, a moving one is followed with little
+lag. Per track, the predictions are smoothed over time with hysteresis on the reported expression
+(``smooth``, :class:`~edge_affect.runtime.track.EMASmoother`). All boxes and landmarks are in full-frame
+pixels, so crops keep full detail. ``detect_every=1`` detects every frame; ``track=False`` treats every
+frame as an unrelated image (no tracks, no filtering, no smoothing).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from edge_affect.runtime.finder import (
     FaceFinder,
 )
 from edge_affect.runtime.predictor import Predictor, failed_record
-from edge_affect.runtime.track import EMASmoother, IoUTracker
+from edge_affect.runtime.settings import check_pipeline_settings
+from edge_affect.runtime.track import LABEL_MARGIN, SMOOTH_ALPHA, EMASmoother, IoUTracker
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +154,23 @@ class FacePipeline:
 
     predictor: Predictor
     detector: YuNetDetector = field(default=None)  # type: ignore[assignment]
-    smooth: bool = False
-    alpha: float = 0.4
+    smooth: bool = True
+    alpha: float = SMOOTH_ALPHA
+    label_margin: float = LABEL_MARGIN
     track: bool = True
     max_faces: int | None = None
     det_size: int = DEFAULT_DET_SIZE
     detect_every: int = DEFAULT_DETECT_EVERY
     track_policy: str = DEFAULT_TRACK_POLICY
-    roi_size: int = DEFAULT_ROI_SIZE
+    roi_size: int | None = DEFAULT_ROI_SIZE
     roi_pad: float = DEFAULT_ROI_PAD
     pickup: str = DEFAULT_PICKUP
+    hold: bool = True
+    filter_landmarks: bool = True
+    fps: float = 30.0
 
     def __post_init__(self) -> None:
+        check_pipeline_settings(self)  # types and ranges, one line naming the setting
         if self.detector is None:
             backend = self.predictor.backend
             providers = getattr(self.predictor.runner, "providers", None) or None
@@ -174,8 +184,15 @@ class FacePipeline:
             roi_pad=self.roi_pad,
             pickup=self.pickup,
             max_faces=self.max_faces,
+            hold=self.hold,
+            filter_landmarks=self.filter_landmarks,
+            fps=self.fps,
         )
-        self.smoother = EMASmoother(self.alpha, list(self.predictor.meta.au_thresholds)) if self.smooth else None
+        self.smoother = (
+            EMASmoother(self.alpha, list(self.predictor.meta.au_thresholds), self.label_margin)
+            if self.smooth and self.track
+            else None
+        )
         tpl = self.predictor.meta.extra.get("align_template")
         self.template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
         self._lock = threading.Lock()
@@ -183,8 +200,9 @@ class FacePipeline:
         self._serial = self.track or not onnx_only
 
     def settings(self) -> dict[str, Any]:
-        """The face-finding settings, JSON-ready (for reports)."""
-        return self.finder.settings(self.track)
+        """The face-finding and smoothing settings, JSON-ready (for reports)."""
+        smooth = {"alpha": self.alpha, "label_margin": self.label_margin} if self.smoother else None
+        return {**self.finder.settings(self.track), "smooth": smooth}
 
     def reset(self) -> None:
         """Forget tracks and smoothing state (call between unrelated sources)."""

@@ -1,4 +1,5 @@
-"""Faces across frames: IoU tracks with a constant-velocity motion model, and per-track EMA smoothing."""
+"""Faces across frames: IoU tracks with a constant-velocity motion model, One Euro filtering of each track's
+landmarks and box, and per-track smoothing of the predictions with hysteresis on the reported label."""
 
 from __future__ import annotations
 
@@ -154,13 +155,112 @@ class IoUTracker:
                     del self.tracks[t]
 
 
-class EMASmoother:
-    """Per-track exponential moving average of valence/arousal and probabilities (``alpha`` = new weight)."""
+#: One Euro filter defaults for landmarks and boxes, in units of the face's size (box height) and seconds:
+#: at rest the cut-off is ``min_cutoff`` Hz (a still face's 1-2 px detector jitter is averaged over ~0.3 s);
+#: it rises by ``beta`` Hz per face-height/s of speed, so a turning or moving head is followed with little lag.
+ONE_EURO_MIN_CUTOFF = 0.5
+ONE_EURO_BETA = 4.0
+ONE_EURO_D_CUTOFF = 1.0
 
-    def __init__(self, alpha: float = 0.4, au_thresholds: list[float] | None = None) -> None:
+
+def _smoothing_factor(dt: float, cutoff: float) -> float:
+    r = 2.0 * np.pi * cutoff * dt
+    return r / (r + 1.0)
+
+
+class OneEuroFilter:
+    """The One Euro filter (Casiez, Roussel and Vogel, CHI 2012) on an array of values: a low-pass filter whose
+    cut-off grows with the speed of the signal: strong smoothing at rest, little lag on fast motion.
+
+    ``scale`` divides speeds before ``beta`` applies (the face's size, so the filter behaves the same for
+    near and far faces)."""
+
+    def __init__(
+        self,
+        min_cutoff: float = ONE_EURO_MIN_CUTOFF,
+        beta: float = ONE_EURO_BETA,
+        d_cutoff: float = ONE_EURO_D_CUTOFF,
+    ) -> None:
+        if not (min_cutoff > 0 and beta >= 0 and d_cutoff > 0):
+            raise ValueError(
+                f"One Euro filter min_cutoff {min_cutoff}, beta {beta}, d_cutoff {d_cutoff}: expected > 0, ≥ 0, > 0"
+            )
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+        self.t: float | None = None
+
+    def __call__(self, x: np.ndarray, t: float, scale: float = 1.0) -> np.ndarray:
+        """The filtered value of ``x`` observed at time ``t`` (seconds, increasing)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.x is None or self.t is None or self.x.shape != x.shape or not t > self.t:
+            self.x, self.dx, self.t = x.copy(), np.zeros_like(x), float(t)
+            return x.copy()
+        dt = float(t) - self.t
+        dx = (x - self.x) / dt
+        a_d = _smoothing_factor(dt, self.d_cutoff)
+        self.dx = a_d * dx + (1 - a_d) * self.dx
+        speed = float(np.max(np.abs(self.dx))) / max(float(scale), 1e-6)
+        a = _smoothing_factor(dt, self.min_cutoff + self.beta * speed)
+        self.x = a * x + (1 - a) * self.x
+        self.t = float(t)
+        return self.x.copy()
+
+
+class LandmarkFilter:
+    """Per-track One Euro filters of the 5 landmarks and the box, speeds measured in face heights per second."""
+
+    def __init__(
+        self,
+        min_cutoff: float = ONE_EURO_MIN_CUTOFF,
+        beta: float = ONE_EURO_BETA,
+        d_cutoff: float = ONE_EURO_D_CUTOFF,
+    ) -> None:
+        OneEuroFilter(min_cutoff, beta, d_cutoff)  # checks the settings once
+        self.settings = {"min_cutoff": float(min_cutoff), "beta": float(beta), "d_cutoff": float(d_cutoff)}
+        self.filters: dict[int, OneEuroFilter] = {}
+
+    def reset(self) -> None:
+        self.filters.clear()
+
+    def forget(self, live: set[int]) -> None:
+        for t in list(self.filters):
+            if t not in live:
+                del self.filters[t]
+
+    def apply(self, track: int, box: np.ndarray, landmarks: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Filtered (box, landmarks) of ``track`` observed at time ``t`` (seconds)."""
+        f = self.filters.get(track)
+        if f is None:
+            f = self.filters[track] = OneEuroFilter(**self.settings)
+        box = np.asarray(box, dtype=np.float64)
+        x = np.concatenate([np.asarray(landmarks, dtype=np.float64).reshape(-1), box])
+        y = f(x, t, scale=float(max(box[3], 1.0)))
+        return y[10:].astype(np.float32), y[:10].reshape(5, 2).astype(np.float32)
+
+
+#: Label hysteresis: the reported expression changes only when another class's smoothed probability leads the
+#: reported one by at least this much (a "clear" lead).
+LABEL_MARGIN = 0.1
+#: Default weight of the newest frame in the smoothed probabilities (an EMA; the time constant is about
+#: (1 - alpha) / alpha frames: 1.5 frames at 0.4, i.e. 50 ms at 30 frames/s).
+SMOOTH_ALPHA = 0.4
+
+
+class EMASmoother:
+    """Per-track exponential moving average of valence/arousal and probabilities (``alpha`` = new weight), and
+    hysteresis on the reported expression: it changes only when another class leads the reported one by
+    ``margin`` in the smoothed probabilities (``margin=0``: the smoothed arg-max)."""
+
+    def __init__(
+        self, alpha: float = SMOOTH_ALPHA, au_thresholds: list[float] | None = None, margin: float = LABEL_MARGIN
+    ) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"smoothing alpha {alpha} must be in (0, 1]")
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f"label margin {margin} must be in [0, 1)")
         self.alpha = alpha
+        self.margin = margin
         self.au_thresholds = au_thresholds
         self.state: dict[int, dict[str, Any]] = {}
 
@@ -183,9 +283,13 @@ class EMASmoother:
             rec["arousal"] = a * rec["arousal"] + (1 - a) * prev["arousal"]
             for key in ("expression_probs", "au_probs"):
                 rec[key] = {k: a * v + (1 - a) * prev[key][k] for k, v in rec[key].items()}
-            best = max(rec["expression_probs"], key=rec["expression_probs"].get)
-            rec["expression"], rec["expression_score"] = best, rec["expression_probs"][best]
+            probs = rec["expression_probs"]
+            best = max(probs, key=probs.get)
+            shown = prev["expression"]
+            if shown in probs and probs[best] - probs[shown] < self.margin:
+                best = shown  # no clear lead: the reported label stays
+            rec["expression"], rec["expression_score"] = best, probs[best]
             thr = self.au_thresholds or [0.5] * len(rec["au_probs"])
             rec["au_active"] = {k: v >= t for (k, v), t in zip(rec["au_probs"].items(), thr, strict=True)}
-        self.state[track] = {k: rec[k] for k in ("valence", "arousal", "expression_probs", "au_probs")}
+        self.state[track] = {k: rec[k] for k in ("valence", "arousal", "expression_probs", "au_probs", "expression")}
         return rec
