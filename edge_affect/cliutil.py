@@ -135,6 +135,15 @@ positive_int = int_range(1)
 seed_int = int_range(0, 2**32 - 1)  # numpy's seed range
 probability = float_range(0.0, 1.0)
 
+def hidden_alias(parser: argparse.ArgumentParser, old: str, action: argparse.Action) -> None:
+    """Accept ``old`` as a hidden spelling of ``action``'s option (same destination; kept for one release)."""
+    kinds = {argparse._StoreTrueAction: "store_true", argparse._StoreFalseAction: "store_false"}
+    kw: dict[str, Any] = {"dest": action.dest, "default": action.default, "help": argparse.SUPPRESS}
+    kind = kinds.get(type(action), "append" if isinstance(action, argparse._AppendAction) else "store")
+    if kind in ("store", "append"):
+        kw |= {"type": action.type, "nargs": action.nargs, "choices": action.choices, "metavar": action.metavar}
+    parser.add_argument(old, action=kind, **kw)
+
 
 # ----------------------------------------------------------------------------------------------- errors
 

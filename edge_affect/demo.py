@@ -8,7 +8,7 @@
 3. latency of each artifact (median and interquartile range of many calls after a warm-up) and a short
    per-stage benchmark of the runtime;
 4. where the FER+ validation set is on this machine (``../shared/data/ferplus/ferplus_valid.npz`` or
-   ``--ferplus``): the FP32 model's majority-label accuracy on it and a mosaic of its faces, each with its
+   ``--eval-data``): the FP32 model's majority-label accuracy on it and a mosaic of its faces, each with its
    FER+ majority label and the prediction (green: same, red: differs);
 5. writes predictions (JSON Lines), overlays, plots and ``demo_summary.md`` (one page; every figure says
    whether it was measured in this run or recorded in ``model.json``), and prints a table.
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge_affect.artifact import atomic_write_text
-from edge_affect.cliutil import positive_int
+from edge_affect.cliutil import hidden_alias, positive_int
 from edge_affect.formats import FORMATS, TARGET_DESCRIPTIONS, format_of
 from edge_affect.iopaths import declare
 
@@ -64,19 +64,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     d.add_argument("--checkpoint", type=Path, default=None, help="model to demo (default: the shipped default model)")
     d.add_argument("--no-engine", action="store_true", help="do not build TensorRT engines even if possible")
-    d.add_argument(
-        "--bench-iters",
+    iters = d.add_argument(
+        "--iters",
+        dest="bench_iters",
         type=positive_int,
         default=20,
         help="timed calls per stage in the per-stage benchmark (default 20)",
     )
-    d.add_argument(
-        "--ferplus",
+    eval_data = d.add_argument(
+        "--eval-data",
+        dest="ferplus",
         type=Path,
         default=None,
         help=f"FER+ validation .npz (images + votes) for the accuracy figure and mosaic (default: {FERPLUS_VALID} "
         "where it exists)",
     )
+    hidden_alias(d, "--bench-iters", iters)  # the old spellings, kept for one release
+    hidden_alias(d, "--ferplus", eval_data)
     d.set_defaults(func=_demo)
     declare(d, reads=("checkpoint", "ferplus"), folders=("out",))
 
@@ -749,7 +753,7 @@ def _markdown(s: dict) -> str:
         "",
         "Full report: `export/export_report.md`.",
         "",
-        f"## Runtime stages (*{MEASURED}*, p50 of `--bench-iters` calls; `bench.json`)",
+        f"## Runtime stages (*{MEASURED}*, p50 of `--iters` calls; `bench.json`)",
         "",
         "![latency](plots/bench_latency.png)",
         "",
@@ -759,6 +763,6 @@ def _markdown(s: dict) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     if args.ferplus is not None and not args.ferplus.is_file():
-        raise FileNotFoundError(f"--ferplus {args.ferplus}: no such file, expected FER+ ferplus_valid.npz")
+        raise FileNotFoundError(f"--eval-data {args.ferplus}: no such file, expected FER+ ferplus_valid.npz")
     run_demo(args.out, args.checkpoint, engines=not args.no_engine, bench_iters=args.bench_iters, ferplus=args.ferplus)
     return 0

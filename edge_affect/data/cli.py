@@ -1,4 +1,5 @@
-"""``edge-affect data``: ``synth`` (write a synthetic ABAW-layout dataset) and ``check`` (health report)."""
+"""``edge-affect data``: ``synth`` (write a synthetic ABAW-layout dataset), ``check`` (health report) and ``import``
+(an .npz face set into the ABAW layout)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from edge_affect.iopaths import declare
 
 def add_commands(subparsers: Any) -> None:
     """Register the ``data`` command and its subcommands on the top-level ``subparsers``."""
-    data = subparsers.add_parser("data", help="synthesize or check ABAW-layout datasets")
+    data = subparsers.add_parser("data", help="synthesize, check or import (FER2013 / FER+ .npz) ABAW-layout datasets")
     data.set_defaults(func=lambda args: _no_subcommand(data))
     sub = data.add_subparsers(dest="data_command", metavar="{synth,check,import}")
 
     p = sub.add_parser("synth", help="write a synthetic ABAW-layout dataset of procedural faces")
     p.add_argument("out", type=Path, help="output dataset root")
     p.add_argument("--n", type=int_range(2, 10_000_000), required=True, help="number of faces (≥ 2)")
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=int_range(16, 1024), default=112, help="image side in pixels, 16..1024 (default 112)")
     p.add_argument(
         "--val-fraction",

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from edge_affect.cliutil import float_range, int_range
+from edge_affect.cliutil import float_range, hidden_alias, int_range
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.gates import DEFAULT_HOLDOUT
 from edge_affect.formats import FORMATS, TARGET_DESCRIPTIONS
@@ -199,9 +199,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", type=Path, default=None, help="engine path (default: ONNX path with .engine)")
     e.add_argument("--profile", type=Path, default=None, help="target recipe (export/<target>.toml)")
     e.add_argument("--batch", default=None, help="batch range MIN:OPT:MAX (default: the profile's, else 1:8:32)")
-    e.add_argument("--workspace", type=int_range(16), default=None, metavar="MIB")
+    e.add_argument(
+        "--workspace", type=int_range(16), default=None, metavar="MIB", help="TensorRT workspace limit in MiB"
+    )
     e.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default: beside the ONNX)")
-    e.add_argument("--version-compatible", action="store_true")
+    e.add_argument(
+        "--version-compatible", action="store_true", help="build a version-compatible engine (later TensorRT 10.x)"
+    )
     e.add_argument("--dla", type=int_range(0, 1), default=None, metavar="CORE", help="Jetson: build for DLA core CORE")
     e.add_argument(
         "--no-gpu-fallback",
@@ -220,7 +224,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("src", type=Path, help="image folder, video file, ABAW dataset root or .npz with 'images'")
     b.add_argument("--out", type=Path, required=True, help="output folder, e.g. calibration/NAME")
     b.add_argument("--n", type=int_range(1, 100_000), default=512, help="frames to sample (default 512)")
-    b.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+    b.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="sampling seed (default 0)")
     b.add_argument(
         "--size", type=int_range(16, 1024), default=None, help="resize crops to SIZE×SIZE (default: keep their size)"
     )
@@ -236,7 +240,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_calib_build)
     declare(b, reads=("src",), folders=("out",), plain=("split", "provenance"))
     v = csub.add_parser("verify", help="verify a calibration set's manifest and hashes")
-    v.add_argument("folder", type=Path)
+    v.add_argument("folder", type=Path, help="calibration folder (with manifest.json)")
     v.set_defaults(func=_calib_verify)
     declare(v, reads=("folder",))
     c.set_defaults(func=lambda args: (c.print_help(), 2)[1])
@@ -245,15 +249,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "parity", help="compare an export folder's artifacts with the PyTorch model; exit 1 if a gate fails"
     )
     q.add_argument("dir", type=Path, help="export folder (with model.onnx and export_report.json)")
-    q.add_argument(
-        "--data", type=Path, default=None, help="calibration folder, ABAW root or .npz (default: calibration frames)"
+    renamed = {}  # old spelling → the action it now names (hidden aliases, kept for one release)
+    renamed["--data"] = q.add_argument(
+        "--eval-data",
+        dest="data",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="frames to judge: calibration folder, ABAW root or .npz (default: the export's recorded gate frames)",
     )
-    q.add_argument("--split", default="val", help="ABAW split when --data is a dataset root")
+    renamed["--split"] = q.add_argument(
+        "--eval-split", dest="split", default="val", metavar="SPLIT", help="ABAW split when --eval-data is a dataset root"
+    )
     q.add_argument(
         "--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the one in export_report.json)"
     )
-    q.add_argument("--limit", type=int_range(1), default=None, help="use only the first N frames")
-    q.add_argument("--no-engines", action="store_true", help="skip TensorRT engines")
+    renamed["--limit"] = q.add_argument(
+        "--parity-frames", dest="limit", type=int_range(1), default=None, metavar="N", help="judge only the first N frames"
+    )
+    renamed["--no-engines"] = q.add_argument(
+        "--no-engine", dest="no_engines", action="store_true", help="skip TensorRT engines"
+    )
+    for old, action in renamed.items():
+        hidden_alias(q, old, action)
     q.set_defaults(func=_parity)
     declare(q, reads=("dir", "data", "checkpoint"), plain=("split",))
 

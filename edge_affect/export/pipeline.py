@@ -158,7 +158,7 @@ class ExportReport:
                 "INT8 on CPU runs the Q/DQ graph with its FP16 parts upcast to FP32 (ONNX Runtime's CPU FP16 Q/DQ "
                 f"kernels drift far more than TensorRT; the FP16 numerics are gated by {FORMATS['onnx-fp16'].filename}). "
                 "The "
-                "gate frames are not calibration frames; rerun `edge-affect parity DIR --data ROOT` on other data.",
+                "gate frames are not calibration frames; rerun `edge-affect parity DIR --eval-data ROOT` on other data.",
                 "",
             ]
         return "\n".join(lines)

@@ -10,6 +10,7 @@ from pathlib import Path
 from edge_affect.cliutil import float_range, int_range, seed_int
 from edge_affect.data.abaw import SPLIT_FILES
 from edge_affect.iopaths import declare
+from edge_affect.models.registry import list_models
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -18,28 +19,40 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="image folder (default: DATA/cropped_aligned)")
     p.add_argument("--config", help="TrainConfig as JSON or TOML")
     p.add_argument("--model", help="registered model name (see --list-models)")
+    p.add_argument("--list-models", action=_ListModels, help="print the registered model names and exit")
     p.add_argument("--epochs", type=int_range(1, 100_000), help="epochs of the LR schedule (≥ 1)")
     p.add_argument("--batch-size", type=int_range(1, 65_536), help="images per step and rank (≥ 1)")
     p.add_argument("--lr", type=float_range(0.0, 1.0, lo_open=True), help="peak learning rate, in (0, 1]")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (default: auto)")
     p.add_argument("--cache-dir", help="where the packed image cache lives (default: OUT/cache)")
-    p.add_argument("--seed", type=seed_int)
+    p.add_argument("--seed", type=seed_int, help="random seed (default: the config's)")
     p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning; same model config)")
     p.set_defaults(func=_train)
     declare(p, reads=("data", "images", "config", "init_from"), folders=("out", "cache_dir"), plain=("model",))
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on an ABAW split (P = VA + EXPR + AU)")
-    e.add_argument("ckpt")
-    e.add_argument("--data", required=True)
-    e.add_argument("--images")
-    e.add_argument("--split", choices=["train", "val"], default="val")
+    e.add_argument("ckpt", help="checkpoint written by edge-affect train (best.pt)")
+    e.add_argument("--data", required=True, help="dataset root (ABAW layout: *_set_annotations.txt)")
+    e.add_argument("--images", help="image folder (default: DATA/cropped_aligned)")
+    e.add_argument("--split", choices=["train", "val"], default="val", help="split to evaluate (default: val)")
     e.add_argument("--json", help="write the metrics as JSON here")
     e.add_argument("--submission", help="write an ABAW-format submission file here")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default: auto)")
     e.set_defaults(func=_eval)
     declare(e, reads=("ckpt", "data", "images"), writes=("json", "submission"), extra_reads=_annotation_files)
+
+
+class _ListModels(argparse.Action):
+    """``--list-models``: print the registered model names and exit (before required options are checked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print("\n".join(list_models()))
+        parser.exit(0)
 
 
 def _annotation_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
