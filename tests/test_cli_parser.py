@@ -136,3 +136,31 @@ def test_data_help_lists_every_subcommand():
     top = next(a for a in build_parser()._subparsers._group_actions[0]._choices_actions if a.dest == "data")
     for name in sub.choices:
         assert name in (sub.metavar or "") and name in top.help, name
+
+
+def _readme_commands() -> list[str]:
+    """Every ``edge-affect ...`` line of the README's bash blocks (continuations joined, comments dropped)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    cmds = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" # ")[0].split("  #")[0].strip()
+            if line.startswith("edge-affect "):
+                cmds.append(line)
+    return cmds
+
+
+@pytest.mark.parametrize("line", _readme_commands())
+def test_readme_commands_parse(line):
+    """The README's commands use options that exist, spelt as the parser spells them (a stale flag fails here)."""
+    import shlex
+
+    argv = shlex.split(line.replace("$S", "edge_affect/assets/samples"))[1:]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --list-models prints and exits 0; a parse error exits 2
+        assert e.code == 0, line
+        return
+    assert callable(getattr(args, "func", None)), line
