@@ -1,6 +1,8 @@
-"""Dataclass configs. Unknown keys fail with a close-match suggestion instead of being ignored, and values
-whose type does not match the field (a list where an object is expected, ``"8"`` for an integer) fail with
-the key, the value and the expected type in one line."""
+"""Configs: the training config, its loss and augmentation sections and export profiles are validated
+settings (``edge_affect.validation``, pydantic v2): unknown keys fail naming the allowed ones (with a
+close-match suggestion), values of the wrong type (``"8"`` for an integer, a list where a table is expected),
+out of range or not finite fail with the file, the key and what was expected, in one line. ``ModelConfig``
+stays a dataclass (checkpoints and the model registry build it) with the same kind of check."""
 
 from __future__ import annotations
 
@@ -11,9 +13,31 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from edge_affect.schema import AUS, EXPRESSIONS, NUM_AU, NUM_EXPR, TASKS
+from edge_affect.validation import Settings, validate
 
 T = TypeVar("T")
+
+#: Largest batch an engine profile or a Triton model accepts (4096 faces of 112 px are ~600 MB of input).
+MAX_BATCH = 4096
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -74,7 +98,9 @@ def _check_keys(cls: type, d: dict[str, Any], where: str) -> None:
 
 
 def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``d``, rejecting unknown keys (with a suggestion)."""
+    """Build dataclass or ``Settings`` ``cls`` from ``d``, rejecting unknown keys (with a suggestion)."""
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return validate(cls, d, where)  # type: ignore[return-value]
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
     _check_keys(cls, d, where)
@@ -132,70 +158,139 @@ class ModelConfig:
         return d
 
 
-@dataclass
-class LossConfig:
+# ------------------------------------------------------------------ validated settings (pydantic, one-line errors)
+
+_Int = StrictInt
+_Num = StrictFloat
+
+
+def _ranged(tp: Any, expected: str | None = None, **bounds: float) -> Any:
+    """``tp`` with ``Field`` bounds (``ge``, ``gt``, ``le``, ``lt``) and, optionally, the words of the message."""
+    return Annotated[tp, Field(json_schema_extra={"expected": expected} if expected else None, **bounds)]
+
+
+class LossConfig(Settings):
     """Per-task losses and how they are combined (see ``edge_affect.losses``)."""
 
-    weighting: str = "uncertainty"  # or "fixed"
-    fixed_weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
-    va_mse: float = 0.0  # weight of an extra MSE term added to 1 - CCC
-    expr_class_weights: list[float] | None = None
-    au_pos_weight: list[float] | None = None
-    label_smoothing: float = 0.0
+    weighting: Literal["uncertainty", "fixed"] = "uncertainty"
+    fixed_weights: dict[StrictStr, _ranged(_Num, ge=0)] = Field(
+        default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0}
+    )
+    va_mse: _ranged(_Num, ge=0) = 0.0  # weight of an extra MSE term added to 1 - CCC
+    expr_class_weights: list[_ranged(_Num, ge=0)] | None = None
+    au_pos_weight: list[_ranged(_Num, gt=0)] | None = None
+    label_smoothing: _ranged(_Num, ge=0, lt=1) = 0.0
 
-    def __post_init__(self) -> None:
-        if self.weighting not in ("uncertainty", "fixed"):
-            raise ValueError(f"loss weighting {self.weighting!r} is not 'uncertainty' or 'fixed'")
+    @field_validator("fixed_weights")
+    @classmethod
+    def _tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}, expected keys among {', '.join(TASKS)}")
+        return v
+
+    @field_validator("expr_class_weights")
+    @classmethod
+    def _one_per_class(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and len(v) != NUM_EXPR:
+            raise ValueError(f"{len(v)} weights, expected {NUM_EXPR}, one per expression ({', '.join(EXPRESSIONS)})")
+        if v is not None and not any(w > 0 for w in v):
+            raise ValueError("all weights are 0, expected at least one class with a positive weight")
+        return v
+
+    @field_validator("au_pos_weight")
+    @classmethod
+    def _one_per_au(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and len(v) != NUM_AU:
+            raise ValueError(f"{len(v)} weights, expected {NUM_AU}, one per AU ({', '.join(AUS)})")
+        return v
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation and data settings for ``edge-affect train``."""
+class AugmentParams(Settings):
+    """``GpuAugment`` keyword overrides (``augment_params``); a key left out keeps GpuAugment's default."""
 
-    model: str = "tiny"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    backbone_lr_scale: float = 1.0
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0
-    ema: float = 0.0  # EMA decay; 0 disables
-    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere
-    channels_last: bool = True
-    seed: int = 0
-    augment: bool = True
-    # GpuAugment keyword overrides (scale, max_shift, max_rotate_deg, flip, brightness, contrast, gray_prob,
-    # erase_prob, erase_area)
-    augment_params: dict[str, Any] = field(default_factory=dict)
-    max_steps_per_epoch: int = 0  # 0 = full epoch
-    stop_after_epochs: int = 0  # > 0: stop after this many epochs, keeping the LR schedule of `epochs`
-    init_from: str | None = None  # checkpoint whose weights start the model (fine-tuning a trained model)
-    init_from_partial: bool = False  # take only the init_from weights that match (else a partial match is refused)
-    loss: LossConfig = field(default_factory=LossConfig)
-    skip_bad_rows: bool = False
+    scale: tuple[_ranged(_Num, gt=0, le=4), _ranged(_Num, gt=0, le=4)] | None = None
+    max_shift: _ranged(_Num, ge=0, le=1) | None = None
+    max_rotate_deg: _ranged(_Num, ge=0, le=180) | None = None
+    flip: StrictBool | None = None
+    brightness: _ranged(_Num, ge=0, lt=1) | None = None
+    contrast: _ranged(_Num, ge=0, lt=1) | None = None
+    gray_prob: _ranged(_Num, ge=0, le=1) | None = None
+    erase_prob: _ranged(_Num, ge=0, le=1) | None = None
+    erase_area: tuple[_ranged(_Num, gt=0, le=1), _ranged(_Num, gt=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AugmentParams:
+        for name in ("scale", "erase_area"):
+            pair = getattr(self, name)
+            if pair is not None and pair[0] > pair[1]:
+                raise ValueError(f"{name} {list(pair)}: low above high, expected [low, high] with low ≤ high")
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keys that were given, for ``GpuAugment(pp, **kwargs)``."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class TrainConfig(Settings):
+    """Optimisation and data settings for ``edge-affect train`` (types and ranges checked when built or set)."""
+
+    model: StrictStr = "tiny"
+    model_overrides: dict[StrictStr, Any] = Field(default_factory=dict)
+    epochs: _ranged(_Int, ge=1) = 10
+    batch_size: _ranged(_Int, ge=1) = 64
+    lr: _ranged(_Num, gt=0) = 1e-3
+    backbone_lr_scale: _ranged(_Num, ge=0) = 1.0
+    weight_decay: _ranged(_Num, ge=0) = 0.05
+    warmup_epochs: _ranged(_Num, ge=0) = 1.0
+    min_lr_ratio: _ranged(_Num, ge=0, le=1) = 0.01
+    grad_clip: _ranged(_Num, ge=0) = 1.0
+    ema: _ranged(_Num, "a decay in [0, 1) (0 disables EMA)", ge=0, lt=1) = 0.0  # EMA decay; 0 disables
+    amp: StrictBool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere
+    channels_last: StrictBool = True
+    seed: _ranged(_Int, ge=0, le=2**32 - 1) = 0
+    augment: StrictBool = True
+    augment_params: AugmentParams = Field(default_factory=AugmentParams)
+    max_steps_per_epoch: _ranged(_Int, ge=0) = 0  # 0 = full epoch
+    stop_after_epochs: _ranged(_Int, ge=0) = 0  # > 0: stop after this many epochs, keeping the LR schedule of `epochs`
+    init_from: StrictStr | None = None  # checkpoint whose weights start the model (fine-tuning a trained model)
+    init_from_partial: StrictBool = False  # take only the init_from weights that match (else a partial match is refused)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    skip_bad_rows: StrictBool = False
     # validation score that chooses best.pt: "p" (ABAW P = VA + EXPR + AU) or "expr_acc" (expression top-1
     # accuracy against the hard/majority label, e.g. FER+ majority accuracy)
-    select_on: str = "p"
+    select_on: Literal["p", "expr_acc"] = "p"
 
-    def __post_init__(self) -> None:
-        if self.select_on not in ("p", "expr_acc"):
-            raise ValueError(f"select_on {self.select_on!r} is not 'p' or 'expr_acc'")
+    @field_serializer("augment_params")
+    def _given_only(self, v: AugmentParams) -> dict[str, Any]:
+        return {k: list(x) if isinstance(x, tuple) else x for k, x in v.kwargs().items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "config") -> TrainConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a mapping of config keys, got {type(d).__name__}")
-        d = dict(d)
-        loss = d.pop("loss", {})
-        cfg = from_dict(cls, d, where)
-        cfg.loss = loss if isinstance(loss, LossConfig) else from_dict(LossConfig, loss, f"{where}.loss")
-        return cfg
+    def from_dict(cls, d: Any, where: str = "config") -> TrainConfig:
+        """Build from a config file's data; a wrong key, type or value is a one-line ``ValueError``."""
+        return validate(cls, d, where)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+#: An evaluation file (``package --evaluation``): results by name, JSON values, every number finite.
+_EVALUATION = TypeAdapter(dict[StrictStr, JsonValue], config=ConfigDict(allow_inf_nan=False))
+_JSON_TYPES = {"dict", "list", "str", "int", "float", "bool"}
+
+
+def check_evaluation(d: Any, where: str = "evaluation") -> dict[str, Any]:
+    """``d`` when it is an evaluation file's content (a JSON object whose numbers are all finite), else a
+    one-line ``ValueError`` naming the file and the bad entry (a number, a list or NaN were stored as is)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: a JSON {type(d).__name__}, expected an object of evaluation results")
+    try:
+        return _EVALUATION.validate_python(d)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        path = "".join(f"[{p!r}]" for p in err["loc"] if p not in _JSON_TYPES)
+        problem = "not finite" if err["type"] == "finite_number" else "not a JSON value"
+        raise ValueError(f"{where}: {path} {err['input']!r}: {problem}, expected finite numbers") from None
+
+
+# ------------------------------------------------------------------------------------------- config files
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -219,57 +314,46 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{p}: not valid {p.suffix.lstrip('.') or 'JSON'}: {e}") from None
 
 
-@dataclass
-class ExportProfile:
+_Batch = _ranged(_Int, ge=1, le=MAX_BATCH)
+
+
+class ExportProfile(Settings):
     """A per-target export recipe (``export/<target>.toml``), consumed by ``edge-affect export --profile``.
 
     ``build_engine_here = False`` means engines must be built on the device itself (TensorRT engines are
     specific to the GPU and TensorRT version): export writes the ONNX artifacts and says so.
     """
 
-    target: str = "generic"
-    description: str = ""
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
-    batch: tuple[int, int, int] = (1, 1, 8)
-    workspace_mib: int = 1024
-    dla_core: int | None = None
-    gpu_fallback: bool = True
-    version_compatible: bool = False
-    build_engine_here: bool = True
-    cuda_graph: bool = False
-    tensorrt: str = ""  # the TensorRT version the target ships, for the record
-    triton: bool = False
+    target: StrictStr = "generic"
+    description: StrictStr = ""
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "fp16", "int8"])
+    batch: tuple[_Batch, _Batch, _Batch] = (1, 1, 8)
+    workspace_mib: _ranged(_Int, ge=16) = 1024
+    dla_core: _ranged(_Int, "0 or 1 (Jetson Orin has two DLAs)", ge=0, le=1) | None = None
+    gpu_fallback: StrictBool = True
+    version_compatible: StrictBool = False
+    build_engine_here: StrictBool = True
+    cuda_graph: StrictBool = False
+    tensorrt: StrictStr = ""  # the TensorRT version the target ships, for the record
+    triton: StrictBool = False
 
-    def __post_init__(self) -> None:
-        bad = [p for p in self.precisions if p not in ("fp32", "fp16", "int8")]
-        if bad or not self.precisions:
-            raise ValueError(
-                f"{self.target}: precisions {self.precisions} must be a non-empty subset of fp32, fp16, int8"
-            )
-        b = tuple(int(x) for x in self.batch)
-        if len(b) != 3 or not (1 <= b[0] <= b[1] <= b[2]):
-            raise ValueError(
-                f"{self.target}: batch {list(self.batch)} must be [min, opt, max] with 1 <= min <= opt <= max"
-            )
-        self.batch = b  # type: ignore[assignment]
-        if self.workspace_mib < 16:
-            raise ValueError(f"{self.target}: workspace_mib {self.workspace_mib} is too small (>= 16)")
+    @model_validator(mode="after")
+    def _consistent(self) -> ExportProfile:
+        if not self.precisions:
+            raise ValueError("precisions []: empty, expected a non-empty subset of fp32, fp16, int8")
+        b = self.batch
+        if not (1 <= b[0] <= b[1] <= b[2]):
+            raise ValueError(f"batch {list(b)}: expected [min, opt, max] with 1 <= min <= opt <= max")
         if self.dla_core is not None:
-            if self.dla_core not in (0, 1):
-                raise ValueError(f"{self.target}: dla_core {self.dla_core} must be 0 or 1 (Jetson Orin has two DLAs)")
             if "int8" not in self.precisions and "fp16" not in self.precisions:
-                raise ValueError(f"{self.target}: DLA runs only FP16 or INT8; add one of them to precisions")
+                raise ValueError("DLA runs only FP16 or INT8; add one of them to precisions")
             if self.version_compatible:
-                raise ValueError(f"{self.target}: version-compatible engines cannot target the DLA")
-        if self.cuda_graph and self.batch[0] != self.batch[2]:
-            raise ValueError(f"{self.target}: cuda_graph needs a fixed batch (min = max), got {list(self.batch)}")
+                raise ValueError("version-compatible engines cannot target the DLA, expected one of the two")
+        if self.cuda_graph and b[0] != b[2]:
+            raise ValueError(f"cuda_graph needs a fixed batch (min = max), got {list(b)}")
+        return self
 
 
 def load_export_profile(path: str | Path) -> ExportProfile:
     """Read an ``export/<target>.toml`` recipe; unknown keys or impossible combinations are errors."""
-    d = load_config_file(path)
-    try:
-        return from_dict(ExportProfile, d, where=str(path))
-    except ValueError as e:
-        msg = str(e)
-        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    return validate(ExportProfile, load_config_file(path), where=str(path))

@@ -116,7 +116,7 @@ def test_jetson_image_installs_exactly_the_runtime_without_opencv() -> None:
     reqs = requirement_lines(ROOT / "requirements" / "jetson.txt")
     names = {req_name(r) for r in reqs}
     base = {req_name(d) for d in PYPROJECT["project"]["dependencies"] + EXTRAS["cuda12"]}
-    assert names == base == {"numpy", "onnxruntime", "rich", "tomli", "cuda-python"}
+    assert names == base == {"numpy", "onnxruntime", "pydantic", "rich", "tomli", "cuda-python"}
     assert not any("opencv" in r or "torch" in r for r in PYPROJECT["project"]["dependencies"] + reqs)
     assert EXTRAS["opencv"] == ["opencv-python-headless>=4.8"] and "edge-affect[opencv]" in EXTRAS["train"]
     (numpy,) = [r for r in reqs if req_name(r) == "numpy"]

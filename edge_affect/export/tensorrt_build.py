@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_affect.artifact import ArtifactMeta, atomic_write_bytes, atomic_write_text, sha256_file
+from edge_affect.config import MAX_BATCH
 from edge_affect.runtime.backends.tensorrt_runner import TensorRTRunner, current_gpu, import_cudart, normalize_sidecar
 from edge_affect.schema import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
@@ -48,8 +49,8 @@ class BatchRange:
             lo, opt, hi = (int(p) for p in parts)
         except ValueError:
             raise ValueError(f"batch range {text!r}: expected MIN:OPT:MAX integers, e.g. 1:8:32") from None
-        if not 1 <= lo <= opt <= hi:
-            raise ValueError(f"batch range {text!r}: expected 1 <= MIN <= OPT <= MAX")
+        if not 1 <= lo <= opt <= hi <= MAX_BATCH:
+            raise ValueError(f"batch range {text!r}: expected 1 <= MIN <= OPT <= MAX <= {MAX_BATCH}")
         return cls(lo, opt, hi)
 
     def __str__(self) -> str:

@@ -276,47 +276,19 @@ RUN_LOCK = ".train.lock"
 #: Files of a run that atomic writes replace (their temp siblings are ``fsutil.TEMP_NAME``).
 _RUN_FILES = frozenset({"last.pt", "best.pt", "best.json", "metrics.png", "metrics.jsonl"})
 
-_INT, _NUM = "an integer", "a number"
-#: TrainConfig fields checked before anything is built: (kind, low, high, low excluded).
-_RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
-    "epochs": (_INT, 1, None, False),
-    "batch_size": (_INT, 1, None, False),
-    "lr": (_NUM, 0.0, None, True),
-    "backbone_lr_scale": (_NUM, 0.0, None, False),
-    "weight_decay": (_NUM, 0.0, None, False),
-    "warmup_epochs": (_NUM, 0.0, None, False),
-    "min_lr_ratio": (_NUM, 0.0, 1.0, False),
-    "grad_clip": (_NUM, 0.0, None, False),
-    "ema": (_NUM, 0.0, 1.0, False),
-    "seed": (_INT, 0, 2**32 - 1, False),
-    "max_steps_per_epoch": (_INT, 0, None, False),
-    "stop_after_epochs": (_INT, 0, None, False),
-}
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
 def check_train_config(cfg: TrainConfig, where: str = "config") -> None:
-    """Types and ranges of ``cfg``'s numbers and switches (a wrong one is a one-line ``ValueError``)."""
-    for key, (kind, lo, hi, lo_open) in _RANGES.items():
-        v = getattr(cfg, key)
-        ok_type = not isinstance(v, bool) and (isinstance(v, int) if kind == _INT else isinstance(v, int | float))
-        bounds = (f"> {_num(lo)}" if lo_open else f"≥ {_num(lo)}") if hi is None else f"in [{_num(lo)}, {_num(hi)}]"
-        if not ok_type or (kind == _NUM and not math.isfinite(v)):
-            raise ValueError(f"{where}: {key} {v!r}: not {kind}, expected {kind} {bounds}")
-        if v < lo or (lo_open and v == lo) or (hi is not None and v > hi) or (key == "ema" and v == 1.0):
-            expected = "a decay in [0, 1) (0 disables EMA)" if key == "ema" else f"{kind} {bounds}"
-            raise ValueError(f"{where}: {key} {v!r}: out of range, expected {expected}")
-    for key in ("amp", "channels_last", "augment", "skip_bad_rows"):
-        if not isinstance(getattr(cfg, key), bool):
-            raise ValueError(f"{where}: {key} {getattr(cfg, key)!r}: not a boolean, expected true or false")
-    for key in ("model_overrides", "augment_params"):
-        if not isinstance(getattr(cfg, key), dict):
-            raise ValueError(f"{where}: {key} {getattr(cfg, key)!r}: not a table, expected a mapping of settings")
-    if not isinstance(cfg.model, str) or not (cfg.init_from is None or isinstance(cfg.init_from, str)):
-        raise ValueError(f'{where}: model / init_from must be strings, expected e.g. model = "tiny"')
+    """Re-check every value of ``cfg`` against the schema (``TrainConfig``: types, ranges, sections); a wrong
+    one is a one-line ``ValueError`` naming ``where`` and the key."""
+    TrainConfig.from_dict(cfg.model_dump(), where)
+
+
+def _same_config(stored: Any, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's stored config is ``cfg`` (read through today's schema: keys added since take
+    their defaults, so an older run still resumes)."""
+    try:
+        return TrainConfig.from_dict(stored, "last.pt config").to_dict() == cfg.to_dict()
+    except ValueError:
+        return False
 
 
 def check_out_dir(
@@ -484,7 +456,7 @@ def _train(
     steps_per_epoch = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
-    augment = GpuAugment(pp, **cfg.augment_params) if cfg.augment else None
+    augment = GpuAugment(pp, **cfg.augment_params.kwargs()) if cfg.augment else None
 
     start_epoch, step, best_p, history = 0, 0, -math.inf, []
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -492,7 +464,7 @@ def _train(
         if not last_path.is_file():
             raise FileNotFoundError(f"--resume: {last_path} does not exist")
         _, sd, state = read_checkpoint(last_path)
-        if state.get("config") != cfg.to_dict():
+        if not _same_config(state.get("config"), cfg):
             raise ValueError(f"--resume: {last_path} was trained with a different config; start a new --out")
         model.load_state_dict(state["raw_state_dict"] if "raw_state_dict" in state else sd)
         optimizer.load_state_dict(state["optimizer"])

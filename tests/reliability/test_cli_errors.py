@@ -271,7 +271,7 @@ def test_error_on_a_temp_file_names_the_users_file() -> None:
     [
         ("c.json", "[1, 2]", "{p}: a JSON list, expected an object of settings (a TOML table)"),
         ("c.json", '"tiny"', "{p}: a JSON str, expected an object of settings (a TOML table)"),
-        ("c.json", '{"loss": [1]}', "{p}.loss: expected a mapping, got list"),
+        ("c.json", '{"loss": [1]}', "{p}: loss must be a table of settings, got list [1]"),
         ("c.json", '{"epochs": "5"}', r"{p}: epochs .*'5'"),
         ("c.json", '{"epochs": 0}', "{p}: epochs 0: out of range, expected an integer ≥ 1"),
         ("c.json", '{"lr": -1}', "{p}: lr -1: out of range, expected a number > 0"),
