@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from edge_affect.artifact import atomic_write_text, sha256_file
+from edge_affect.config import check_evaluation
 from edge_affect.default import DEFAULT_FILES
 from edge_affect.fsutil import make_temp_dir, replace_dir
+from edge_affect.schema import EXPRESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,9 @@ def training_stages(checkpoint: Path, train_config: dict[str, Any] | None, depth
 
 def evaluation_from_bench(d: dict[str, Any], where: str = "evaluation") -> dict[str, Any]:
     """The compact evaluation stored in ``model.json`` from ``benchmarks/bench_peer_fer.py``'s JSON (one entry
-    per model name: n, accuracy, macro-F1, per-class F1); any other dict is stored unchanged."""
+    per model name: n, accuracy, macro-F1, per-class F1); any other JSON object is stored unchanged. Not an
+    object, or holding a NaN/inf anywhere: a one-line ``ValueError`` naming ``where``."""
+    d = check_evaluation(d, where)
     if "models" not in d:
         return d
     out: dict[str, Any] = {"data": d.get("data", {}), "machine": d.get("machine", {})}
@@ -158,7 +162,14 @@ def package_model(
             raise ValueError("--expr-logit-adjust needs --data (the training set whose class prior it removes)")
         from edge_affect.data.abaw import load_split
 
-        prior = expression_prior(load_split(data, "train", check_images=False))
+        ann = load_split(data, "train", check_images=False)
+        prior = expression_prior(ann)
+        absent = [EXPRESSIONS[i] for i in np.flatnonzero(prior <= 0)]
+        if absent:  # log(0): the adjustment would make such a class the answer for every face
+            raise ValueError(
+                f"--expr-logit-adjust {expr_logit_adjust:g}: {ann.source} has no training faces of "
+                f"{', '.join(absent)}, expected a training set with every expression class (or no --expr-logit-adjust)"
+            )
         adjust_expression_logits(model, prior, expr_logit_adjust)
         extra["expr_logit_adjust"] = {"tau": float(expr_logit_adjust), "prior": [round(float(x), 6) for x in prior]}
     extra["source_checkpoint_sha256"] = meta.checkpoint_sha256
@@ -174,14 +185,15 @@ def package_model(
         card = {
             "name": out.name,
             "description": description,
-            "model": meta.model_name,
-            "model_config": meta.model_config,
+            "model": st_meta.model_name,
+            "model_config": st_meta.model_config,  # as shipped: --test-time-flip is recorded as applied
             "parameters": params,
             "macs": macs,
-            "input": {"size": meta.preprocess.input_size, "color": meta.preprocess.color},
+            "input": {"size": st_meta.preprocess.input_size, "color": st_meta.preprocess.color},
+            "test_time_flip": bool(st_meta.model_config.get("test_time_flip", False)),
             "align_template": extra.get("align_template"),
             "expr_logit_adjust": extra.get("expr_logit_adjust"),
-            "au_thresholds": list(meta.au_thresholds),
+            "au_thresholds": list(st_meta.au_thresholds),
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in (st, onnx_path)},
             "onnx": {"exporter": res.exporter, "max_abs_diff_vs_torch": res.max_abs_diff},
             "source_checkpoint": {"sha256": meta.checkpoint_sha256, "epoch": meta.extra.get("epoch")},
