@@ -279,6 +279,7 @@ def read_annotations(
             raise FileNotFoundError(f"image folder {root} does not exist (images are looked up relative to it)")
     index = _ImageIndex(root) if check_images and root is not None else None
 
+    _check_utf8(source)
     with open(source, encoding="utf-8", newline=None) as f:
         header = f.readline()
         if not header.strip():
@@ -359,6 +360,14 @@ def write_annotations(path: str | Path, paths: list[str], va: np.ndarray, expr: 
     return p
 
 
+def _check_utf8(path: Path) -> None:
+    """Refuse a file that is not UTF-8 text with one line naming it (Python's own error names no file)."""
+    try:
+        Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}), expected a UTF-8 CSV file") from None
+
+
 def soft_expr_file(annotation_file: str | Path) -> Path:
     """The soft-expression sidecar path of an annotation file."""
     p = Path(annotation_file)
@@ -386,6 +395,7 @@ def read_soft_expr(path: str | Path, ann: Annotations) -> np.ndarray:
     or a most likely class other than the hard label."""
     src = Path(path)
     want_header = ",".join(("image", *EXPRESSIONS))
+    _check_utf8(src)
     with open(src, encoding="utf-8", newline=None) as f:
         header = f.readline().strip()
         if header != want_header:

@@ -30,7 +30,7 @@ import numpy as np
 from edge_affect.artifact import atomic_write_text
 from edge_affect.data.abaw import IMAGES_DIR, SPLIT_FILES, soft_expr_file, write_annotations, write_soft_expr
 from edge_affect.data.synth import PROTOTYPES, va_from_intensity
-from edge_affect.fsutil import make_temp_dir, replace_dir
+from edge_affect.fsutil import make_temp_dir, replace_dir, same_path
 from edge_affect.schema import AUS, MISSING_AU, MISSING_EXPR, MISSING_VA, NUM_AU, NUM_EXPR
 
 log = logging.getLogger(__name__)
@@ -238,17 +238,27 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"parent folder {parent} of {out} does not exist")
+    sources = {"train": Path(train_npz), "val": Path(val_npz)}
+    face_sets = {split: _read_npz(src) for split, src in sources.items()}  # bad files: one line, nothing written
+    if same_path(train_npz, val_npz):
+        raise ValueError(
+            f"--val {val_npz}: is the file given as --train {train_npz}, expected a validation set of other faces"
+        )
+    # one image folder per split, named after its file; two files of one name (a/data.npz, b/data.npz) get
+    # <stem>-train and <stem>-val, so no validation image lands on a training row's path
+    clash = sources["train"].stem == sources["val"].stem
     tmp = make_temp_dir(out)  # named after this process; what killed imports left is removed first
     summary: dict = {"weak_targets": weak, "splits": {}}
     try:
-        for split, src in (("train", Path(train_npz)), ("val", Path(val_npz))):
-            face_set = _read_npz(src)
+        for split, src in sources.items():
+            face_set = face_sets[split]
             images, labels, ids, dist = face_set["images"], face_set["labels"], face_set["ids"], face_set["dist"]
-            folder = tmp / IMAGES_DIR / f"{src.stem}"
+            sub = f"{src.stem}-{split}" if clash else src.stem
+            folder = tmp / IMAGES_DIR / sub
             folder.mkdir(parents=True, exist_ok=True)
             paths = []
             for k, (img, name) in enumerate(zip(images, ids, strict=True)):
-                rel = f"{src.stem}/{k:05d}_{name}.png"  # ids repeat in FER2013: the row number keeps paths unique
+                rel = f"{sub}/{k:05d}_{name}.png"  # ids repeat in FER2013: the row number keeps paths unique
                 ok, buf = cv2.imencode(".png", img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
                 if not ok:
                     raise RuntimeError(f"cannot encode {rel} as PNG")

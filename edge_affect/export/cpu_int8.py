@@ -11,9 +11,11 @@ The recipe and what was measured for its alternatives are in ``CpuInt8Recipe`` a
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,6 +188,7 @@ def quantize_cpu_int8(
         job.write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
         pkg_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))}
+        env[PARENT_ENV] = str(os.getpid())  # the child dies with this process (die_with_parent)
         cmd = [sys.executable, "-m", "edge_affect.export.cpu_int8", str(src), str(out), str(frames), str(job)]
         with capture_output(dst.parent / CAPTURE_LOG, step) as cap:  # the child's output goes to quantize.log
             rc = subprocess.run(cmd, env=env, check=False).returncode
@@ -340,6 +343,23 @@ def integer_kernels(path: str | Path, threads: int = 1) -> dict[str, int]:
     return {k: ops[k] for k in keep if k in ops}
 
 
+#: Environment variable naming the export process a quantizer child must not outlive.
+PARENT_ENV = "EDGE_AFFECT_PARENT_PID"
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this (child) process die when ``parent`` does, a ``kill -9`` included: Linux ``PR_SET_PDEATHSIG``
+    (the kernel sends SIGKILL), and an exit right away if ``parent`` is already gone (the race before it)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _quantize_in_this_process(src: Path, dst: Path, calib: np.ndarray, recipe: CpuInt8Recipe) -> None:
     """The child process's work: ONNX Runtime's pre-processing, then ``quantize_static`` (see ``quantize_cpu_int8``)."""
     from onnxruntime.quantization import quant_pre_process, quantize_static
@@ -353,6 +373,8 @@ def _quantize_in_this_process(src: Path, dst: Path, calib: np.ndarray, recipe: C
 
 
 if __name__ == "__main__":  # python -m edge_affect.export.cpu_int8 SRC DST CALIB.npy RECIPE.json (quantize_cpu_int8)
+    if os.environ.get(PARENT_ENV, "").isdigit():
+        die_with_parent(int(os.environ[PARENT_ENV]))
     _src, _dst, _calib, _recipe = sys.argv[1:5]
     _r = json.loads(Path(_recipe).read_text(encoding="utf-8"))
     _r["op_types"], _r["exclude"] = tuple(_r["op_types"]), tuple(_r["exclude"])

@@ -265,6 +265,20 @@ def _check_request(req: ExportRequest) -> None:
         check_dla(req.batch, req.dla_core)  # refused before any work, also where engines would be skipped
     if req.qat is not None and not req.int8:
         raise ValueError(f"qat: fine-tunes for {FORMATS['onnx-int8'].filename}, expected int8 (--int8) with it")
+    ignored = [  # options of the TensorRT INT8 model that the CPU INT8 model would silently ignore
+        n
+        for n, on in (
+            ("int8_exclude", bool(req.int8_exclude)),
+            ("int8_calib_method", req.int8_calib_method is not None),
+            ("int8_quantize_stem", bool(req.int8_quantize_stem)),
+        )
+        if on
+    ]
+    if ignored and not req.int8:
+        raise ValueError(
+            f"{ignored[0]}: applies to {FORMATS['onnx-int8'].filename} only (the CPU INT8 model ignores it), "
+            "expected int8 (--int8 or --int8-target tensorrt) with it"
+        )
     if req.int8_fallback and not req.int8:
         raise ValueError(
             f"int8_fallback: keeps nodes of {FORMATS['onnx-int8'].filename} in FP16, expected int8 (--int8) with it"
@@ -304,6 +318,10 @@ def export_all(req: ExportRequest) -> ExportReport:
     calib_dir = Path(req.calib) if req.calib is not None else default_calibration_dir()
     calib = load_calibration(calib_dir, meta.preprocess)
     manifest = read_manifest(calib_dir)
+    if req.qat is not None:
+        from edge_affect.export.qat import check_not_gate_frames
+
+        check_not_gate_frames(req.qat, req.eval_data, req.eval_split, calib_dir, manifest)
     frames = select_gate_frames(
         calib_dir,
         manifest,

@@ -128,6 +128,31 @@ def check_settings(s: QatSettings) -> None:
         raise ValueError("qat: distill and labels are both 0, expected a loss to train on")
 
 
+def check_not_gate_frames(
+    s: QatSettings, eval_data: str | Path | None, eval_split: str, calib_dir: Path, manifest: dict[str, Any]
+) -> None:
+    """Refuse a fine-tune whose training frames (split ``s.split`` of ``s.data``) are the frames the parity gates
+    judge: ``eval_data`` that is the same dataset root and split, or, without it, gate frames held out of a
+    calibration set sampled from that split (``manifest['source']``)."""
+    from edge_affect.fsutil import same_path
+
+    if eval_data is not None:
+        if Path(eval_data).is_dir() and same_path(eval_data, s.data) and eval_split == s.split:
+            raise ValueError(
+                f"--qat: trains on the {s.split} split of --data {s.data}, the split --eval-data {eval_data} "
+                f"--eval-split {eval_split} gives the gates, expected gate frames the fine-tune never sees "
+                "(another --eval-split or dataset)"
+            )
+        return
+    src = manifest.get("source") or {}
+    if src.get("kind") == "abaw" and src.get("path") and same_path(src["path"], s.data) and src.get("split") == s.split:
+        raise ValueError(
+            f"--qat: trains on the {s.split} split of --data {s.data}, from which calibration set {calib_dir} "
+            "was sampled, so its held-out gate frames are training frames; expected a calibration set from another "
+            "split, or --eval-data from another split"
+        )
+
+
 def qat_int8(model: Any, meta: Any, int8_path: Path, fp32_path: Path, s: QatSettings) -> dict[str, Any]:
     """Fine-tune the Q/DQ graph at ``int8_path`` (ModelOpt's PTQ of ``fp32_path``) in place, see the module
     docstring; returns the record for the report (also stored in the graph's metadata). ``model`` (the
