@@ -68,7 +68,7 @@ _QUANT_TYPES = ("int8", "uint8")
 
 @dataclass(frozen=True)
 class CpuInt8Recipe:
-    """How ``quantize_static`` is called. The defaults are the measured best on this project's models (README,
+    """How ``quantize_static`` is called. The defaults are the measured best on this project's models (docs/export.md,
     ``benchmarks/bench_cpu_int8.py``): every op ONNX Runtime can quantize (Add included, so residual adds run as
     QLinearAdd and activations stay int between blocks), QDQ format, asymmetric uint8 activations with
     symmetric per-channel int8 weights, MinMax calibration."""

@@ -15,7 +15,7 @@ Runs on CPU; needs only what the ``export`` extra installs.
 The earlier route (NNCF fake quantizers on a copy of the PyTorch model, weights carried back, then ModelOpt
 recalibrated) trained against quantizers other than the ones that shipped. Side by side on the same ``tiny``
 checkpoints, calibration and 200 gate frames, expression agreement seeds 0 / 1: PTQ 0.940 / 0.935, NNCF QAT
-0.965 / 0.945, this route 0.970 / 0.965 (README, "Export", ``--qat``: setup, and the caveat that those gate frames
+0.965 / 0.945, this route 0.970 / 0.965 (docs/export.md, ``--qat``: setup, and the caveat that those gate frames
 also chose between the routes).
 """
 
