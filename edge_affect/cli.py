@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "edge_affect.data.cli",
     "edge_affect.train.cli",
     "edge_affect.export.cli",
+    "edge_affect.calibration.cli",
     "edge_affect.runtime.cli",
     "edge_affect.demo",
     "edge_affect.serve.cli",
