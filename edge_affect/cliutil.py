@@ -207,6 +207,11 @@ def _user_path(path: str) -> str:
         m = pattern.match(base)
         if m:
             return f"{head}{sep}{m.group('name')}"
+        # a staged output file (fsutil.Staged): .<name>.tmp-<pid>-<random>/<name>
+        up, sep2, folder = head.rpartition("/")
+        m = pattern.match(folder)
+        if m and m.group("name") == base:
+            return f"{up}{sep2}{base}"
     return path
 
 

@@ -205,3 +205,12 @@ def test_run_outputs_are_staged_kill_keeps_the_earlier_result_ctrl_c_exits_130(
     lines = out.read_text().splitlines()
     assert lines and lines[0].startswith("{")  # what was processed, in place of the earlier result
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl"]  # the killed run's temp: cleaned
+
+
+def test_errors_on_a_staged_file_name_the_output_not_the_temp_path() -> None:
+    import errno
+
+    from edge_affect.cliutil import describe_os_error
+
+    e = OSError(errno.ENOSPC, "No space left on device", "/data/.preds.jsonl.tmp-123-ab_c9/preds.jsonl")
+    assert describe_os_error(e) == "/data/preds.jsonl: no space left on device, expected free space on the device"
