@@ -63,7 +63,7 @@ def test_pretrained_backbone_from_local_file(tmp_path) -> None:
     from safetensors.torch import save_file
 
     torch.manual_seed(2)
-    ref = timm.create_model("test_efficientnet", pretrained=False)
+    ref = timm.create_model(get_config("tiny").backbone, pretrained=False)
     save_file(ref.state_dict(), str(tmp_path / "bb.safetensors"))
     m = create_model("tiny", pretrained=str(tmp_path / "bb.safetensors"))
     w_ref = ref.conv_stem.weight
@@ -109,7 +109,7 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path) -> None:
         load_checkpoint(other)
 
 
-@pytest.mark.parametrize("name", ["tiny", "edge", "edge_gray48"])
+@pytest.mark.parametrize("name", ["tiny", "edge", "edge_gray48", "tiny_silu"])
 def test_every_parameter_is_used(name: str) -> None:
     """DDP (find_unused_parameters=False) needs every parameter in the graph of the loss."""
     m = create_model(name)
