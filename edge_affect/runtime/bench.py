@@ -88,7 +88,8 @@ def bench_stages(
     re-detection of the face in a region around it (what the pipeline does between detections).
     """
     from edge_affect.runtime.faces import YuNetDetector, align_face, yunet_runner
-    from edge_affect.runtime.pipeline import DEFAULT_DET_SIZE, DEFAULT_ROI_PAD, DEFAULT_ROI_SIZE
+    from edge_affect.runtime.finder import FaceFinder
+    from edge_affect.runtime.pipeline import DEFAULT_DET_SIZE
 
     path = Path(image) if image is not None else DEFAULT_BENCH_IMAGE
     rgb = decode_image(path)
@@ -105,9 +106,10 @@ def bench_stages(
             raise ValueError(f"bench source {path}: no face found (give --source an image with a face)")
         lm = dets[0].landmarks
         box = dets[0].box
-        region = ([box[:2] + box[2:] / 2], [DEFAULT_ROI_PAD * float(max(box[2], box[3]))], DEFAULT_ROI_SIZE)
+        finder = FaceFinder(detector)  # the region a moving tracked face is re-found in, at the whole-frame scale
+        rect, scale = finder.region(rgb, box), finder.full_scale(rgb)
         rows.append(
-            {"stage": "track", "batch": 1, **stats(time_calls(lambda: detector.detect_regions(rgb, *region), iters))}
+            {"stage": "track", "batch": 1, **stats(time_calls(lambda: detector.detect_rect(rgb, rect, scale), iters))}
         )
         size = predictor.input_size
         rows.append({"stage": "align", "batch": 1, **stats(time_calls(lambda: align_face(rgb, lm, size), iters))})

@@ -248,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         label_margin=args.label_margin,
         max_faces=args.max_faces,
-        fps=source.fps if source.fps and source.fps > 0 else 30.0,
+        fps=float(source.fps) if source.fps and source.fps > 0 else 30.0,
         **pipeline_settings(args),
     )
     # files go to hidden siblings renamed into place at the end (a kill keeps the earlier result); a FIFO or

@@ -156,11 +156,11 @@ class FaceFinder:
         self.stats["full"] += 1
         return dets
 
-    def _full_scale(self, rgb: np.ndarray) -> float:
+    def full_scale(self, rgb: np.ndarray) -> float:
         """Detector input pixels per frame pixel in a whole-frame detection of ``rgb``."""
         return min(1.0, self.det_size / max(rgb.shape[:2]))
 
-    def _region(self, rgb: np.ndarray, box: np.ndarray) -> tuple[int, int, int, int]:
+    def region(self, rgb: np.ndarray, box: np.ndarray) -> tuple[int, int, int, int]:
         """The square search region around a predicted ``box``, moved inside the frame where it fits (so a
         frame edge falls on the detector input's edge, as in a whole-frame detection)."""
         h, w = rgb.shape[:2]
@@ -177,8 +177,8 @@ class FaceFinder:
         """Tracks (``predicted``: where their motion puts them) re-found in square regions there."""
         visible, boxes = list(predicted), list(predicted.values())
         if self.roi_size is None:  # at the whole-frame scale, one region at a time
-            scale = self._full_scale(rgb)
-            regions = [self.detector.detect_rect(rgb, self._region(rgb, b), scale) for b in boxes]
+            scale = self.full_scale(rgb)
+            regions = [self.detector.detect_rect(rgb, self.region(rgb, b), scale) for b in boxes]
         else:
             centers = [b[:2] + b[2:] / 2 for b in boxes]
             sides = [self.roi_pad * float(max(b[2], b[3])) for b in boxes]
@@ -294,7 +294,7 @@ class FaceFinder:
         if (x1 - x0) * (y1 - y0) > 0.5 * w * h:
             return None
         self.stats["motion"] += 1
-        dets = self.detector.detect_rect(rgb, (x0, y0, x1, y1), self._full_scale(rgb))
+        dets = self.detector.detect_rect(rgb, (x0, y0, x1, y1), self.full_scale(rgb))
         if known and dets:
             overlap = iou_xywh(np.stack([d.box for d in dets]), np.stack(known)).max(axis=1)
             dets = [d for d, o in zip(dets, overlap, strict=True) if o < self.tracker.iou_threshold]

@@ -108,8 +108,8 @@ def test_run_with_face_settings(clip: Path, tmp_path: Path, capsys: pytest.Captu
     # The summary says how the faces were found: frames 0, 3, ..., 21 detected whole, 16 regions between.
     text = " ".join(capsys.readouterr().err.split())
     assert (
-        "face finding: 8 whole-frame detections (0 for faces at the frame edge, 0 after a face was lost), "
-        "16 region re-detections, 0 new faces picked up in 0 changed regions"
+        "face finding: 8 whole-frame detections (0 for a face moving across the frame edge, 0 after a face was "
+        "lost), 0 still faces held, 16 region re-detections, 0 new faces picked up in 0 changed regions"
     ) in text
 
 
@@ -142,6 +142,7 @@ def test_bench_pipeline_command(clip: Path, tmp_path: Path, capsys: pytest.Captu
     assert names == [
         "old: every frame @640",
         "@640, detect every 10, roi, no pickup",
+        "every frame @640, filtered, smoothed",
         "new: @640, detect every 10, roi, pickup motion",
     ]
     for p in res["policies"]:

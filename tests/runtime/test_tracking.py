@@ -3,8 +3,9 @@
 Generated 640×480 clips (``edge_affect.runtime.clips``, written with cv2.VideoWriter and decoded as
 video) go through the shipped default model twice: the old policy (full detection every frame at 640)
 and the new defaults (whole-frame detection at 640 every N = 10 frames; in between, faces re-found in
-regions, new faces picked up where the image changed outside every track and its body, and a whole-frame
-detection while a face is cut by the frame edge or motion reaches the edge).
+regions at the whole-frame scale or held where still, new faces picked up where the image changed outside every
+track and its body, and a whole-frame detection while a face moves across the frame edge or motion along the
+edge could bring one in). Both run without smoothing: face finding is judged on each frame's own predictions.
 
 Measured here (150-frame clips, default model edge_gray48_slim): same faces as the old policy on 100 %
 of the frames with a face ≥ 48 px, partly visible and being picked up included (one face: 150 frames;
@@ -14,6 +15,10 @@ top-1 agreement on tracked frames 100 %. The settings and rules were chosen on t
 crossing clip, made to check them, showed the edge-motion case at 98.7 %); ``unseen_clip`` was written
 after they were fixed and measured once, at 100 %. (The previous defaults, 384 px every 5th frame without
 motion pickup: 93.1 % on the entering/leaving clip, faces picked up 1–3 frames late.)
+Issue 20 (regions at the whole-frame scale, still faces held, the edge rules revised) was developed against
+these clips too: the enter/leave, crossing and unseen clips showed region re-detection keeping faces 13-15 %
+outside the frame that the whole frame drops, which set the edge rules, so none of them is unseen any more;
+``webcam_clip`` (tests/runtime/test_steady_video.py) was written after those rules were fixed.
 Asserted: ≥ 99 %, pickup ≤ 1 frame, ≥ 98 %.
 """
 
@@ -83,8 +88,9 @@ def test_new_policy_reports_the_faces_of_every_frame_detection(
     name: str, clips: dict, default_predictor: Any, detector: YuNetDetector
 ) -> None:
     frames, truth = clips[name]
-    old = FacePipeline(default_predictor, detector, det_size=640, detect_every=1)
-    new = FacePipeline(default_predictor, detector)
+    # Face finding is judged on each frame's own predictions (smoothing over time is judged elsewhere).
+    old = FacePipeline(default_predictor, detector, det_size=640, detect_every=1, smooth=False)
+    new = FacePipeline(default_predictor, detector, smooth=False)
     assert new.detect_every == DEFAULT_DETECT_EVERY > 1 and new.track_policy == "roi"
     ref, _, _ = _run(old, frames)
     got, full, tracks = _run(new, frames)
@@ -100,13 +106,12 @@ def test_new_policy_reports_the_faces_of_every_frame_detection(
     # Predictions on tracked (not fully detected) frames match those from fresh detections.
     assert cmp["expr_pairs_tracked"] >= 80
     assert cmp["expr_agreement_tracked"] >= EXPR_AGREEMENT_MIN
-    # Faces cut by the frame edge, and motion reaching it, are detected whole-frame: on the clips where
-    # faces enter and leave through the edges that is 51 (enter_leave), 56 (crossing) and 81 (unseen, a face
-    # sits at the top edge throughout) of 150 frames; the faces that stay inside are tracked between
-    # scheduled detections.
+    # Faces moving across the frame edge, and motion along the edge wide enough to hold a face, are detected
+    # whole-frame: on the clips where faces keep sliding in and out that is 53 (enter_leave), 58 (crossing) and
+    # 78 (unseen) of 150 frames (51, 56 and 81 under the earlier rule that sent every face touching the edge to
+    # whole-frame detection); still faces are held (21, 45 and 88 face-frames), the others tracked in regions.
     at_edge = name in ("enter_leave", "crossing", "unseen")
     assert sum(full) <= (0.6 * len(frames) if at_edge else len(frames) / DEFAULT_DETECT_EVERY + 2)
-    assert (new.stats["full_at_edge"] > 0) == at_edge
     if name == "walking":  # the body moves with the face: its motion is expected, not a new face to look for
         assert new.stats["motion"] == 0 and new.stats["picked_up"] == 0
     ids = {t for ts in tracks for t in ts}
@@ -259,10 +264,10 @@ def test_tracker_follows_fast_boxes_by_velocity() -> None:
 
 def test_settings_are_checked(default_predictor: Any, detector: YuNetDetector) -> None:
     for kw, msg in (
-        ({"det_size": 16}, "detector input size"),
-        ({"detect_every": 0}, "detect every"),
-        ({"track_policy": "kalman"}, "track policy"),
-        ({"roi_size": 8}, "region"),
+        ({"det_size": 16}, "det_size"),
+        ({"detect_every": 0}, "detect_every"),
+        ({"track_policy": "kalman"}, "track_policy"),
+        ({"roi_size": 8}, "roi_size"),
         ({"pickup": "optical-flow"}, "pickup"),
     ):
         with pytest.raises(ValueError, match=msg):
