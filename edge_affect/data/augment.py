@@ -2,7 +2,9 @@
 
 ``GpuAugment``: uint8 N×S×S×3 → normalised float32 N×3×S×S with a random affine (scale, shift,
 rotation, horizontal flip; one ``affine_grid``/``grid_sample``), brightness/contrast jitter and
-random grayscale. ``to_input``: the eval path, normalisation only, equal to
+random grayscale, and optionally the misalignment a detector's landmark noise causes (``landmark_jitter``: the
+5 landmarks moved by Gaussian noise and the crop re-aligned by the least-squares similarity, as the runtime's
+alignment would cut it). ``to_input``: the eval path, normalisation only, equal to
 ``edge_affect.runtime.preprocess.normalize`` (tested to 1e-6). A horizontal flip keeps every label
 valid here: valence/arousal and expressions are symmetric, and the 12 ABAW AUs are scored bilaterally.
 """
@@ -17,6 +19,28 @@ import torch.nn.functional as F
 from edge_affect.schema import Preprocess
 
 _LUMA = (0.299, 0.587, 0.114)
+#: The 5 alignment points (eyes, nose, mouth corners) as fractions of the crop: the ArcFace template the runtime
+#: aligns onto (``edge_affect.runtime.align.ARCFACE_TEMPLATE_112`` / 112). Landmark noise is drawn around them.
+LANDMARKS_FRAC = (
+    (0.3419, 0.4616),
+    (0.6565, 0.4598),
+    (0.5002, 0.6405),
+    (0.3710, 0.8247),
+    (0.6315, 0.8232),
+)
+
+
+def similarity_lstsq(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Batched least-squares similarity (rotation, uniform scale, translation) mapping ``src`` → ``dst``
+    (N×K×2 each) as N×2×3 matrices, the closed form of the runtime's 2-D Umeyama fit."""
+    ms, md = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    p, q = src - ms, dst - md
+    den = (p**2).sum((1, 2)).clamp_min(1e-12)
+    a = (p[..., 0] * q[..., 0] + p[..., 1] * q[..., 1]).sum(1) / den
+    b = (p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0]).sum(1) / den
+    rot = torch.stack([torch.stack([a, -b], 1), torch.stack([b, a], 1)], 1)  # N×2×2
+    t = md[:, 0] - (rot @ ms[:, 0, :, None])[..., 0]
+    return torch.cat([rot, t[..., None]], 2)
 
 
 def _check_batch(batch: torch.Tensor) -> None:
@@ -43,6 +67,11 @@ def to_input(batch_uint8: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     return _to_unit(batch_uint8).sub_(mean).div_(std)
 
 
+def _compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """N×2×3 affine maps: ``outer ∘ inner`` (apply ``inner`` first)."""
+    return torch.cat([outer[:, :, :2] @ inner[:, :, :2], (outer[:, :, :2] @ inner[:, :, 2:]) + outer[:, :, 2:]], 2)
+
+
 class GpuAugment:
     """Random train-time augmentation of a uint8 N×S×S×3 batch, returned normalised (N×3×S×S).
 
@@ -62,6 +91,7 @@ class GpuAugment:
         gray_prob: float = 0.1,
         erase_prob: float = 0.0,
         erase_area: tuple[float, float] = (0.02, 0.2),
+        landmark_jitter: float = 0.0,
         seed: int | None = None,
     ) -> None:
         lo, hi = scale
@@ -81,6 +111,8 @@ class GpuAugment:
             raise ValueError(f"gray_prob={gray_prob}, expected a probability in [0, 1]")
         if not 0 <= erase_prob <= 1:
             raise ValueError(f"erase_prob={erase_prob}, expected a probability in [0, 1]")
+        if not 0 <= landmark_jitter <= 0.1:
+            raise ValueError(f"landmark_jitter={landmark_jitter}, expected a fraction of the crop in [0, 0.1]")
         if not 0 < erase_area[0] <= erase_area[1] < 1:
             raise ValueError(f"erase_area={erase_area}, expected 0 < low <= high < 1 (fractions of the image)")
         self.pp = pp
@@ -93,13 +125,20 @@ class GpuAugment:
         self.gray_prob = float(gray_prob)
         self.erase_prob = float(erase_prob)
         self.erase_area = (float(erase_area[0]), float(erase_area[1]))
+        self.landmark_jitter = float(landmark_jitter)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.geometric = self.scale != (1.0, 1.0) or self.max_shift > 0 or self.max_rotate_deg > 0 or flip
+        self.geometric = (
+            self.scale != (1.0, 1.0)
+            or self.max_shift > 0
+            or self.max_rotate_deg > 0
+            or flip
+            or self.landmark_jitter > 0
+        )
 
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=self.generator)
 
-    def affine(self, n: int) -> torch.Tensor:
+    def affine(self, n: int, size: int = 112) -> torch.Tensor:
         """N×2×3 ``affine_grid`` matrices (output → input coordinates), drawn on the CPU."""
         lo, hi = self.scale
         s = lo + (hi - lo) * self._rand(n)
@@ -107,14 +146,32 @@ class GpuAugment:
         t = (2 * self._rand(n, 2) - 1) * (2 * self.max_shift)  # grid coordinates span 2 per image
         f = torch.where(self._rand(n) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n)
         cos, sin = torch.cos(a) * s, torch.sin(a) * s
-        return torch.stack([torch.stack([cos * f, -sin, t[:, 0]], 1), torch.stack([sin * f, cos, t[:, 1]], 1)], 1)
+        theta = torch.stack([torch.stack([cos * f, -sin, t[:, 0]], 1), torch.stack([sin * f, cos, t[:, 1]], 1)], 1)
+        if self.landmark_jitter > 0:
+            theta = _compose(theta, self.misalignment(n, size))
+        return theta
+
+    def misalignment(self, n: int, size: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """N×2×3 ``affine_grid`` matrices: the crop the runtime would cut from landmarks moved by ``noise``
+        (N×5×2, grid units; default N(0, ``landmark_jitter`` × crop side)), from the clean ``size``-px crop.
+
+        The runtime fits the similarity M from the (moved) landmarks to the template; for a clean crop whose
+        landmarks sit on the template, M equals the fit ``template + noise → template`` after the clean
+        alignment, so output point u samples the clean crop at that fit's inverse."""
+        frac = torch.tensor(LANDMARKS_FRAC, dtype=torch.float32)
+        tpl = ((2 * frac * size + 1) / size - 1).expand(n, -1, -1)  # pixel centres in grid coordinates
+        if noise is None:
+            noise = torch.randn(n, *tpl.shape[1:], generator=self.generator) * (2 * self.landmark_jitter)
+        fit = similarity_lstsq(tpl + noise.to(tpl.dtype), tpl)
+        inv = torch.linalg.inv(fit[:, :, :2])
+        return torch.cat([inv, -(inv @ fit[:, :, 2:])], 2)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         _check_batch(batch)
         n, dev = batch.shape[0], batch.device
         x = _to_unit(batch)
         if self.geometric:
-            theta = self.affine(n).to(dev)
+            theta = self.affine(n, x.shape[-1]).to(dev)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if self.brightness or self.contrast or self.gray_prob:

@@ -114,3 +114,67 @@ def test_random_erasing_area_and_rate() -> None:
 def test_random_erasing_rejects_bad_values(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         GpuAugment(PP, **kwargs)
+
+
+def test_similarity_fit_matches_the_runtime_alignment() -> None:
+    """The batched closed form equals the runtime's Umeyama fit (to 1e-5) on noisy 5-point sets."""
+    from edge_affect.data.augment import similarity_lstsq
+    from edge_affect.runtime.align import similarity_transform
+
+    rng = np.random.default_rng(3)
+    src = rng.uniform(-1, 1, (4, 5, 2))
+    dst = src @ np.array([[0.9, -0.2], [0.2, 0.9]]) + 0.1 + rng.normal(0, 0.02, src.shape)
+    got = similarity_lstsq(torch.tensor(src, dtype=torch.float64), torch.tensor(dst, dtype=torch.float64)).numpy()
+    for i in range(4):
+        np.testing.assert_allclose(got[i], similarity_transform(src[i], dst[i]), atol=1e-5)
+
+
+def test_landmark_jitter_moves_the_face_as_the_runtime_alignment_does() -> None:
+    """Geometry, for 20 random 5-point faces and 2-px landmark noise at 112 px: a point of the photo appears in
+    the augmented crop (the clean crop re-sampled through the similarity template → template + ε, grid
+    coordinates) where ``align_face`` puts it when the landmarks are moved by ε (mapped back to the photo),
+    within 0.01 px; the noise itself moves points by ~1.4 px."""
+    from edge_affect.runtime.align import ARCFACE_TEMPLATE_112, similarity_transform
+
+    def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        return pts @ m[:, :2].T + m[:, 2]
+
+    size, rng = 112, np.random.default_rng(0)
+    to_px = np.array([[size / 2, 0, size / 2 - 0.5], [0, size / 2, size / 2 - 0.5]])  # grid → crop pixels
+    errs, moves = [], []
+    for _ in range(20):
+        # a face whose landmarks sit where the crop's template expects them (what the augmentation assumes of a
+        # training crop; a crop whose own landmarks are off the template by ~1 px is misaligned by ≤ 0.3 px more)
+        a = rng.uniform(0, np.pi / 8)
+        rot = rng.uniform(1.5, 3) * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        face = ARCFACE_TEMPLATE_112 @ rot.T + rng.uniform(50, 300, 2)
+        m0 = similarity_transform(face, ARCFACE_TEMPLATE_112)  # photo → clean crop (px)
+        eps = rng.normal(0, 2.0, (5, 2))  # crop px
+        moved = np.c_[apply(m0, face) + eps, np.ones(5)] @ np.vstack([*_inv(m0)]).T
+        m = similarity_transform(moved, ARCFACE_TEMPLATE_112)  # photo → runtime crop from moved landmarks
+        theta = GpuAugment(Preprocess(input_size=size)).misalignment(1, size, noise=torch.tensor(eps * 2 / size)[None])
+        theta = theta[0].double().numpy()  # output grid → clean grid
+        probe = rng.uniform(-1, 1, (50, 2)) * 80 + face.mean(0)  # photo points around the face
+        clean_px = apply(m0, probe)
+        # where the augmented crop shows them: theta(u) = clean point (grid) → u = theta⁻¹(...)
+        clean_grid = (clean_px - (size / 2 - 0.5)) / (size / 2)
+        u_grid = apply(_inv(theta), clean_grid)
+        errs.append(np.abs(apply(to_px, u_grid) - apply(m, probe)).max())
+        moves.append(np.linalg.norm(apply(m, probe) - clean_px, axis=1).mean())
+    assert max(errs) < 0.01 and np.mean(moves) > 0.5, (max(errs), np.mean(moves))
+
+
+def _inv(m: np.ndarray) -> np.ndarray:
+    a = np.linalg.inv(m[:, :2])
+    return np.c_[a, -a @ m[:, 2]]
+
+
+def test_landmark_jitter_is_seeded_and_bounded() -> None:
+    pp = Preprocess(input_size=32)
+    kw = dict(scale=(1.0, 1.0), max_shift=0.0, max_rotate_deg=0.0, flip=False, brightness=0.0, contrast=0.0)
+    a = GpuAugment(pp, landmark_jitter=0.02, gray_prob=0.0, seed=1, **kw)(_batch())
+    b = GpuAugment(pp, landmark_jitter=0.02, gray_prob=0.0, seed=1, **kw)(_batch())
+    c = GpuAugment(pp, gray_prob=0.0, seed=1, **kw)(_batch())
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="landmark_jitter"):
+        GpuAugment(pp, landmark_jitter=0.5)
