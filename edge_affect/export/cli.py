@@ -56,7 +56,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         f"tensorrt); where TensorRT is not installed also {_FILE['onnx-int8-cpu']} (the CPU INT8 model)",
     )
     p.add_argument(
-        "--calib", type=Path, default=None, help="calibration set folder (default: the shipped calibration/default)"
+        "--calib",
+        type=Path,
+        default=None,
+        help="calibration set folder (default: 512 frames sampled from the checkpoint's training data, kept in "
+        "OUT/calibration; the shipped calibration/default for the shipped model; INT8 of a checkpoint whose "
+        "training data is not here needs --calib)",
     )
     p.add_argument(
         "--engine", action="store_true", help="build TensorRT engines from the typed ONNX (needs TensorRT + GPU)"

@@ -21,6 +21,7 @@ from typing import Any
 
 from edge_affect import formats
 from edge_affect.artifact import atomic_write_text, sha256_file
+from edge_affect.export.calib_source import SAMPLED_DIR, choose_calibration
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.compare import Comparison, Gates, compare_artifact, comparisons_markdown, onnx_cpu_runner
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD, format_of
@@ -119,7 +120,9 @@ class ExportReport:
             f"- checkpoint: `{self.checkpoint}` (sha256 `{self.checkpoint_sha256[:16]}…`)",
             f"- exporter: **{self.exporter}** (attempts: {self.exporter_attempts}), opset {self.opset}",
             f"- calibration: {self.calibration.get('dir', '')} ({self.calibration.get('frames', 0)} frames set the "
-            "INT8 scales)",
+            f"INT8 scales; {self.calibration.get('source', '--calib')}"
+            + (f" {self.calibration['data_root']}" if self.calibration.get("data_root") else "")
+            + ")",
             f"- gate frames: {self.gate_frames.get('description', '')} — {self.gate_frames.get('source', '')}, "
             f"{self.gate_frames.get('count', 0)} frames, none of them a calibration frame "
             f"({self.gate_frames.get('duplicates_dropped', 0)} with a calibration frame's pixels left out)",
@@ -193,6 +196,7 @@ OTHER_EXPORT_FILES = (
     "parity_report.md",
     CAPTURE_LOG,
     "triton",
+    SAMPLED_DIR,  # frames sampled from the checkpoint's training data to calibrate it (calib_source)
 )
 
 
@@ -291,7 +295,7 @@ def _check_request(req: ExportRequest) -> None:
 
 def export_all(req: ExportRequest) -> ExportReport:
     """Run the whole export described by ``req``; returns the report (also written to ``req.out``)."""
-    from edge_affect.calibration import default_calibration_dir, load_calibration, read_manifest
+    from edge_affect.calibration import load_calibration, read_manifest
     from edge_affect.export.gates import select_gate_frames
     from edge_affect.export.onnx_export import export_onnx_detailed, run_torch
     from edge_affect.models import load_checkpoint
@@ -315,7 +319,8 @@ def export_all(req: ExportRequest) -> ExportReport:
     report.versions = _versions()
 
     t = time.perf_counter()
-    calib_dir = Path(req.calib) if req.calib is not None else default_calibration_dir()
+    source = choose_calibration(req.calib, Path(req.checkpoint), meta, out, req.int8 or req.int8_cpu)
+    calib_dir = source.dir
     calib = load_calibration(calib_dir, meta.preprocess)
     manifest = read_manifest(calib_dir)
     if req.qat is not None:
@@ -339,6 +344,7 @@ def export_all(req: ExportRequest) -> ExportReport:
         "name": manifest.get("name", ""),
         "frames": int(len(calib)),
         "frames_in_set": int(len(manifest["files"])),
+        **source.info(),
     }
     report.gate_frames = frames.info
     timings["load_calibration"] = time.perf_counter() - t
@@ -417,12 +423,17 @@ def export_all(req: ExportRequest) -> ExportReport:
                         "size_bytes": f.stat().st_size,
                         "sha256": sha256_file(f),
                     }
+        if source.keep_in(tmp) is not None:  # the sampled frames stay with the export (parity re-reads its gates)
+            for d in (report.calibration, report.gate_frames):
+                if d.get("dir") == str(calib_dir):
+                    d["dir"] = str((out / SAMPLED_DIR).resolve())
         report.timings_s = {k: round(v, 3) for k, v in timings.items()}
         atomic_write_text(tmp / REPORT_JSON, json.dumps(report.to_dict(), indent=1, allow_nan=True) + "\n")
         atomic_write_text(tmp / REPORT_MD, report.to_markdown())
         _replace_out(tmp, out, inputs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        source.discard()
     log.info("export to %s: %s", out, "PASS" if report.passed else "FAIL")
     return report
 
