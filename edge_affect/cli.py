@@ -18,6 +18,7 @@ from edge_affect.cliutil import EXIT_INTERRUPTED, OneLineParser, run_command
 _COMMAND_MODULES = (
     "edge_affect.data.cli",
     "edge_affect.train.cli",
+    "edge_affect.train.distill_cli",
     "edge_affect.export.cli",
     "edge_affect.calibration.cli",
     "edge_affect.runtime.cli",
