@@ -379,7 +379,7 @@ def _export(args: argparse.Namespace) -> int:
     targets |= _cpu_int8_too(args, targets)
     qat = None
     if args.qat:
-        from edge_affect.export.qat import QatSettings
+        from edge_affect.export.tensorrt_int8.qat import QatSettings
 
         if args.data is None or "tensorrt" not in targets:
             raise ValueError("--qat: expected --int8 and --data ROOT (the dataset the fine-tune trains on)")

@@ -231,7 +231,7 @@ def has_float16(model_or_path: Any) -> bool:
     """Whether any tensor, constant or cast of the graph is FP16 (the TensorRT-shaped INT8 model has them)."""
     import onnx
 
-    from edge_affect.export.qdq_check import _attr, _load
+    from edge_affect.export.tensorrt_int8.qdq_check import _attr, _load
 
     model = _load(model_or_path)
     fp16 = onnx.TensorProto.FLOAT16
@@ -250,7 +250,7 @@ def check_cpu_int8(model_or_path: Any, allow_float: tuple[str, ...] | list[str] 
     """
     import onnx
 
-    from edge_affect.export.qdq_check import _attr, _load
+    from edge_affect.export.tensorrt_int8.qdq_check import _attr, _load
 
     model = _load(model_or_path)
     g = model.graph

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,13 +21,17 @@ from typing import Any
 from edge_affect import formats
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.calib_source import SAMPLED_DIR, choose_calibration
-from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.compare import Comparison, Gates, compare_artifact, comparisons_markdown, onnx_cpu_runner
+from edge_affect.export.folder import CARRY_OVER as CARRY_OVER  # public names, kept here too
+from edge_affect.export.folder import OTHER_EXPORT_FILES as OTHER_EXPORT_FILES
+from edge_affect.export.folder import check_out as _check_out
+from edge_affect.export.folder import export_folder_names as export_folder_names
+from edge_affect.export.folder import replace_out as _replace_out
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD, format_of
 from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED
-from edge_affect.export.int8_steps import int8_markdown, sensitivity_markdown
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions, check_dla
-from edge_affect.fsutil import TEMP_NAME, check_not_inputs, is_within, make_temp_dir, replace_dir
+from edge_affect.export.tensorrt_int8.steps import int8_markdown, sensitivity_markdown
+from edge_affect.fsutil import check_not_inputs, make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class ExportRequest:
     parity_frames: int | None = None  # None: every gate frame
     int8_exclude: list[str] = field(default_factory=list)  # op types / node names kept FP16 in the INT8 model
     # keep in FP16 also the K quantized nodes whose FP16 brings the INT8 model closest to the checkpoint on the
-    # calibration frames (edge_affect.export.sensitivity); 0: none
+    # calibration frames (edge_affect.export.tensorrt_int8.sensitivity); 0: none
     int8_fallback: int = 0
     # ModelOpt activation calibration: "max" (default) or "entropy"
     int8_calib_method: str | None = None
@@ -73,7 +76,7 @@ class ExportRequest:
     gate_holdout: float = DEFAULT_HOLDOUT
     gate_seed: int = DEFAULT_SEED
     gates: Gates = field(default_factory=Gates)
-    # quantization-aware fine-tune of the INT8 PTQ's own Q/DQ graph, after the PTQ (edge_affect.export.qat.QatSettings,
+    # quantization-aware fine-tune of the INT8 PTQ's own Q/DQ graph, after the PTQ (edge_affect.export.tensorrt_int8.qat.QatSettings,
     # qdq_torch.QdqGraph); None: PTQ only
     qat: Any = None
 
@@ -96,7 +99,7 @@ class ExportReport:
     # INT8 artifacts on the frames that set their scales: shown beside the gates, never gating
     calibration_figures: list[Comparison] = field(default_factory=list)
     qat: dict[str, Any] = field(default_factory=dict)  # the QAT fine-tune behind model.int8.onnx (qat.py)
-    # --int8-fallback: the nodes kept FP16 and the sensitivity ranking that chose them (int8_steps.py)
+    # --int8-fallback: the nodes kept FP16 and the sensitivity ranking that chose them (tensorrt_int8/steps.py)
     int8_fallback: dict[str, Any] = field(default_factory=dict)
     engines_skipped: str = ""
     triton: str = ""
@@ -185,75 +188,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-#: Kept across re-exports into the same folder (a TensorRT timing cache is not tied to one model).
-CARRY_OVER = ("trt.timing.cache",)
-
-
-#: Other files an export (or ``parity`` on its folder) writes there; a new one must be added here, or a
-#: re-export into the folder is refused as holding something foreign.
-OTHER_EXPORT_FILES = (
-    "parity_report.json",
-    "parity_report.md",
-    CAPTURE_LOG,
-    "triton",
-    SAMPLED_DIR,  # frames sampled from the checkpoint's training data to calibrate it (calib_source)
-)
-
-
-def export_folder_names() -> set[str]:
-    """Every name an export (or ``parity`` on its folder) writes into an export folder."""
-    return formats.export_folder_names() | {*OTHER_EXPORT_FILES, *CARRY_OVER}
-
-
-def _foreign_entries(out: Path) -> list[str]:
-    """Names in ``out`` that no export wrote (atomic-write leftovers ``.<name>.tmp-<pid>-<random>`` count as ours)."""
-    known = export_folder_names()
-    return sorted(
-        p.name for p in out.iterdir() if p.name not in known and not (TEMP_NAME.match(p.name) and p.is_file())
-    )
-
-
-def _check_out(out: Path, inputs: dict[str, Path | None] | None = None) -> None:
-    """``out`` must be new, empty, or an export folder (``export_report.json`` and only export files), which is
-    then replaced whole; it must not be or hold an input."""
-    for opt, p in (inputs or {}).items():
-        if p is not None and Path(p).exists() and is_within(p, out):
-            raise ValueError(f"--out {out}: is or holds the {opt} {p}, expected a folder apart from the inputs")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output {out} exists and is not a folder")
-    if out.is_dir():
-        names = {p.name for p in out.iterdir()}
-        if names and not names <= set(CARRY_OVER):
-            foreign = _foreign_entries(out)
-            if foreign or REPORT_JSON not in names:
-                what = (
-                    f"holds {foreign[0]!r}, which edge-affect export did not write"
-                    if foreign
-                    else "has no " + REPORT_JSON
-                )
-                raise ValueError(
-                    f"--out {out}: {what}, expected a new or empty folder or an earlier export folder "
-                    "(which is replaced whole)"
-                )
-    parent = out.parent  # the folder the finished export is renamed into
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"output {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"output folder {parent} is not writable")
-
-
-def _replace_out(tmp: Path, out: Path, inputs: dict[str, Path | None]) -> None:
-    """Swap the finished ``tmp`` in for ``out`` (whole), keeping ``CARRY_OVER`` files ``tmp`` lacks."""
-    if out.is_dir():
-        for name in CARRY_OVER:
-            if (out / name).is_file() and not (tmp / name).exists():
-                shutil.copy2(out / name, tmp / name)
-    _check_out(out, inputs)  # nothing foreign appeared while exporting
-    replace_dir(tmp, out)
-
-
 def _check_request(req: ExportRequest) -> None:
     """Numeric settings in range (the CLI checks its options too; this covers the Python API)."""
     for name, value, lo in (
@@ -288,7 +222,7 @@ def _check_request(req: ExportRequest) -> None:
             f"int8_fallback: keeps nodes of {FORMATS['onnx-int8'].filename} in FP16, expected int8 (--int8) with it"
         )
     if req.qat is not None:
-        from edge_affect.export.qat import check_settings
+        from edge_affect.export.tensorrt_int8.qat import check_settings
 
         check_settings(req.qat)
 
@@ -324,7 +258,7 @@ def export_all(req: ExportRequest) -> ExportReport:
     calib = load_calibration(calib_dir, meta.preprocess)
     manifest = read_manifest(calib_dir)
     if req.qat is not None:
-        from edge_affect.export.qat import check_not_gate_frames
+        from edge_affect.export.tensorrt_int8.qat import check_not_gate_frames
 
         check_not_gate_frames(req.qat, req.eval_data, req.eval_split, calib_dir, manifest)
     frames = select_gate_frames(
@@ -367,7 +301,7 @@ def export_all(req: ExportRequest) -> ExportReport:
             timings["fp16_convert"] = time.perf_counter() - t
         ptq_path = None
         if req.int8:
-            from edge_affect.export.int8_steps import build_int8
+            from edge_affect.export.tensorrt_int8.steps import build_int8
 
             int8_path = tmp / FORMATS["onnx-int8"].filename
             report.int8_fallback, report.qat, ptq_path = build_int8(

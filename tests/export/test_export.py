@@ -88,7 +88,7 @@ def test_metadata_round_trip(exported, trained_ckpt):
 
 def test_fp16_and_int8_typing(exported):
     from edge_affect.export.fp16 import check_fp16_layout
-    from edge_affect.export.qdq_check import check_trt_qdq
+    from edge_affect.export.tensorrt_int8.qdq_check import check_trt_qdq
 
     out, _ = exported
     assert check_fp16_layout(out / "model.fp16.onnx") == []
@@ -225,7 +225,7 @@ def test_unwritable_output(trained_ckpt, calib_dir, tmp_path):
 def test_int8_without_modelopt_names_the_extra(monkeypatch, exported, calib_dir, tmp_path):
     import sys
 
-    from edge_affect.export.int8 import quantize_int8
+    from edge_affect.export.tensorrt_int8.ptq import quantize_int8
 
     out, _ = exported
     for name in [m for m in sys.modules if m == "modelopt" or m.startswith("modelopt.")]:
@@ -292,7 +292,7 @@ def test_int8_cpu_parity_upcasts_fp16(exported, calib_dir):
 def test_int8_calibration_method_is_validated(exported, tmp_path):
     import numpy as np
 
-    from edge_affect.export.int8 import quantize_int8
+    from edge_affect.export.tensorrt_int8.ptq import quantize_int8
 
     out, _ = exported
     with pytest.raises(ValueError, match="calibration method 'bogus', expected 'max' or 'entropy'"):

@@ -20,7 +20,7 @@ def test_quantizers_bypassed_give_the_float_graph(exported):
 
     from edge_affect.calibration import load_calibration
     from edge_affect.export.onnx_export import read_onnx_meta, run_onnx, upcast_fp16
-    from edge_affect.export.sensitivity import node_macs, quantized_inputs, without_quantizers
+    from edge_affect.export.tensorrt_int8.sensitivity import node_macs, quantized_inputs, without_quantizers
 
     out, rep = exported
     m = onnx.load(str(out / "model.int8.onnx"))
@@ -47,7 +47,7 @@ def test_export_with_fallback(trained_ckpt, calib_dir, tmp_path):
     import onnx
 
     from edge_affect.export.pipeline import ExportRequest, export_all
-    from edge_affect.export.sensitivity import quantized_inputs
+    from edge_affect.export.tensorrt_int8.sensitivity import quantized_inputs
 
     out = tmp_path / "fb"
     rep = export_all(ExportRequest(trained_ckpt, out, int8=True, calib=calib_dir, int8_fallback=2))
@@ -75,9 +75,9 @@ def test_int8_exclude_is_exact_and_checked(exported, calib_dir, tmp_path):
     import onnx
 
     from edge_affect.calibration import load_calibration
-    from edge_affect.export.int8 import quantize_int8
     from edge_affect.export.onnx_export import read_onnx_meta
-    from edge_affect.export.sensitivity import quantized_inputs
+    from edge_affect.export.tensorrt_int8.ptq import quantize_int8
+    from edge_affect.export.tensorrt_int8.sensitivity import quantized_inputs
 
     out, _ = exported
     fp32 = out / "model.onnx"

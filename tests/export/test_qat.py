@@ -15,7 +15,7 @@ pytest.importorskip("modelopt.onnx.quantization", reason="INT8 export needs nvid
 @pytest.fixture(scope="module")
 def qat_export(trained_ckpt, calib_dir, synth_root, tmp_path_factory):
     from edge_affect.export.pipeline import ExportRequest, export_all
-    from edge_affect.export.qat import QatSettings
+    from edge_affect.export.tensorrt_int8.qat import QatSettings
 
     out = tmp_path_factory.mktemp("qat") / "qat"
     # keep="always": the fine-tuned graph ships whatever its distance, so these tests see the route's own output
@@ -34,7 +34,7 @@ def test_qdq_graph_runs_the_int8_graph(exported):
 
     from edge_affect.calibration import load_calibration
     from edge_affect.export.onnx_export import read_onnx_meta, upcast_fp16
-    from edge_affect.export.qdq_torch import QdqGraph
+    from edge_affect.export.tensorrt_int8.qdq_torch import QdqGraph
 
     out, rep = exported
     src = onnx.load(str(out / "model.int8.onnx"))
@@ -59,7 +59,7 @@ def test_qdq_graph_runs_the_int8_graph(exported):
 def test_qat_export_tiny(qat_export):
     import onnx
 
-    from edge_affect.export.qdq_check import assert_trt_qdq
+    from edge_affect.export.tensorrt_int8.qdq_check import assert_trt_qdq
 
     out, rep = qat_export
     model = onnx.load(str(out / "model.int8.onnx"))
@@ -111,7 +111,7 @@ def test_qat_keeps_the_graph(qat_export, exported):
 
 def test_qat_needs_int8(trained_ckpt, synth_root, tmp_path):
     from edge_affect.export.pipeline import ExportRequest, export_all
-    from edge_affect.export.qat import QatSettings
+    from edge_affect.export.tensorrt_int8.qat import QatSettings
 
     with pytest.raises(ValueError, match="qat"):
         export_all(ExportRequest(trained_ckpt, tmp_path / "x", qat=QatSettings(synth_root, steps=1)))
@@ -119,7 +119,7 @@ def test_qat_needs_int8(trained_ckpt, synth_root, tmp_path):
 
 def test_qat_settings_checked(trained_ckpt, calib_dir, synth_root, tmp_path):
     from edge_affect.export.pipeline import ExportRequest, export_all
-    from edge_affect.export.qat import QatSettings
+    from edge_affect.export.tensorrt_int8.qat import QatSettings
 
     with pytest.raises(ValueError, match="qat_lr"):
         export_all(
@@ -132,7 +132,7 @@ def test_distill_loss_is_a_distance():
     entropy as its floor), positive once any head differs."""
     import torch
 
-    from edge_affect.export.qat import distill_loss
+    from edge_affect.export.tensorrt_int8.qat import distill_loss
 
     g = torch.Generator().manual_seed(0)
     t = {
@@ -154,8 +154,8 @@ def test_qat_keep_ships_the_closer_graph(exported, trained_ckpt, tmp_path):
     from onnx import numpy_helper
 
     from edge_affect.calibration import load_calibration
-    from edge_affect.export.int8_steps import qat_keep
     from edge_affect.export.onnx_export import run_torch
+    from edge_affect.export.tensorrt_int8.steps import qat_keep
     from edge_affect.models import load_checkpoint
 
     out, rep = exported

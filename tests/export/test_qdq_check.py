@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_affect.export.qdq_check import assert_trt_qdq, check_trt_qdq
+from edge_affect.export.tensorrt_int8.qdq_check import assert_trt_qdq, check_trt_qdq
 
 
 def _graph(
