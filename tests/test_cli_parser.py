@@ -19,7 +19,7 @@ VOCABULARY: dict[str, tuple[str, tuple[str, ...]]] = {
     "skip TensorRT engines": ("--no-engine", ("--no-engines",)),
 }
 #: Commands with ``--data``: always a dataset root (ABAW layout), never frames to judge.
-DATA_IS_A_DATASET_ROOT = {"train", "eval", "export", "package"}
+DATA_IS_A_DATASET_ROOT = {"train", "eval", "export", "package", "distill teach"}
 #: The old spellings, where they were, and what they now set.
 ALIASES = [
     (["parity", "d", "--data", "x.npz"], "data", "x.npz"),
@@ -109,7 +109,7 @@ def test_checkpoint_positionals_have_one_name():
     for name, p in COMMANDS.items():
         for a in _visible(p):
             if not a.option_strings and a.dest in ("ckpt", "checkpoint") and (name, a.dest) not in OLD_POSITIONALS:
-                assert (a.metavar or a.dest) == "checkpoint", f"edge-affect {name}: positional {a.dest!r}"
+                assert (a.metavar or a.dest).lower() == "checkpoint", f"edge-affect {name}: positional {a.dest!r}"
 
 
 @pytest.mark.parametrize(("argv", "dest", "value"), ALIASES)
