@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 STATUS_OK = "ok"
 STATUS_BAD_INPUT = "bad_input"
 STATUS_NONFINITE = "nonfinite_output"
-#: A crop this much longer on one side than the other is not an aligned face crop (those are square); photos and
-#: video frames (4:3, 3:2, 16:9) are.
-MAX_CROP_ASPECT = 1.25
+#: A crop this much longer on one side than the other is not a face crop (aligned crops are square, a detector's
+#: face box is about 1:1.25); photos and video frames (3:2, 16:9) are.
+MAX_CROP_ASPECT = 1.4
 #: A crop at least this large on its shorter side is the size of a photo or a video frame, not of a face crop.
-MIN_FRAME_SIDE = 512
+MIN_FRAME_SIDE = 480
 NOT_A_CROP_HINT = (
     "predict() takes aligned face crops; for whole photos or video frames use FacePipeline "
     "(edge_affect.runtime.FacePipeline: finds, aligns and predicts every face)"
@@ -251,8 +251,8 @@ class Predictor:
 
         ``timings``, if given, receives seconds spent in ``preprocess``, ``infer`` and ``post``.
 
-        An image that is clearly not an aligned face crop (not square within 1:1.25, or 512 px or more on its
-        shorter side: a photo or a video frame) is still predicted, as given, but logs a warning (once per
+        An image that is clearly not a face crop (not square within 1:1.4, or 480 px or more on its shorter side:
+        a photo or a video frame) is still predicted, as given, but logs a warning (once per
         ``Predictor``) that points to :class:`~edge_affect.runtime.pipeline.FacePipeline`, which finds, aligns and
         predicts each face.
         """

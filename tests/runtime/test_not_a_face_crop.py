@@ -1,4 +1,4 @@
-"""``predict()`` takes aligned face crops: a whole photo (not square, or photo-sized) is still predicted as given,
+"""``predict()`` takes face crops: a whole photo (not square, or photo-sized) is still predicted as given,
 but warns once and points to FacePipeline (issue 21, "the first hour")."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ pytest.importorskip("cv2", reason="the runtime's preprocessing needs OpenCV (the
 def test_shape_rule():
     assert not_a_face_crop((112, 112, 3)) == ""
     assert not_a_face_crop((48, 48)) == ""
-    assert not_a_face_crop((120, 100, 3)) == ""  # a detector's box, 1:1.2: may be a crop
-    assert not_a_face_crop((511, 511, 3)) == ""
-    assert "512×512 px image has the size of a photo or frame" in not_a_face_crop((512, 512, 3))
-    assert "640×480 px image is not square" in not_a_face_crop((480, 640, 3))
+    assert not_a_face_crop((113, 90, 3)) == ""  # a detector's face box, 1:1.26: may be a crop
+    assert not_a_face_crop((479, 479, 3)) == ""
+    assert "640×480 px image has the size of a photo or frame" in not_a_face_crop((480, 640, 3))  # VGA, 4:3
+    assert "600×400 px image is not square" in not_a_face_crop((400, 600, 3))  # 3:2
     assert "not square" in not_a_face_crop((1920, 1080, 3))  # portrait 9:16
 
 
