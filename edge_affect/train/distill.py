@@ -121,6 +121,7 @@ def teacher_predictions(
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "data": str(train_file),
         "data_sha256": sha256_file(train_file),
+        "data_source": _import_sources(data_root),
         "faces": len(ann),
         "expressions": list(EXPRESSIONS),
         "mirror": "each face flipped left-right (the image's columns reversed)",
@@ -147,6 +148,15 @@ def teacher_predictions(
     atomic_write_bytes(out, buf.getvalue())
     atomic_write_text(out.with_suffix(".json"), json.dumps(info, indent=1) + "\n")
     return info
+
+
+def _import_sources(data_root: Path) -> dict[str, str] | None:
+    """Where ``edge-affect data import`` took the dataset's splits from (its ``import.json``), if it says."""
+    try:
+        info = json.loads((data_root / "import.json").read_text(encoding="utf-8"))
+        return {k: str(v["source"]) for k, v in info.get("splits", {}).items() if "source" in v} or None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def read_teacher(path: str | Path, paths: list[str]) -> np.ndarray:
