@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pickup", default=None, choices=["motion", "none"], help="new policy: new faces between")
     ap.add_argument("--sweep", action="store_true", help="also time other N, policies and sizes (for the defaults)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--png", default=None, help="plot the first face's labels over time on the real clips here")
     args = ap.parse_args(argv)
     if args.threads:
         os.environ["EDGE_AFFECT_ORT_THREADS"] = str(args.threads)
@@ -126,21 +127,27 @@ def main(argv: list[str] | None = None) -> int:
                 if a["pickup_frames"]:
                     print(f"  {r['policy']}: picked up new faces after {a['pickup_frames']} frames; ", end="")
                     print(f"same faces in view, outside the pickup window: {100 * (a['same_faces'] or 0):.1f} %")
-        # Summed over every clip: all frames over all the time each policy took (fastest rounds).
-        totals: dict[str, list[float]] = {}
-        for res in results["clips"].values():
-            for r in res["policies"]:
-                key = r["policy"].split(":")[0] if ":" in r["policy"] else r["policy"]
-                t = totals.setdefault(key, [0.0, 0.0])
-                t[0] += r["frames"]
-                t[1] += r["frames"] / r["fps"]
-        results["summed"] = {k: {"frames": f, "seconds": sec, "fps": f / sec} for k, (f, sec) in totals.items()}
-        if "old" in totals and "new" in totals:
-            results["summed_speedup_new_vs_old"] = results["summed"]["new"]["fps"] / results["summed"]["old"]["fps"]
+        # Summed over the clips (all, and the real ones): all frames over all the time each policy took.
+        for scope, pick in (("summed", lambda t: True), ("summed_real", lambda t: t.startswith("real:"))):
+            totals: dict[str, list[float]] = {}
+            for title, res in results["clips"].items():
+                if not pick(title):
+                    continue
+                for r in res["policies"]:
+                    key = r["policy"].split(":")[0] if ":" in r["policy"] else r["policy"]
+                    t = totals.setdefault(key, [0.0, 0.0])
+                    t[0] += r["frames"]
+                    t[1] += r["frames"] / r["fps"]
+            if "old" not in totals or "new" not in totals:
+                continue
+            results[scope] = {k: {"frames": f, "seconds": sec, "fps": f / sec} for k, (f, sec) in totals.items()}
+            results[scope]["speedup_new_vs_old"] = results[scope]["new"]["fps"] / results[scope]["old"]["fps"]
             print(
-                f"\nsummed over {len(results['clips'])} clips: new {results['summed']['new']['fps']:.1f} frames/s, "
-                f"old {results['summed']['old']['fps']:.1f} frames/s, {results['summed_speedup_new_vs_old']:.2f}×"
+                f"\n{scope.replace('_', ' ')} ({int(totals['new'][0])} frames): new {results[scope]['new']['fps']:.1f} "
+                f"frames/s, old {results[scope]['old']['fps']:.1f} frames/s, {results[scope]['speedup_new_vs_old']:.2f}×"
             )
+        if args.png:
+            _plot_labels(results, args.png)
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=1, default=float))
             print(f"\nresults in {args.json}")
@@ -169,6 +176,51 @@ def main(argv: list[str] | None = None) -> int:
         for name, got, want in checks:
             print(f"  {name}: {got:.3f} (target ≥ {want}) {'ok' if got >= want else 'MISSED'}")
     return 0
+
+
+def _plot_labels(results: dict[str, Any], png: str) -> None:
+    """Per real clip, the expression of the first face frame by frame: every-frame detection with each frame's
+    own label (the old behaviour) above the new defaults' reported (smoothed) label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge_affect.schema import EXPRESSIONS
+
+    real = {k: v for k, v in results["clips"].items() if k.startswith("real:") or k.startswith("webcam")}
+    if not real:
+        return
+    fig, axes = plt.subplots(len(real), 1, figsize=(9, 1.9 * len(real) + 0.4), squeeze=False)
+    for ax, (title, res) in zip(axes[:, 0], real.items(), strict=True):
+        old = res["policies"][0]["steadiness"]["labels_raw"]
+        new = res["policies"][-1]["steadiness"]["labels"]
+        for row, (name, labels) in enumerate((("old: every frame, raw", old), ("new: defaults, reported", new))):
+            xs = [i for i, v in enumerate(labels) if v]
+            ax.scatter(
+                xs,
+                [row] * len(xs),
+                c=[EXPRESSIONS.index(labels[i]) for i in xs],
+                cmap="tab10",
+                vmin=0,
+                vmax=9,
+                marker="|",
+                s=120,
+            )
+            ax.text(-1, row, name, ha="right", va="center", fontsize=8)
+        ax.set_yticks([])
+        ax.set_ylim(-0.6, 1.6)
+        ax.set_title(title.replace("real: ", ""), fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("frame")
+    handles = [
+        plt.Line2D([], [], color=plt.cm.tab10(i), marker="|", ls="", ms=10, label=n) for i, n in enumerate(EXPRESSIONS)
+    ]
+    fig.legend(handles=handles, ncol=8, fontsize=7, loc="upper center", frameon=False)
+    fig.tight_layout(rect=(0.12, 0, 1, 0.93))
+    tmp = Path(png).with_name(f".{Path(png).name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(png)
+    print(f"label timelines in {png}")
 
 
 if __name__ == "__main__":

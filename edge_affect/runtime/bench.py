@@ -13,6 +13,16 @@ import numpy as np
 
 from edge_affect.runtime.predictor import Predictor
 from edge_affect.runtime.preprocess import decode_image
+from edge_affect.runtime.steadiness import (
+    MAJORITY_WINDOW,
+    agreement,
+    centred_majority,
+    first_face_labels,
+    label_changes,
+    landmark_jitter,
+    replay_smoothing,
+)
+from edge_affect.runtime.track import EMASmoother
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 DEFAULT_BENCH_IMAGE = SAMPLES_DIR / "astronaut.png"
@@ -364,17 +374,6 @@ def steadiness(run: dict[str, Any], ref: dict[str, Any], predictor: Predictor) -
     reported with the policy's smoothing), agreement of the reported labels with the centred
     :data:`~edge_affect.runtime.steadiness.MAJORITY_WINDOW`-frame majority of the reference pass's raw labels,
     and the landmark jitter (median frame-to-frame move of the first face's landmarks, px)."""
-    from edge_affect.runtime.steadiness import (
-        MAJORITY_WINDOW,
-        agreement,
-        centred_majority,
-        first_face_labels,
-        label_changes,
-        landmark_jitter,
-        replay_smoothing,
-    )
-    from edge_affect.runtime.track import EMASmoother
-
     raw = first_face_labels(run["_records"])
     shown_recs = (
         replay_smoothing(run["_records"], EMASmoother(au_thresholds=list(predictor.meta.au_thresholds)))
@@ -390,6 +389,8 @@ def steadiness(run: dict[str, Any], ref: dict[str, Any], predictor: Predictor) -
         "majority_window": MAJORITY_WINDOW,
         "majority_agreement": agreement(shown, majority),
         "landmark_jitter_px": landmark_jitter(run["_records"]),
+        "labels_raw": raw,
+        "labels": shown,
     }
 
 

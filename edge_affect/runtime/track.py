@@ -207,7 +207,22 @@ class OneEuroFilter:
         return self.x.copy()
 
 
-class LandmarkFilter:
+class _PerTrack:
+    """State kept per track id (``state``), dropped for ended tracks."""
+
+    state: dict[int, Any]
+
+    def reset(self) -> None:
+        self.state.clear()
+
+    def forget(self, live: set[int]) -> None:
+        """Drop the state of tracks not in ``live``."""
+        for t in list(self.state):
+            if t not in live:
+                del self.state[t]
+
+
+class LandmarkFilter(_PerTrack):
     """Per-track One Euro filters of the 5 landmarks and the box, speeds measured in face heights per second."""
 
     def __init__(
@@ -218,21 +233,13 @@ class LandmarkFilter:
     ) -> None:
         OneEuroFilter(min_cutoff, beta, d_cutoff)  # checks the settings once
         self.settings = {"min_cutoff": float(min_cutoff), "beta": float(beta), "d_cutoff": float(d_cutoff)}
-        self.filters: dict[int, OneEuroFilter] = {}
-
-    def reset(self) -> None:
-        self.filters.clear()
-
-    def forget(self, live: set[int]) -> None:
-        for t in list(self.filters):
-            if t not in live:
-                del self.filters[t]
+        self.state: dict[int, OneEuroFilter] = {}
 
     def apply(self, track: int, box: np.ndarray, landmarks: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Filtered (box, landmarks) of ``track`` observed at time ``t`` (seconds)."""
-        f = self.filters.get(track)
+        f = self.state.get(track)
         if f is None:
-            f = self.filters[track] = OneEuroFilter(**self.settings)
+            f = self.state[track] = OneEuroFilter(**self.settings)
         box = np.asarray(box, dtype=np.float64)
         x = np.concatenate([np.asarray(landmarks, dtype=np.float64).reshape(-1), box])
         y = f(x, t, scale=float(max(box[3], 1.0)))
@@ -247,7 +254,7 @@ LABEL_MARGIN = 0.1
 SMOOTH_ALPHA = 0.4
 
 
-class EMASmoother:
+class EMASmoother(_PerTrack):
     """Per-track exponential moving average of valence/arousal and probabilities (``alpha`` = new weight), and
     hysteresis on the reported expression: it changes only when another class leads the reported one by
     ``margin`` in the smoothed probabilities (``margin=0``: the smoothed arg-max)."""
@@ -263,14 +270,6 @@ class EMASmoother:
         self.margin = margin
         self.au_thresholds = au_thresholds
         self.state: dict[int, dict[str, Any]] = {}
-
-    def reset(self) -> None:
-        self.state.clear()
-
-    def forget(self, live: set[int]) -> None:
-        for t in list(self.state):
-            if t not in live:
-                del self.state[t]
 
     def apply(self, track: int, rec: dict[str, Any]) -> dict[str, Any]:
         """Smooth ``rec`` (a prediction record) in place for ``track``; non-ok records pass through."""
