@@ -240,10 +240,8 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
         raise FileNotFoundError(f"parent folder {parent} of {out} does not exist")
     sources = {"train": Path(train_npz), "val": Path(val_npz)}
     face_sets = {split: _read_npz(src) for split, src in sources.items()}  # bad files: one line, nothing written
-    if same_path(train_npz, val_npz):
-        raise ValueError(
-            f"--val {val_npz}: is the file given as --train {train_npz}, expected a validation set of other faces"
-        )
+    if same_path(train_npz, val_npz):  # allowed (a smoke test), but validation then scores training faces
+        log.warning("%s is both the training and the validation set: validation scores are not held-out", val_npz)
     # one image folder per split, named after its file; two files of one name (a/data.npz, b/data.npz) get
     # <stem>-train and <stem>-val, so no validation image lands on a training row's path
     clash = sources["train"].stem == sources["val"].stem

@@ -46,14 +46,13 @@ def test_import_keeps_train_and_val_apart_when_their_files_share_a_name(tmp_path
     assert sorted(p.name for p in (out / "cropped_aligned").iterdir()) == ["data-train", "data-val"]
 
 
-def test_import_refuses_one_file_as_both_splits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_file_as_both_splits_is_said_and_kept_apart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from edge_affect.data.fer import import_face_set
+
     tr = _npz(tmp_path / "set.npz", 6, 0)
-    assert main(["data", "import", str(tmp_path / "ds"), "--train", str(tr), "--val", str(tr)]) == 2
-    assert capsys.readouterr().err == (
-        f"edge-affect: error: --val {tr}: is the file given as --train {tr}, expected a validation set of other "
-        "faces\n"
-    )
-    assert not (tmp_path / "ds").exists()
+    import_face_set(tr, tr, tmp_path / "ds")
+    assert "is both the training and the validation set" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "ds" / "cropped_aligned").iterdir()) == ["set-train", "set-val"]
 
 
 @pytest.mark.parametrize(
