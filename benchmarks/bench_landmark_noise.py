@@ -53,28 +53,6 @@ def redetection_noise(detector: Any, rgb: np.ndarray, det_size: int) -> tuple[np
     return np.sqrt(((arr - arr.mean(0)) ** 2).sum(-1).mean(0)), float(base[0].box[3])
 
 
-def expression_under_noise(
-    predictor: Any,
-    rgb: np.ndarray,
-    landmarks: np.ndarray,
-    template: np.ndarray | None,
-    sigmas: list[float],
-    draws: int,
-    rng: np.random.Generator,
-) -> dict[float, float]:
-    """Share of ``draws`` noisy alignments per σ whose expression matches the noise-free one."""
-    from edge_affect.runtime.align import align_face
-
-    size = predictor.input_size
-    ref = predictor.predict(align_face(rgb, landmarks, size, template))[0]["expression"]
-    out = {}
-    for s in sigmas:
-        crops = [align_face(rgb, landmarks + rng.normal(0, s, landmarks.shape), size, template) for _ in range(draws)]
-        recs = predictor.predict(np.stack(crops))
-        out[s] = float(np.mean([r["expression"] == ref for r in recs]))
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "video"), help="folder of real clips")
@@ -95,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_affect.runtime.pipeline import FacePipeline
     from edge_affect.runtime.predictor import load
     from edge_affect.runtime.sources import open_source
-    from edge_affect.runtime.steadiness import landmark_jitter
+    from edge_affect.runtime.steadiness import expression_under_noise, landmark_jitter
 
     folder = Path(args.videos)
     if not folder.is_dir():

@@ -1,5 +1,6 @@
 """How steady a video's results are: label changes between consecutive frames, agreement with a centred
-majority of raw labels, landmark jitter, and smoothing replayed over recorded per-frame records.
+majority of raw labels, landmark jitter, smoothing replayed over recorded per-frame records, and the expression
+under landmark noise.
 
 Used by ``bench --pipeline``, ``benchmarks/bench_pipeline.py`` and the tests, so every figure about
 flicker is computed one way. Labels are per frame for one face (the first track seen), ``None`` where
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_affect.runtime.align import align_face
 from edge_affect.runtime.track import EMASmoother
 
 #: Window of the centred majority the smoothed labels are compared with (frames, odd).
@@ -79,3 +81,25 @@ def landmark_jitter(frames: Sequence[Sequence[dict[str, Any]]]) -> float | None:
             moves.append(float(np.linalg.norm(lm - prev[1], axis=1).mean()))
         prev = (r["track"], lm)
     return float(np.median(moves)) if moves else None
+
+
+def expression_under_noise(
+    predictor: Any,
+    rgb: np.ndarray,
+    landmarks: np.ndarray,
+    template: np.ndarray | None,
+    sigmas: Sequence[float],
+    draws: int,
+    rng: np.random.Generator,
+) -> dict[float, float]:
+    """Per σ (px), the share of ``draws`` alignments of the face with its 5 ``landmarks`` moved by N(0, σ) whose
+    expression matches the one without noise (``template``: the model's alignment template, 112-px units)."""
+    ref = predictor.predict(align_face(rgb, landmarks, predictor.input_size, template))[0]["expression"]
+    out = {}
+    for s in sigmas:
+        crops = [
+            align_face(rgb, landmarks + rng.normal(0, s, np.shape(landmarks)), predictor.input_size, template)
+            for _ in range(draws)
+        ]
+        out[float(s)] = float(np.mean([r["expression"] == ref for r in predictor.predict(np.stack(crops))]))
+    return out

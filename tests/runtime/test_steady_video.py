@@ -163,3 +163,26 @@ def test_real_clip(name: str, default_predictor: Any, detector: YuNetDetector) -
     assert r["cmp"]["expr_agreement_tracked"] >= 0.98, r
     assert r["changes"] <= 0.02 and r["majority"] >= 0.95, r
     assert r["jitter"] <= 0.5 * r["jitter_raw"], r
+
+
+@pytest.mark.parametrize("name", ["single_face.mp4", "noface_face.mov"])
+def test_shipped_model_under_landmark_noise(name: str, default_predictor: Any, detector: YuNetDetector) -> None:
+    """Issue 19's alignment check: the 5 detected landmarks moved by N(0, 1 px) before alignment, 8 draws on every
+    3rd frame; the share of draws whose expression is unchanged. The shipped v2 model: 99.5 % and 100 % here
+    (97.9 % and 96.9 % on every 6th frame: a few borderline faces decide it; the issue measured 95.6 % on a
+    clip with smaller faces, against its 98 % bar for v3). Asserted: no worse than 95 %."""
+    from edge_affect.runtime.steadiness import expression_under_noise
+
+    path = VIDEO / name
+    if not path.is_file():
+        pytest.skip(f"needs the real clip {path} (../shared/data/video beside the checkout)")
+    tpl = default_predictor.meta.extra.get("align_template")
+    template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+    rng = np.random.default_rng(0)
+    agree = []
+    for frame in _frames(path)[::3]:
+        found = detector.detect(frame)
+        if found:
+            lm = found[0].landmarks.astype(np.float64)
+            agree.append(expression_under_noise(default_predictor, frame, lm, template, [1.0], 8, rng)[1.0])
+    assert len(agree) >= 20 and np.mean(agree) >= 0.95, (len(agree), np.mean(agree))
