@@ -350,3 +350,15 @@ def export_onnx(
     appears atomically; on failure nothing is left at ``out_path``.
     """
     return export_onnx_detailed(model, meta, out_path, opset=opset, exporter=exporter, sample=sample).path
+
+
+def stem_nodes(model: Any) -> list[str]:
+    """Names of the Conv nodes that read the graph input directly (through Cast/Identity at most)."""
+    feeds = {i.name for i in model.graph.input}
+    found = []
+    for node in model.graph.node:  # topological order: pass-through nodes extend the input's names
+        if node.op_type in ("Cast", "Identity") and set(node.input) & feeds:
+            feeds |= set(node.output)
+        elif node.op_type == "Conv" and node.input and node.input[0] in feeds:
+            found.append(node.name)
+    return found

@@ -57,6 +57,10 @@ def test_cpu_int8_structure(cpu_export):
     inits = {t.name: t for t in g.initializer}
     assert all(t.data_type != onnx.TensorProto.FLOAT16 for t in g.initializer)
     assert {vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output)} == {onnx.TensorProto.FLOAT}
+    from edge_affect.export.onnx_export import read_onnx_meta
+
+    recipe = read_onnx_meta(path).extra["quantize"]
+    assert recipe["reduce_range"] is True and recipe["quantize_stem"] is True  # 7-bit weights (u8s8 saturation)
     qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     bias = {n.name for n in qdq if n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT32}
     assert all(n.op_type == "DequantizeLinear" for n in qdq if n.name in bias)  # int32 biases, dequantized only
@@ -125,6 +129,21 @@ def test_bench_cli_precision_int8_runs_the_cpu_model(cpu_export, tmp_path):
     )
     assert rc == 0
     assert Path(json.loads(js.read_text())["artifact"]["artifact"]).name == CPU_INT8_ONNX
+
+
+def test_quantize_stem_false_keeps_the_stem_fp32(cpu_export):
+    """``quantize_stem = False``: the convolution(s) reading the image join ``exclude`` (kept FP32, allowed by the
+    layout check); other excludes stay."""
+    from edge_affect.export.cpu_int8 import CpuInt8Recipe, effective_recipe
+    from edge_affect.export.onnx_export import stem_nodes
+
+    out, _ = cpu_export
+    model = onnx.load(str(out / "model.onnx"))
+    stems = stem_nodes(model)
+    assert len(stems) == 1 and stems[0] == next(n.name for n in model.graph.node if n.op_type == "Conv")
+    assert effective_recipe(CpuInt8Recipe(), model) == CpuInt8Recipe()  # the default quantizes it
+    kept = effective_recipe(CpuInt8Recipe(quantize_stem=False, exclude=("/x/MatMul",)), model)
+    assert kept.exclude == ("/x/MatMul", stems[0])
 
 
 def test_recipe_is_validated():

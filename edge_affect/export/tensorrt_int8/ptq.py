@@ -14,6 +14,7 @@ from edge_affect.artifact import ArtifactMeta, atomic_write_bytes
 from edge_affect.export.capture import CAPTURE_LOG, capture_output
 from edge_affect.export.fp16 import INSTALL_HINT
 from edge_affect.export.onnx_export import read_onnx_meta, set_onnx_meta
+from edge_affect.export.onnx_export import stem_nodes as stem_nodes  # public name, kept here too
 from edge_affect.export.tensorrt_int8.qdq_check import assert_trt_qdq
 from edge_affect.fsutil import temp_dir_beside
 from edge_affect.schema import INPUT_NAME
@@ -28,18 +29,6 @@ def require_modelopt() -> Any:
     except ImportError:
         raise RuntimeError(f"INT8 export needs NVIDIA ModelOpt: {INSTALL_HINT}") from None
     return quantization
-
-
-def stem_nodes(model: Any) -> list[str]:
-    """Names of the Conv nodes that read the graph input directly (through Cast/Identity at most)."""
-    feeds = {i.name for i in model.graph.input}
-    found = []
-    for node in model.graph.node:  # topological order: pass-through nodes extend the input's names
-        if node.op_type in ("Cast", "Identity") and set(node.input) & feeds:
-            feeds |= set(node.output)
-        elif node.op_type == "Conv" and node.input and node.input[0] in feeds:
-            found.append(node.name)
-    return found
 
 
 def split_exclude(exclude: list[str], graph: Any, where: str) -> tuple[list[str], list[str]]:
