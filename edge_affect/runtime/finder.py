@@ -50,6 +50,9 @@ HOLD_MIN_RESPONSE = 0.3
 #: re-detection kept faces 13-15 % outside the frame that the whole frame no longer shows). A still one (hair,
 #: a forehead or a chin cut by the edge, as in most webcam framings) is held like any other still face.
 EDGE_CUT = 0.0
+#: A face's width relative to its height (YuNet boxes: 0.75-0.85): a changed region narrower than this times the
+#: smallest face the detector finds holds no new face.
+FACE_WIDTH = 0.75
 #: Side of the gray patch the hold compares (the face box grown by HOLD_CONTEXT around its centre).
 HOLD_PATCH = 32
 HOLD_CONTEXT = 1.25
@@ -112,6 +115,7 @@ class FaceFinder:
             "global_change": 0,
             "full_at_edge": 0,
             "motion_at_edge": 0,
+            "motion_thin": 0,
             "held": 0,
         }
 
@@ -289,6 +293,10 @@ class FaceFinder:
         if along_top_or_bottom or along_a_side:
             self.stats["motion_at_edge"] += 1
             return None
+        if min(x1 - x0, y1 - y0) < FACE_WIDTH * smallest:
+            # narrower than the narrowest face the detector finds: a moving edge or strip, not a new face
+            self.stats["motion_thin"] += 1
+            return []
         pad = max(32.0, 0.25 * max(x1 - x0, y1 - y0))
         x0, y0, x1, y1 = max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(w, int(x1 + pad)), min(h, int(y1 + pad))
         if (x1 - x0) * (y1 - y0) > 0.5 * w * h:

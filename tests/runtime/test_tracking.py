@@ -213,6 +213,10 @@ def test_second_face_picked_up_in_its_region_while_the_first_is_tracked(
     b = next(r for r in recs if r["track"] == 1)["box"]
     assert 470 <= b[0] <= 560 and 290 <= b[1] <= 400, b
     assert pipe.stats["full"] == 1 and pipe.stats["motion"] == 1 and pipe.stats["picked_up"] == 1
+    # --max-faces 1: the picked-up face does not make a second one
+    one = FacePipeline(default_predictor, detector, detect_every=30, max_faces=1)
+    for f in (base, base, both, both):
+        assert [r["track"] for r in one.process(f)] == [0]
     assert sorted(r["track"] for r in pipe.process(both)) == [0, 1]
 
 
