@@ -54,9 +54,10 @@ def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, test_root: Path) -> dict:
     from edge_affect.export.compare import onnx_cpu_runner
     from edge_affect.models.checkpoint import load_checkpoint
+    from edge_affect.models.registry import get_config
     from edge_affect.models.task_token import count_macs, count_params
 
-    work = args.work / f"{model}-s{seed}"
+    work = args.work / f"{model}-{get_config(model).backbone}-s{seed}"
     ckpt = work / "train" / "best.pt"
     t0 = time.perf_counter()
     if not ckpt.is_file():
@@ -154,10 +155,13 @@ def main() -> int:
     train_root = _synth(args.work / "data-train", args.n_train, 0)
     test_root = _synth(args.work / f"data-test-s{args.test_seed}", args.n_test, args.test_seed)
     rows = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
-    done = {(r["model"], r["seed"], r["epochs"]) for r in rows}
-    for model, seeds in per_model.items():
-        for seed in seeds:
-            if (model, seed, args.epochs) in done:
+    from edge_affect.models.registry import get_config
+
+    done = {(r["model"], r["backbone"], r["seed"], r["epochs"]) for r in rows}
+    # seed by seed, models interleaved: an interrupted run still holds old and new backbones side by side
+    for seed in sorted({s for seeds in per_model.values() for s in seeds}):
+        for model in [m for m, seeds in per_model.items() if seed in seeds]:
+            if (model, get_config(model).backbone, seed, args.epochs) in done:
                 continue
             rows.append(one_run(model, seed, args, train_root, test_root))
             result = {

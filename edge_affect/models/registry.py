@@ -129,13 +129,16 @@ def create_model(name: str, **overrides):
 
 @register_model
 def tiny() -> ModelConfig:
-    """For tests and quick runs: ~0.19 M parameters, 64×64 input, trains on a CPU in seconds.
+    """For tests and quick runs: ~0.25 M parameters, 17 M MACs, 64×64 input, trains on a CPU in seconds.
 
-    MobileNetV4-conv-small at 0.35 width up to stride 16 (4×4 = 16 image tokens): ReLU, no squeeze-excitation,
-    so every activation is a per-tensor int8 range that rounds well (``tiny_silu``, its EfficientNet-style
-    predecessor, kept 0.89-0.92 top-1 agreement with FP32 in post-training INT8: SiLU rounding)."""
+    timm's ``test_resnet`` up to stride 16 (4×4 = 16 image tokens): the ResNet family of the shipped default
+    model, ReLU and no squeeze-excitation, so every activation is a per-tensor int8 range that rounds well
+    (``tiny_silu``, its EfficientNet-style predecessor, kept 0.89-0.92 top-1 agreement with FP32 in
+    post-training INT8: SiLU rounding). MobileNetV4-conv-small 0.35 was tried first at a third of the MACs: on
+    the synthetic set it learned far slower (expression accuracy 0.16 after 6 epochs against ``tiny_silu``'s
+    0.3+), so its agreement figures meant little."""
     return ModelConfig(
-        backbone="mobilenetv4_conv_small_035",
+        backbone="test_resnet",
         backbone_kwargs={"feature_index": -2},
         input_size=64,
         dim=64,
