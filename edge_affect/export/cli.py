@@ -104,6 +104,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "the calibration frames (the report ranks them); default 0",
     )
     p.add_argument(
+        "--int8-max-drop",
+        type=float_range(0, 100),
+        default=None,
+        metavar="POINTS",
+        help="CPU INT8 model: at most POINTS %% of the gate frames may change their top expression vs FP32; NNCF's "
+        "accuracy-controlled quantization returns the costliest ops to FP32 until that holds (the report lists "
+        "them and their share of MACs); a budget it cannot meet is an error",
+    )
+    p.add_argument(
         "--int8-calib-method",
         choices=("max", "entropy"),
         default=None,
@@ -406,6 +415,7 @@ def _export(args: argparse.Namespace) -> int:
         parity_frames=args.parity_frames,
         int8_exclude=args.int8_exclude,
         int8_fallback=args.int8_fallback,
+        int8_max_drop=args.int8_max_drop,
         int8_calib_method=args.int8_calib_method,
         int8_quantize_stem=args.int8_quantize_stem,
         qat=qat,

@@ -29,6 +29,7 @@ from edge_affect.export.folder import export_folder_names as export_folder_names
 from edge_affect.export.folder import replace_out as _replace_out
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD, format_of
 from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED
+from edge_affect.export.nncf_int8 import budget_markdown, check_max_drop
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions, check_dla
 from edge_affect.export.tensorrt_int8.steps import int8_markdown, sensitivity_markdown
 from edge_affect.fsutil import check_not_inputs, make_temp_dir
@@ -69,6 +70,9 @@ class ExportRequest:
     int8_quantize_stem: bool = False
     # also write model.int8.cpu.onnx: ONNX Runtime-native INT8 for CPUs (edge_affect.export.cpu_int8)
     int8_cpu: bool = False
+    # top-1 disagreement with FP32 (points) the CPU INT8 model may have on the gate frames: NNCF's accuracy-controlled
+    # quantization returns ops to FP32 until it holds (edge_affect.export.nncf_int8); None: ONNX Runtime's PTQ
+    int8_max_drop: float | None = None
     # frames the gates judge (calibration folder, .npz, ABAW root); None: `gate_holdout` of the calibration
     # set, held out from calibration by a split seeded with `gate_seed` (edge_affect.export.gates)
     eval_data: Path | None = None
@@ -101,6 +105,8 @@ class ExportReport:
     qat: dict[str, Any] = field(default_factory=dict)  # the QAT fine-tune behind model.int8.onnx (qat.py)
     # --int8-fallback: the nodes kept FP16 and the sensitivity ranking that chose them (tensorrt_int8/steps.py)
     int8_fallback: dict[str, Any] = field(default_factory=dict)
+    # --int8-max-drop: the budget, the drop measured, the ops kept in FP32 and their MAC share (nncf_int8.py)
+    int8_budget: dict[str, Any] = field(default_factory=dict)
     engines_skipped: str = ""
     triton: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -152,6 +158,7 @@ class ExportReport:
             lines[-1] += ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped'])} of {c.n}" for c in flips) + "."
             lines += [""]
         lines += sensitivity_markdown(self.int8_fallback)
+        lines += budget_markdown(self.int8_budget)
         if self.calibration_figures:
             lines += [
                 "## INT8 on the calibration frames (shown beside, not gating: these frames set the scales)",
@@ -221,6 +228,13 @@ def _check_request(req: ExportRequest) -> None:
         raise ValueError(
             f"int8_fallback: keeps nodes of {FORMATS['onnx-int8'].filename} in FP16, expected int8 (--int8) with it"
         )
+    if req.int8_max_drop is not None:
+        check_max_drop(req.int8_max_drop, "int8_max_drop")
+        if not req.int8_cpu:
+            raise ValueError(
+                f"int8_max_drop: budgets the CPU INT8 model ({FORMATS['onnx-int8-cpu'].filename}), expected int8_cpu "
+                "(--int8-target cpu) with it; for the TensorRT model use --int8-fallback K"
+            )
     if req.qat is not None:
         from edge_affect.export.tensorrt_int8.qat import check_settings
 
@@ -311,7 +325,15 @@ def export_all(req: ExportRequest) -> ExportReport:
             from edge_affect.export.cpu_int8 import quantize_cpu_int8
 
             t = time.perf_counter()
-            quantize_cpu_int8(fp32_path, tmp / FORMATS["onnx-int8-cpu"].filename, calib, None, calib_info=report.calibration)
+            if req.int8_max_drop is not None:  # NNCF, measured on the gate frames (the report says so)
+                from edge_affect.export.nncf_int8 import quantize_cpu_nncf
+
+                dst = tmp / FORMATS["onnx-int8-cpu"].filename
+                report.int8_budget = quantize_cpu_nncf(
+                    fp32_path, dst, calib, ev.x, req.int8_max_drop, calib_info=report.calibration
+                )
+            else:
+                quantize_cpu_int8(fp32_path, tmp / FORMATS["onnx-int8-cpu"].filename, calib, None, calib_info=report.calibration)
             timings["int8_cpu_quantize"] = time.perf_counter() - t
 
         # parity of every ONNX artifact on the gate frames (never the calibration frames)
