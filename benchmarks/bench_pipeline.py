@@ -188,35 +188,29 @@ def _plot_labels(results: dict[str, Any], png: str) -> None:
 
     from edge_affect.schema import EXPRESSIONS
 
-    real = {k: v for k, v in results["clips"].items() if k.startswith("real:") or k.startswith("webcam")}
+    real = {
+        k: v
+        for k, v in results["clips"].items()
+        if (k.startswith("real:") or k.startswith("webcam")) and any(v["policies"][0]["steadiness"]["labels_raw"])
+    }
     if not real:
         return
-    fig, axes = plt.subplots(len(real), 1, figsize=(9, 1.9 * len(real) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(real), 1, figsize=(9, 1.5 * len(real) + 0.8), squeeze=False)
     for ax, (title, res) in zip(axes[:, 0], real.items(), strict=True):
         old = res["policies"][0]["steadiness"]["labels_raw"]
         new = res["policies"][-1]["steadiness"]["labels"]
-        for row, (name, labels) in enumerate((("old: every frame, raw", old), ("new: defaults, reported", new))):
+        for row, labels in enumerate((old, new)):
             xs = [i for i, v in enumerate(labels) if v]
-            ax.scatter(
-                xs,
-                [row] * len(xs),
-                c=[EXPRESSIONS.index(labels[i]) for i in xs],
-                cmap="tab10",
-                vmin=0,
-                vmax=9,
-                marker="|",
-                s=120,
-            )
-            ax.text(-1, row, name, ha="right", va="center", fontsize=8)
-        ax.set_yticks([])
+            colors = [EXPRESSIONS.index(labels[i]) for i in xs]
+            ax.scatter(xs, [row] * len(xs), c=colors, cmap="tab10", vmin=0, vmax=9, marker="|", s=120)
+        ax.set_yticks([0, 1], ["old: every frame, raw", "new: defaults, reported"], fontsize=8)
         ax.set_ylim(-0.6, 1.6)
-        ax.set_title(title.replace("real: ", ""), fontsize=9, loc="left")
+        ax.set_title(title.replace("real: ", "real clip: "), fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("frame")
-    handles = [
-        plt.Line2D([], [], color=plt.cm.tab10(i), marker="|", ls="", ms=10, label=n) for i, n in enumerate(EXPRESSIONS)
-    ]
+    cmap = plt.get_cmap("tab10")
+    handles = [plt.Line2D([], [], color=cmap(i), marker="|", ls="", ms=10, label=n) for i, n in enumerate(EXPRESSIONS)]
     fig.legend(handles=handles, ncol=8, fontsize=7, loc="upper center", frameon=False)
-    fig.tight_layout(rect=(0.12, 0, 1, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.94), h_pad=1.2)
     tmp = Path(png).with_name(f".{Path(png).name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(png)
