@@ -39,6 +39,8 @@ NOT_A_CROP_HINT = (
 
 def not_a_face_crop(shape: Sequence[int]) -> str:
     """Why an image of ``shape`` (H, W[, C]) is clearly not an aligned face crop ('' when it may be one)."""
+    if len(shape) < 2 or min(int(shape[0]), int(shape[1])) < 1:
+        return ""  # not an image at all: predict gives it a bad_input record
     h, w = int(shape[0]), int(shape[1])
     if max(h, w) > MAX_CROP_ASPECT * min(h, w):
         return f"a {w}×{h} px image is not square within 1:{MAX_CROP_ASPECT:g} (aligned face crops are)"

@@ -18,6 +18,7 @@ pytest.importorskip("cv2", reason="the runtime's preprocessing needs OpenCV (the
 def test_shape_rule():
     assert not_a_face_crop((112, 112, 3)) == ""
     assert not_a_face_crop((48, 48)) == ""
+    assert not_a_face_crop(()) == "" and not_a_face_crop((5,)) == "" and not_a_face_crop((0, 7, 3)) == ""  # bad_input
     assert not_a_face_crop((113, 90, 3)) == ""  # a detector's face box, 1:1.26: may be a crop
     assert not_a_face_crop((479, 479, 3)) == ""
     assert "640×480 px image has the size of a photo or frame" in not_a_face_crop((480, 640, 3))  # VGA, 4:3
