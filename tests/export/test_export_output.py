@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 60
 
 
+@pytest.mark.slow  # 10-26 s each: the default run stays under ~5 min on 2 cores
 def test_export_output_fits_on_a_screen(trained_ckpt: Path, calib_dir: Path, tmp_path: Path) -> None:
     """Entropy calibration prints a line and a progress bar per frame: all of it lands in
     quantize.log; the console has ≤ 60 lines, no ModelOpt line twice, and names the default folder."""

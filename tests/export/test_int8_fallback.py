@@ -41,6 +41,7 @@ def test_quantizers_bypassed_give_the_float_graph(exported):
         without_quantizers(m, ["nope"])
 
 
+@pytest.mark.slow  # 10-26 s each: the default run stays under ~5 min on 2 cores
 def test_export_with_fallback(trained_ckpt, calib_dir, tmp_path):
     """K = 2: the two nodes ranked first on the calibration frames end up reading float tensors, the metadata and
     the report name them, and the report carries the ranking (sorted, shares removed ≤ 100 %)."""

@@ -179,6 +179,7 @@ def test_any_option_string_parses_or_fails_with_one_line(option: tuple[str, ...]
 # ----------------------------------------------------------------------------- file-system errors
 
 
+@pytest.mark.slow  # 10-26 s each: the default run stays under ~5 min on 2 cores
 def test_file_system_errors_are_one_line_naming_the_path(
     tmp_path: Path, small_synth: Path, rel: SimpleNamespace
 ) -> None:

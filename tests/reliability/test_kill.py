@@ -102,6 +102,7 @@ def test_kill_9_during_cache_build_then_next_build_removes_the_temp_file(
     assert sorted(p.name for p in cache.iterdir()) == [".lock", "images.npy", "index.json", "labels.npz"]
 
 
+@pytest.mark.slow  # 10-26 s each: the default run stays under ~5 min on 2 cores
 def test_kill_9_during_export_keeps_the_old_export_and_next_export_cleans_up(
     tmp_path: Path, tiny_ckpts: tuple[Path, Path], calib_set: Path, rel: SimpleNamespace
 ) -> None:

@@ -17,7 +17,7 @@ from edge_affect.data.abaw import load_split
 from edge_affect.metrics import expr_f1
 from edge_affect.models import load_checkpoint
 from edge_affect.train.evaluate import evaluate_checkpoint, write_submission
-from edge_affect.train.loop import get_lr, train
+from edge_affect.train.loop import cpu_has_native_bf16, get_lr, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,6 +191,10 @@ def test_init_from_and_stop_after_epochs(synth_root: Path, tmp_path: Path) -> No
         init_weights(fresh, tmp_path / "nope.pt")
 
 
+@pytest.mark.skipif(
+    not cpu_has_native_bf16(),
+    reason="bf16 CPU training runs only on CPUs with AVX512-BF16/AMX (train_precision); emulated it takes 35 s",
+)
 def test_bf16_cpu_training_still_learns(synth_root: Path, tmp_path: Path, monkeypatch) -> None:
     """bf16 autocast + channels_last on the CPU, the path taken on CPUs with AVX512-BF16/AMX: the model still
     learns (60 steps on one fixed batch of 32 synthetic faces cut the expression loss by at least half, as fp32
