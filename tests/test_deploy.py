@@ -106,13 +106,17 @@ def requirement_lines(path: Path) -> list[str]:
 
 
 def test_jetson_image_installs_exactly_the_runtime_without_opencv() -> None:
-    """The Jetson image: requirements/jetson.txt, then the wheel with --no-deps (nothing else can come in).
+    """The Jetson image: requirements/jetson.txt and the serve extra's pure-Python pair, then the wheel with
+    --no-deps (nothing else can come in).
     Those requirements are the base dependencies + the cuda12 extra, with numpy < 2 (JetPack's cv2 is built
     against numpy 1.x); no OpenCV (JetPack's, with GStreamer, must not be shadowed) and no torch."""
     assert dockerfile_pip_installs("Dockerfile.jetson") == [
         ["-r", "requirements/jetson.txt"],
+        ["-r", "requirements/jetson-serve.txt"],
         ["--no-deps", "/wheels/edge_affect-*.whl"],
     ]
+    serve = requirement_lines(ROOT / "requirements" / "jetson-serve.txt")
+    assert [r.replace(" ", "") for r in serve] == [r.replace(" ", "") for r in EXTRAS["serve"]]
     reqs = requirement_lines(ROOT / "requirements" / "jetson.txt")
     names = {req_name(r) for r in reqs}
     base = {req_name(d) for d in PYPROJECT["project"]["dependencies"] + EXTRAS["cuda12"]}
