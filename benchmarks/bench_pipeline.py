@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pickup", default=None, choices=["motion", "none"], help="new policy: new faces between")
     ap.add_argument("--sweep", action="store_true", help="also time other N, policies and sizes (for the defaults)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--real-only", action="store_true", help="only the real clips of --real (no generated clips)")
     ap.add_argument("--png", default=None, help="plot the first face's labels over time on the real clips here")
     args = ap.parse_args(argv)
     if args.threads:
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             cam = Path(tmp) / "webcam_640x480.mp4"
             clips["webcam-like (compression, blur, exposure, edge, cut)"] = (cam, webcam_clip(cam, args.frames), later)
+            if args.real_only:
+                clips = {}
             real = Path(args.real)
             if real.is_dir():
                 for v in sorted(real.iterdir()):
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=1, default=float))
             print(f"\nresults in {args.json}")
-    if not args.video:
+    if not args.video and not args.real_only:
         fast = next(
             p for p in results["clips"]["one face moving and scaling"]["policies"] if p["policy"].startswith("new")
         )
