@@ -139,8 +139,13 @@ def tiny_relu() -> ModelConfig:
     0.3+), so its agreement figures meant little. This one learns too slowly as well: with
     ``configs/synth-tiny.toml`` it fails ``test_tiny_model_learns_synthetic_faces`` (expression accuracy 0.10 after
     6 epochs of 960 faces), so ``tiny`` keeps the SiLU layout until a ReLU backbone that learns is found."""
+    return _tiny_layout("test_resnet")
+
+
+def _tiny_layout(backbone: str) -> ModelConfig:
+    """The ``tiny`` family: 64×64 input, stride-16 features, width 64, 1 encoder + 2 decoder layers."""
     return ModelConfig(
-        backbone="test_resnet",
+        backbone=backbone,
         backbone_kwargs={"feature_index": -2},
         input_size=64,
         dim=64,
@@ -158,17 +163,7 @@ def tiny_silu() -> ModelConfig:
 
     Post-training INT8 keeps only 0.89-0.92 top-1 agreement with FP32 (per-tensor rounding of SiLU activations in
     the depthwise blocks); QAT plus ``--int8-fallback`` reaches 0.97-0.98 on most seeds."""
-    return ModelConfig(
-        backbone="test_efficientnet",
-        backbone_kwargs={"feature_index": -2},
-        input_size=64,
-        dim=64,
-        heads=4,
-        mlp_ratio=2.0,
-        encoder_layers=1,
-        decoder_layers=2,
-        dropout=0.0,
-    )
+    return _tiny_layout("test_efficientnet")
 
 
 @register_model
