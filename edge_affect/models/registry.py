@@ -142,6 +142,21 @@ def tiny_relu() -> ModelConfig:
     return _tiny_layout("test_resnet")
 
 
+def _edge_layout(backbone: str) -> ModelConfig:
+    """The ``edge`` family: 112×112 input, stride-16 features (7×7 tokens), width 128, 1 encoder + 2 decoder layers."""
+    return ModelConfig(
+        backbone=backbone,
+        backbone_kwargs={"feature_index": -2},
+        input_size=112,
+        dim=128,
+        heads=8,
+        mlp_ratio=4.0,
+        encoder_layers=1,
+        decoder_layers=2,
+        dropout=0.1,
+    )
+
+
 def _tiny_layout(backbone: str) -> ModelConfig:
     """The ``tiny`` family: 64×64 input, stride-16 features, width 64, 1 encoder + 2 decoder layers."""
     return ModelConfig(
@@ -182,17 +197,7 @@ def edge() -> ModelConfig:
 
     Lite0 is B0 with ReLU6 in place of SiLU and no squeeze-excitation: the same cost and BatchNorm folding,
     but activations that post-training INT8 rounds well (``edge_silu`` kept 0.85 top-1 agreement with FP32)."""
-    return ModelConfig(
-        backbone="efficientnet_lite0",
-        backbone_kwargs={"feature_index": -2},
-        input_size=112,
-        dim=128,
-        heads=8,
-        mlp_ratio=4.0,
-        encoder_layers=1,
-        decoder_layers=2,
-        dropout=0.1,
-    )
+    return _edge_layout("efficientnet_lite0")
 
 
 @register_model
@@ -203,17 +208,7 @@ def edge_silu() -> ModelConfig:
     CPU: 3.3× PyTorch eager at batch 1, 2.7× at batch 32, vs 2.3× / 1.2× for ConvNeXt-atto, whose
     channels-last LayerNorms become transposes) and BN convnets quantize to INT8 more gracefully. Its SiLU/squeeze-excitation blocks do not: post-training INT8 kept
     0.85 top-1 agreement with FP32, 0.96 with QAT and 20 % of its MACs in FP16."""
-    return ModelConfig(
-        backbone="efficientnet_b0",
-        backbone_kwargs={"feature_index": -2},
-        input_size=112,
-        dim=128,
-        heads=8,
-        mlp_ratio=4.0,
-        encoder_layers=1,
-        decoder_layers=2,
-        dropout=0.1,
-    )
+    return _edge_layout("efficientnet_b0")
 
 
 @register_model

@@ -279,16 +279,25 @@ def decode_image(path: str | Path) -> np.ndarray:
     if w < 1 or h < 1:
         raise ValueError(f"image {p}: header declares {w}×{h} pixels")
     _check_pixels(w, h, f"image {p}")
-    cv2 = _cv2()
-    # IMREAD_UNCHANGED: keeps 16-bit and alpha, and never rotates (the orientation is applied below).
-    img = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    img = decode_encoded(raw)
     if img is None:
         raise ValueError(f"image {p}: cannot be decoded (corrupt {fmt} data)")
+    return to_uint8_rgb(apply_orientation(img, orientation), where=str(p))
+
+
+def decode_encoded(raw: bytes) -> np.ndarray | None:
+    """Encoded image bytes → pixels as stored (RGB/RGBA made RGB, gray kept, 16-bit kept, not rotated), or
+    ``None`` when OpenCV cannot decode them. Callers check the header first and apply the orientation after."""
+    cv2 = _cv2()
+    # IMREAD_UNCHANGED: keeps 16-bit and alpha, and never rotates (the orientation is applied by the caller).
+    img = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return to_uint8_rgb(apply_orientation(img, orientation), where=str(p))
+    return img
 
 
 # -- faces → network input -------------------------------------------------------------------------

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_affect.runtime import require_cv2
-from edge_affect.runtime.preprocess import MAX_IMAGE_PIXELS, apply_orientation, image_header, to_uint8_rgb
+from edge_affect.runtime.preprocess import (
+    MAX_IMAGE_PIXELS,
+    apply_orientation,
+    decode_encoded,
+    image_header,
+    to_uint8_rgb,
+)
 
 
 class ImageTooLarge(ValueError):
@@ -34,14 +39,9 @@ def decode_body(data: bytes, where: str = "request body") -> np.ndarray:
             f"{where}: {fmt} of {w}×{h} = {w * h / 1e6:.1f} megapixels exceeds the limit of "
             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
         )
-    cv2 = require_cv2()
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    img = decode_encoded(data)
     if img is None:
         raise ValueError(f"{where}: cannot be decoded (corrupt or truncated {fmt} data)")
     if img.shape[0] * (img.shape[1] if img.ndim > 1 else 1) > MAX_IMAGE_PIXELS:  # a header that lied
         raise ImageTooLarge(f"{where}: decoded {fmt} exceeds the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels")
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     return to_uint8_rgb(apply_orientation(img, orientation), where=where)

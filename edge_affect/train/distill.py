@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 TEACHER_FORMAT = "edge-affect-teacher/1"
 
 
+def provenance_path(out: str | Path) -> Path:
+    """The provenance ``.json`` written beside a teacher file ``out`` (``.npz``)."""
+    return Path(out).with_suffix(".json")
+
+
 def _predict(model: Any, images: np.ndarray, batch: int, device: Any) -> np.ndarray:
     """Expression probabilities (N×8 float32) of a uint8 N×S×S×3 array, in batches."""
     import torch
@@ -146,7 +151,7 @@ def teacher_predictions(
         expr_mirror=train["mirror"].astype(np.float16),
     )
     atomic_write_bytes(out, buf.getvalue())
-    atomic_write_text(out.with_suffix(".json"), json.dumps(info, indent=1) + "\n")
+    atomic_write_text(provenance_path(out), json.dumps(info, indent=1) + "\n")
     return info
 
 

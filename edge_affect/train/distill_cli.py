@@ -8,6 +8,7 @@ import json
 
 from edge_affect.cliutil import float_range, int_range
 from edge_affect.iopaths import declare
+from edge_affect.train.distill import provenance_path
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +26,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         reads=("checkpoint", "data"),
         writes=("out",),
         plain=("device",),
+        # (a name other than .npz is refused by the command itself, before anything is written)
         extra_writes=lambda a: (
-            [("--out (provenance)", str(a.out)[: -len(".npz")] + ".json")] if str(a.out).endswith(".npz") else []
+            [("--out (provenance)", str(provenance_path(a.out)))] if str(a.out).endswith(".npz") else []
         ),
     )
     m = sub.add_parser("mix", help="a dataset root whose training targets mix the source's with teachers'")
