@@ -51,6 +51,15 @@ def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return float(np.mean(a["expr"].argmax(1) == b["expr"].argmax(1)))
 
 
+def _layout(net) -> str:
+    """The backbone's activations and whether it has squeeze-excitation, read from the built modules."""
+    from torch import nn
+
+    acts = sorted({type(m).__name__ for m in net.backbone.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.SiLU))})
+    se = any("SqueezeExcite" in type(m).__name__ for m in net.backbone.modules())
+    return "/".join(acts) + (", SE" if se else ", no SE")
+
+
 def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, test_root: Path) -> dict:
     from edge_affect.export.compare import onnx_cpu_runner
     from edge_affect.models.checkpoint import load_checkpoint
@@ -114,6 +123,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
     return {
         "model": model,
         "backbone": net.config.backbone,
+        "layout": _layout(net),
         "seed": seed,
         "epochs": args.epochs,
         "params_m": round(count_params(net) / 1e6, 3),
@@ -181,11 +191,11 @@ def main() -> int:
                 flush=True,
             )
     print(
-        f"\n{'model':10s} {'backbone':28s} {'seed':>4s} {'params M':>8s} {'MACs M':>7s} {'Q/DQ':>6s} {'CPU INT8':>8s}"
+        f"\n{'model':10s} {'backbone':28s} {'layout':14s} {'seed':>4s} {'params M':>8s} {'MACs M':>7s} {'Q/DQ':>6s} {'CPU INT8':>8s}"
     )
     for r in rows:
         print(
-            f"{r['model']:10s} {r['backbone']:28s} {r['seed']:4d} {r['params_m']:8.3f} {r['macs_m']:7.1f} "
+            f"{r['model']:10s} {r['backbone']:28s} {r.get('layout', '?'):14s} {r['seed']:4d} {r['params_m']:8.3f} {r['macs_m']:7.1f} "
             f"{r['agree_qdq']:6.3f} {r['agree_cpu_int8']:8.3f}"
         )
     return 0

@@ -108,9 +108,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=float_range(0, 100),
         default=None,
         metavar="POINTS",
-        help="CPU INT8 model: at most POINTS %% of the gate frames may change their top expression vs FP32; NNCF's "
-        "accuracy-controlled quantization returns the costliest ops to FP32 until that holds (the report lists "
-        "them and their share of MACs); a budget it cannot meet is an error",
+help="every INT8 model: at most POINTS %% of the gate frames may change their top expression vs FP32; the "
+        "CPU model through NNCF's accuracy-controlled quantization (the costliest ops back to FP32), the TensorRT "
+        "model through the sensitivity ranking (the fewest nodes in FP16; replaces --int8-fallback K); the report "
+        "lists what was kept and its share of MACs; a budget that cannot be met is an error",
     )
     p.add_argument(
         "--int8-calib-method",

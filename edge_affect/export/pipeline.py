@@ -70,8 +70,9 @@ class ExportRequest:
     int8_quantize_stem: bool = False
     # also write model.int8.cpu.onnx: ONNX Runtime-native INT8 for CPUs (edge_affect.export.cpu_int8)
     int8_cpu: bool = False
-    # top-1 disagreement with FP32 (points) the CPU INT8 model may have on the gate frames: NNCF's accuracy-controlled
-    # quantization returns ops to FP32 until it holds (edge_affect.export.nncf_int8); None: ONNX Runtime's PTQ
+    # top-1 disagreement with FP32 (points) each INT8 model may have on the gate frames: for the CPU model NNCF's
+    # accuracy-controlled quantization returns ops to FP32 until it holds (edge_affect.export.nncf_int8), for the
+    # TensorRT one the sensitivity ranking's nodes go to FP16 (tensorrt_int8.steps); None: plain PTQ
     int8_max_drop: float | None = None
     # frames the gates judge (calibration folder, .npz, ABAW root); None: `gate_holdout` of the calibration
     # set, held out from calibration by a split seeded with `gate_seed` (edge_affect.export.gates)
@@ -230,10 +231,14 @@ def _check_request(req: ExportRequest) -> None:
         )
     if req.int8_max_drop is not None:
         check_max_drop(req.int8_max_drop, "int8_max_drop")
-        if not req.int8_cpu:
+        if not (req.int8 or req.int8_cpu):
             raise ValueError(
-                f"int8_max_drop: budgets the CPU INT8 model ({FORMATS['onnx-int8-cpu'].filename}), expected int8_cpu "
-                "(--int8-target cpu) with it; for the TensorRT model use --int8-fallback K"
+                "int8_max_drop: budgets the INT8 models, expected int8 or int8_cpu (--int8, --int8-target) with it"
+            )
+        if req.int8_fallback and req.int8:
+            raise ValueError(
+                "int8_fallback: a count of FP16 nodes, int8_max_drop chooses that count for "
+                f"{FORMATS['onnx-int8'].filename}; expected one of them"
             )
     if req.qat is not None:
         from edge_affect.export.tensorrt_int8.qat import check_settings
@@ -319,7 +324,7 @@ def export_all(req: ExportRequest) -> ExportReport:
 
             int8_path = tmp / FORMATS["onnx-int8"].filename
             report.int8_fallback, report.qat, ptq_path = build_int8(
-                req, model, meta, fp32_path, int8_path, calib, report.calibration, timings
+                req, model, meta, fp32_path, int8_path, calib, report.calibration, timings, gate=ev.x
             )
         if req.int8_cpu:
             from edge_affect.export.cpu_int8 import quantize_cpu_int8

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Activations a config may name: the quantization-friendly ReLU family and SiLU (timm's names).
+ACTIVATIONS = ("relu", "relu6", "silu")
+
 #: ``backbone_kwargs`` a config may pass to ``timm.create_model`` (what the registered configs use), each
 #: with its check; anything else (``pretrained_cfg_overlay``, ``file``, paths, ...) is refused.
 BACKBONE_KWARGS: dict[str, str] = {
     "feature_index": "an integer in [-8, 8] (the backbone stage whose features become image tokens)",
     "channels": "a list of 1 to 8 integers in [1, 2048] (per-stage widths, ResNets)",
+    "act_layer": "one of " + ", ".join(repr(a) for a in ACTIVATIONS) + " (EfficientNet/MobileNet activations)",
+    "squeeze_excite": "true or false (false: EfficientNet blocks without squeeze-excitation)",
 }
 
 
@@ -37,3 +42,12 @@ def check_backbone_kwargs(kwargs: Any, where: str = "model config") -> None:
             or not all(_is_int(c) and 1 <= c <= 2048 for c in ch)
         ):
             raise ValueError(f"{where}: backbone_kwargs channels {ch!r:.60} must be {BACKBONE_KWARGS['channels']}")
+    if "act_layer" in kwargs and kwargs["act_layer"] not in ACTIVATIONS:
+        raise ValueError(
+            f"{where}: backbone_kwargs act_layer {kwargs['act_layer']!r:.40} must be {BACKBONE_KWARGS['act_layer']}"
+        )
+    if "squeeze_excite" in kwargs and not isinstance(kwargs["squeeze_excite"], bool):
+        raise ValueError(
+            f"{where}: backbone_kwargs squeeze_excite {kwargs['squeeze_excite']!r:.40} must be "
+            f"{BACKBONE_KWARGS['squeeze_excite']}"
+        )

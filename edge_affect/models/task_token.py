@@ -104,6 +104,10 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
     check_backbone_kwargs(cfg.backbone_kwargs, f"backbone {cfg.backbone!r}")
     kwargs = dict(cfg.backbone_kwargs)
     stage = int(kwargs.pop("feature_index", -1))
+    if not kwargs.pop("squeeze_excite", True):
+        # timm's EfficientNet builder calls se_layer(channels, rd_ratio=...) where a block asks for SE;
+        # nn.Identity takes and ignores those arguments, so the block keeps its convolutions and loses the SE
+        kwargs["se_layer"] = nn.Identity
     if cfg.drop_path > 0:
         kwargs["drop_path_rate"] = cfg.drop_path
     if cfg.pretrained:

@@ -121,7 +121,7 @@ def test_int8_max_drop_budget_is_met_and_reported(trained_ckpt, calib_dir, tmp_p
 
 
 def test_unreachable_budget_is_one_line_and_writes_nothing(tmp_path):
-    """A freshly initialised ``tiny_relu`` has near-tied expression logits, so int8 rounding flips most top-1
+    """A freshly initialised ``tiny`` has near-tied expression logits, so int8 rounding flips most top-1
     predictions (measured: 98 % of 256 frames); with no op allowed back in FP32 a zero budget cannot be met."""
     import torch
 
@@ -132,7 +132,7 @@ def test_unreachable_budget_is_one_line_and_writes_nothing(tmp_path):
 
     pytest.importorskip("nncf", reason="--int8-max-drop needs NNCF (the export extra)")
     torch.manual_seed(0)
-    model = create_model("tiny_relu").eval()
+    model = create_model("tiny").eval()
     fp32 = export_onnx(model, model_meta(model), tmp_path / "model.onnx")
     rng = np.random.default_rng(0)
     calib, gate = (rng.normal(0, 1, (n, 3, 64, 64)).astype(np.float32) for n in (64, 256))
@@ -150,6 +150,57 @@ def test_max_drop_is_checked(trained_ckpt, tmp_path, capsys):
         main(["export", str(trained_ckpt), "--out", str(tmp_path / "o"), "--int8-max-drop", "150"])
     assert e.value.code == 2
     assert "--int8-max-drop 150: too large, expected a number in [0, 100]" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="int8_max_drop: budgets the CPU INT8 model"):
-        export_all(ExportRequest(trained_ckpt, tmp_path / "o", int8=True, int8_max_drop=1.0))
+    with pytest.raises(ValueError, match="int8_max_drop: budgets the INT8 models, expected int8 or int8_cpu"):
+        export_all(ExportRequest(trained_ckpt, tmp_path / "o", int8_max_drop=1.0))
+    with pytest.raises(ValueError, match="int8_max_drop chooses that count for model.int8.onnx; expected one of them"):
+        export_all(ExportRequest(trained_ckpt, tmp_path / "o", int8=True, int8_fallback=2, int8_max_drop=1.0))
     assert not (tmp_path / "o").exists()
+
+
+def test_tensorrt_budget_keeps_the_fewest_ranked_nodes_in_fp16(trained_ckpt, calib_dir, tmp_path):
+    """``--int8 --int8-max-drop 0`` on the TensorRT-shaped model: the sensitivity ranking's nodes go to FP16 until
+    its top-1 expression agrees with FP32 on every gate frame; re-measured here on the recorded gate frames (FP16
+    parts upcast, as the parity runs it), and the report lists the nodes and their MAC share."""
+    from edge_affect.export.gates import recorded_gate_set
+    from edge_affect.export.onnx_export import run_onnx
+    from edge_affect.export.pipeline import ExportRequest, export_all
+
+    out = tmp_path / "exp"
+    rep = export_all(ExportRequest(trained_ckpt, out, int8=True, calib=calib_dir, int8_max_drop=0.0))
+    f = rep.int8_fallback
+    assert f["max_drop_points"] == 0 and f["drop_points"] == 0 and f["gate_frames"] == rep.gate_frames["count"]
+    assert (f["drop_points_before"] > 0) == bool(f["kept_fp16"])  # nodes go to FP16 only when PTQ misses
+    assert 0 <= f["kept_fp16_mac_share"] <= 1 and "int8_budget" in rep.timings_s
+    gate = recorded_gate_set(json.loads((out / REPORT_JSON).read_text()), load_checkpoint(trained_ckpt)[1].preprocess)
+    fp32 = run_onnx(out / "model.onnx", gate.x)["expr"].argmax(1)
+    int8 = run_onnx(out / "model.int8.onnx", gate.x, emulate_fp16_in_fp32=True)["expr"].argmax(1)
+    assert int((fp32 != int8).sum()) == 0
+    assert "- INT8 budget (--int8-max-drop 0): top-1 disagreement" in (out / "export_report.md").read_text()
+
+
+def test_tensorrt_budget_unreachable_is_one_line(tmp_path):
+    """A freshly initialised ``tiny`` has near-tied expression logits, so PTQ flips many top-1 predictions; with
+    no node allowed in FP16 a zero budget cannot be met: one line naming the budget and the measured drop."""
+    import torch
+
+    from edge_affect.export.onnx_export import export_onnx
+    from edge_affect.export.tensorrt_int8.ptq import quantize_int8
+    from edge_affect.export.tensorrt_int8.steps import fallback_for_budget
+    from edge_affect.models import create_model
+    from edge_affect.models.checkpoint import model_meta
+
+    torch.manual_seed(0)
+    model = create_model("tiny").eval()
+    fp32 = export_onnx(model, model_meta(model), tmp_path / "model.onnx")
+    rng = np.random.default_rng(0)
+    calib, gate = (rng.normal(0, 1, (n, 3, 64, 64)).astype(np.float32) for n in (64, 256))
+    int8 = tmp_path / "model.int8.onnx"
+
+    def quantize(exclude):
+        quantize_int8(fp32, int8, calib, None, exclude=exclude)
+
+    quantize([])
+    with pytest.raises(ValueError, match=r"^--int8-max-drop 0: unreachable for the TensorRT INT8 model, .* points of "
+                       r"the 256 gate frames with 0 nodes .* at most 0 allowed\); expected a larger budget") as e:
+        fallback_for_budget(0.0, quantize, [], int8, fp32, calib, {}, gate, max_nodes=0)
+    assert "\n" not in str(e.value)

@@ -1,8 +1,11 @@
 """The TensorRT-shaped INT8 model of an export, step by step (``export_all`` with ``--int8``): ModelOpt PTQ
 (``int8.quantize_int8``), then with ``--int8-fallback K`` the K nodes that cost the most kept in FP16
-(``sensitivity.rank_nodes`` on the calibration frames, then PTQ again), then with ``--qat`` the Q/DQ graph
-fine-tuned (``qat.qat_int8``) and kept only when closer to the checkpoint than PTQ (``qat_keep``). Every choice
-here is made on the calibration frames; the gate frames are judged later, in ``pipeline``."""
+(``sensitivity.rank_nodes`` on the calibration frames, then PTQ again), or with ``--int8-max-drop POINTS`` as
+many of that ranking's nodes as it takes to bring top-1 disagreement with FP32 on the gate frames within the
+budget (``fallback_for_budget``), then with ``--qat`` the Q/DQ graph fine-tuned (``qat.qat_int8``) and kept only
+when closer to the checkpoint than PTQ (``qat_keep``). Every choice here is made on the calibration frames,
+except the budget's stopping point, which is measured where the budget is defined: on the gate frames (the
+report says so)."""
 
 from __future__ import annotations
 
@@ -28,9 +31,11 @@ def build_int8(
     calib: np.ndarray,
     calib_info: dict[str, Any],
     timings: dict[str, float],
+    gate: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
     """Write ``int8_path`` for ``req`` (an ``ExportRequest``); returns (fallback record, QAT record, the PTQ graph
-    kept aside for the before/after figures or None), records empty when the step did not run."""
+    kept aside for the before/after figures or None), records empty when the step did not run. ``gate``: the
+    held-back frames ``req.int8_max_drop`` is measured on."""
     import onnx
 
     from edge_affect.export.onnx_export import run_torch
@@ -54,9 +59,16 @@ def build_int8(
     quantize(list(req.int8_exclude))
     timings["int8_quantize"] = time.perf_counter() - t
     # the checkpoint's outputs on the calibration frames: what the fallback and the QAT keep are measured against
-    ref = run_torch(model, calib) if req.int8_fallback or req.qat is not None else {}
+    budget = getattr(req, "int8_max_drop", None)
+    ref = run_torch(model, calib) if req.int8_fallback or req.qat is not None or budget is not None else {}
     fallback: dict[str, Any] = {}
-    if req.int8_fallback:
+    if budget is not None:
+        if gate is None or len(gate) == 0:
+            raise ValueError("--int8-max-drop: no gate frames to measure the drop on, expected held-back frames")
+        t = time.perf_counter()
+        fallback = fallback_for_budget(budget, quantize, list(req.int8_exclude), int8_path, fp32_path, calib, ref, gate)
+        timings["int8_budget"] = time.perf_counter() - t
+    elif req.int8_fallback:
         from edge_affect.export.tensorrt_int8.sensitivity import rank_nodes
 
         t = time.perf_counter()
@@ -102,6 +114,100 @@ def build_int8(
     return fallback, qat, ptq_path
 
 
+def _drop_points(graph: Any, gate: np.ndarray, ref_top1: np.ndarray) -> float:
+    """Top-1 expression disagreement (points) of a Q/DQ graph with ``ref_top1`` on ``gate``, run as the parity runs
+    it (FP16 parts upcast)."""
+    from edge_affect.export.onnx_export import run_onnx
+
+    return 100.0 * float(np.mean(run_onnx(graph, gate, emulate_fp16_in_fp32=True)["expr"].argmax(1) != ref_top1))
+
+
+def fallback_for_budget(
+    max_drop: float,
+    quantize: Any,
+    exclude: list[str],
+    int8_path: Path,
+    fp32_path: Path,
+    calib: np.ndarray,
+    ref: dict[str, np.ndarray],
+    gate: np.ndarray,
+    max_nodes: int | None = None,
+) -> dict[str, Any]:
+    """The sensitivity fallback driven by a budget: keep in FP16 the fewest of the ranked nodes (ranking on the
+    calibration frames against ``ref``, the checkpoint there) that bring top-1 disagreement with the FP32 model on
+    ``gate`` within ``max_drop`` points; ``quantize(exclude)`` re-writes ``int8_path`` with nodes left out.
+
+    The search runs on the PTQ graph with each candidate's Q/DQ pairs bypassed (what ModelOpt's exclusion does to
+    a node), then the graph is quantized again with them excluded and re-measured; when re-calibration moved it
+    back over the budget, the next node joins. A budget not met with every helpful node (at most ``max_nodes``) in
+    FP16 is a one-line ``ValueError``. Returns the record the report shows."""
+    import onnx
+
+    from edge_affect.export.onnx_export import run_onnx
+    from edge_affect.export.tensorrt_int8.qat import round_sig
+    from edge_affect.export.tensorrt_int8.sensitivity import quantized_inputs, rank_nodes, without_quantizers
+
+    ref_top1 = run_onnx(fp32_path, gate)["expr"].argmax(1)
+    ptq = onnx.load(str(int8_path))
+    before = drop = _drop_points(ptq, gate, ref_top1)
+    rows: list[dict[str, Any]] = []
+    chosen: list[str] = []
+    if drop > max_drop + 1e-9 and max_nodes != 0:
+        rows = rank_nodes(ptq, calib, ref)
+        candidates = [r["node"] for r in rows if r["gain"] > 0][:max_nodes]
+        pairs = quantized_inputs(ptq)
+        k = 0
+        while drop > max_drop + 1e-9 and k < len(candidates):  # on the PTQ graph: no re-calibration per try
+            k += 1
+            drop = _drop_points(without_quantizers(ptq, candidates[:k], pairs), gate, ref_top1)
+        while k:  # the real thing: quantized again with them excluded
+            chosen = candidates[:k]
+            quantize([*exclude, *chosen])
+            drop = _drop_points(onnx.load(str(int8_path)), gate, ref_top1)
+            if drop <= max_drop + 1e-9 or k == len(candidates):
+                break
+            k += 1
+    share = {r["node"]: r["mac_share"] for r in rows}
+    record = {
+        "max_drop_points": float(max_drop),
+        "gate_frames": int(len(gate)),
+        "drop_points_before": round(before, 3),
+        "drop_points": round(drop, 3),
+        "frames": int(len(calib)),
+        "kept_fp16": chosen,
+        "kept_fp16_mac_share": round(sum(share[n] for n in chosen), 4),
+        "ranking": [
+            {
+                "node": r["node"],
+                "op": r["op"],
+                "distance": round_sig(r["distance"]),
+                "gain": round(r["gain"], 4),
+                "mac_share": round(r["mac_share"], 4),
+            }
+            for r in rows[:SENSITIVITY_ROWS]
+        ],
+    }
+    if rows:
+        record["distance_before"] = round_sig(rows[0]["base_distance"])
+    if drop > max_drop + 1e-9:
+        limit = "" if max_nodes is None else f", at most {max_nodes} allowed"
+        raise ValueError(
+            f"--int8-max-drop {max_drop:g}: unreachable for the TensorRT INT8 model, it still disagrees with FP32 on "
+            f"{drop:.2f} points of the {len(gate)} gate frames with {len(chosen)} nodes whose FP16 helps kept in FP16 "
+            f"({100 * record['kept_fp16_mac_share']:.0f} % of MACs{limit}); expected a larger budget, or ship FP16"
+        )
+    log.info(
+        "INT8 budget %.3g points: %.2f → %.2f points on %d gate frames, %d nodes in FP16 (%.1f %% of MACs)",
+        max_drop,
+        before,
+        drop,
+        len(gate),
+        len(chosen),
+        100 * record["kept_fp16_mac_share"],
+    )
+    return record
+
+
 def qat_keep(
     keep: str, calib: np.ndarray, ref: dict[str, np.ndarray], ptq_path: Path, qat_path: Path
 ) -> dict[str, Any]:
@@ -133,7 +239,16 @@ def qat_keep(
 def int8_markdown(fallback: dict[str, Any], qat: dict[str, Any]) -> list[str]:
     """The export report's lines on the INT8 fallback and QAT steps."""
     lines = []
-    if fallback:
+    if fallback and "max_drop_points" in fallback:
+        kept = ", ".join(f"`{n}`" for n in fallback["kept_fp16"]) or "none (PTQ met it)"
+        lines.append(
+            f"- INT8 budget (--int8-max-drop {fallback['max_drop_points']:g}): top-1 disagreement with FP32 on the "
+            f"{fallback['gate_frames']} gate frames {fallback['drop_points_before']:.2f} → "
+            f"{fallback['drop_points']:.2f} points; kept in FP16 (ranked on the calibration frames, the count chosen "
+            f"on the gate frames, so the expression gate above is not an independent check): {kept} "
+            f"({fallback['kept_fp16_mac_share']:.1%} of the model's multiply-accumulates, run in FP16 by TensorRT)"
+        )
+    elif fallback:
         kept = ", ".join(f"`{n}`" for n in fallback["kept_fp16"]) or "none (no node brought it closer)"
         lines.append(
             f"- INT8 fallback (--int8-fallback {fallback['k']}): kept in FP16, chosen on the {fallback['frames']} "
