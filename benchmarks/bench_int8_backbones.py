@@ -7,7 +7,8 @@ For each model and seed, with the CLI a user has: ``data synth`` (training set, 
 ``--config``, default ``configs/synth-tiny.toml``, with ``--model`` and ``--seed``), ``calib build`` (512 frames
 from the model's own training split), ``export --int8 --int8-target cpu --calib`` (PTQ only: no QAT, no
 fallback). Then FP32, the TensorRT-shaped Q/DQ model (run on ONNX Runtime, FP16 upcast) and the CPU INT8 model
-are run on every frame of a synthetic set of another seed (default 1,500 faces, seed 7) that no step saw;
+and NNCF's plain INT8 of the same FP32 model on the same calibration frames (the other CPU route) are run on
+every frame of a synthetic set of another seed (default 1,500 faces, seed 7) that no step saw;
 the table gives top-1 expression agreement with FP32. Steps whose outputs exist under ``--work`` are reused,
 so an interrupted run resumes. Wall-clock training time is printed for orientation only.
 """
@@ -49,6 +50,23 @@ def _test_frames(root: Path, pp) -> np.ndarray:
 
 def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return float(np.mean(a["expr"].argmax(1) == b["expr"].argmax(1)))
+
+
+def _nncf_int8(fp32: Path, dst: Path, calib_dir: Path, pp) -> None:
+    """NNCF's plain post-training INT8 of ``fp32`` on the calibration side of the split ``export`` makes."""
+    from edge_affect.calibration import load_calibration, read_manifest
+    from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED, select_gate_frames
+    from edge_affect.export.nncf_int8 import quantize_cpu_nncf
+
+    frames = select_gate_frames(
+        calib_dir,
+        read_manifest(calib_dir),
+        load_calibration(calib_dir, pp),
+        pp,
+        holdout=DEFAULT_HOLDOUT,
+        seed=DEFAULT_SEED,
+    )
+    quantize_cpu_nncf(fp32, dst, frames.calib)
 
 
 def _layout(net) -> str:
@@ -114,11 +132,19 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
             ok=(0, 1),
         )
     net, meta = load_checkpoint(ckpt)
+    nncf_path = work / "nncf.int8.cpu.onnx"
+    if not nncf_path.is_file():  # the other CPU route, on the same calibration side of the same split
+        _nncf_int8(export / "model.onnx", nncf_path, calib, meta.preprocess)
     x = _test_frames(test_root, meta.preprocess)
     outs = {}
-    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8"), ("model.int8.cpu.onnx", "int8")):
-        _, runner = onnx_cpu_runner(export / name, precision)
-        outs[name] = runner(x)
+    for path, precision in (
+        (export / "model.onnx", "fp32"),
+        (export / "model.int8.onnx", "int8"),
+        (export / "model.int8.cpu.onnx", "int8"),
+        (nncf_path, "int8"),
+    ):
+        _, runner = onnx_cpu_runner(path, precision)
+        outs[path.name] = runner(x)
     report = json.loads((export / "export_report.json").read_text())
     return {
         "model": model,
@@ -131,6 +157,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
         "frames": int(len(x)),
         "agree_qdq": _agreement(outs["model.onnx"], outs["model.int8.onnx"]),
         "agree_cpu_int8": _agreement(outs["model.onnx"], outs["model.int8.cpu.onnx"]),
+        "agree_cpu_int8_nncf": _agreement(outs["model.onnx"], outs[nncf_path.name]),
         "train_s": round(train_s, 1),
         "calibration": report.get("calibration"),
     }
@@ -191,12 +218,12 @@ def main() -> int:
                 flush=True,
             )
     print(
-        f"\n{'model':10s} {'backbone':28s} {'layout':14s} {'seed':>4s} {'params M':>8s} {'MACs M':>7s} {'Q/DQ':>6s} {'CPU INT8':>8s}"
+        f"\n{'model':10s} {'backbone':28s} {'layout':14s} {'seed':>4s} {'params M':>8s} {'MACs M':>7s} {'Q/DQ':>6s} {'CPU INT8':>8s} {'NNCF':>6s}"
     )
     for r in rows:
         print(
             f"{r['model']:10s} {r['backbone']:28s} {r.get('layout', '?'):14s} {r['seed']:4d} {r['params_m']:8.3f} {r['macs_m']:7.1f} "
-            f"{r['agree_qdq']:6.3f} {r['agree_cpu_int8']:8.3f}"
+            f"{r['agree_qdq']:6.3f} {r['agree_cpu_int8']:8.3f} {r.get('agree_cpu_int8_nncf', float('nan')):6.3f}"
         )
     return 0
 

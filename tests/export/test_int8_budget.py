@@ -121,8 +121,8 @@ def test_int8_max_drop_budget_is_met_and_reported(trained_ckpt, calib_dir, tmp_p
 
 
 def test_unreachable_budget_is_one_line_and_writes_nothing(tmp_path):
-    """A freshly initialised ``tiny`` has near-tied expression logits, so int8 rounding flips most top-1
-    predictions (measured: 98 % of 256 frames); with no op allowed back in FP32 a zero budget cannot be met."""
+    """A freshly initialised ``tiny`` has near-tied expression logits, so int8 rounding flips many top-1
+    predictions; with no op allowed back in FP32 a zero budget cannot be met."""
     import torch
 
     from edge_affect.export.nncf_int8 import quantize_cpu_nncf
