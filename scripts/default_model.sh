@@ -1,27 +1,56 @@
 #!/usr/bin/env bash
-# The shipped default model, from scratch, on a CPU: FER+ import → training → rare-class check → package →
-# peer comparison on FER+ valid and on FER2013's original labels → INT8 export and its accuracy on FER+ valid
-# faces (not the calibration frames, which come from the training split).
+# The shipped default model, from scratch, on a CPU, in stages that each fit a working session (≤ 2.5 h on a
+# 2-core AVX2 CPU, fp32) and leave what the next stage needs on disk (the teacher's predictions are committed):
 #
-#   bash scripts/default_model.sh            # everything (training: ~65 min on a 2-core AVX512-BF16 CPU)
-#   STAGE=after-train bash scripts/default_model.sh   # package + measurements of an existing run
+#   STAGE=teacher bash scripts/default_model.sh      # 1. the wide teacher (configs/ferplus-teacher.toml, ~2 h)
+#   STAGE=teach bash scripts/default_model.sh        # 2. its predictions on the training faces → teachers/ (~6 min)
+#   STAGE=student bash scripts/default_model.sh      # 3. distill mix + the student (configs/ferplus-v3.toml)
+#   STAGE=after-train bash scripts/default_model.sh  # 4. rare-class check, package, peer comparison, INT8
+#   STAGE=all bash scripts/default_model.sh          # 1-4 in a row
+#   CONFIG=configs/ferplus-edge.toml KD=0 RUN=runs/ferplus-v2 STAGE=student ...   # v2's recipe (no teachers)
 #
+# A stage interrupted by a kill resumes where it stopped when run again (training from last.pt).
 # Needs the FER+ and FER2013 .npz files in ../shared/data (see their READMEs) and the peer for the comparison
-# (requirements/peer.txt). Writes under runs/ (ignored) and, for the shipped files, into
+# (requirements/peer.txt). Writes under runs/ (ignored) and, for the shipped files, into teachers/,
 # edge_affect/assets/models/default, benchmarks/results and docs/img.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
-RUN=${RUN:-runs/ferplus-edge}
+STAGE=${STAGE:-all}
+CONFIG=${CONFIG:-configs/ferplus-v3.toml}
+RUN=${RUN:-runs/ferplus-v3}
+KD=${KD:-1}
+TEACHER_RUN=${TEACHER_RUN:-runs/teacher-g48}
+TEACHER=teachers/ferplus-teacher-edge_gray48.npz
 TAU=${TAU:-0}
 py=.venv/bin/python
 ea=.venv/bin/edge-affect
 
-if [ "${STAGE:-all}" = all ]; then
-  [ -d runs/ferplus ] || $ea data import runs/ferplus --train "$DATA/ferplus/ferplus_train.npz" \
-    --val "$DATA/ferplus/ferplus_valid.npz" --weak-targets
-  $ea train --data runs/ferplus --config configs/ferplus-edge.toml --out "$RUN" --cache-dir runs/cache-ferplus
+stage() { [ "$STAGE" = all ] || [ "$STAGE" = "$1" ]; }
+train() {  # train CONFIG ROOT OUT [cache]: a new run, or the interrupted one resumed
+  local resume=(); [ -f "$3/last.pt" ] && resume=(--resume)
+  $ea train --data "$2" --config "$1" --out "$3" --cache-dir "$4" "${resume[@]}"
+}
+
+[ -d runs/ferplus ] || $ea data import runs/ferplus --train "$DATA/ferplus/ferplus_train.npz" \
+  --val "$DATA/ferplus/ferplus_valid.npz" --weak-targets
+if stage teacher; then
+  train configs/ferplus-teacher.toml runs/ferplus "$TEACHER_RUN" runs/cache-ferplus
 fi
+if stage teach; then
+  $ea distill teach "$TEACHER_RUN/best.pt" --data runs/ferplus --out "$TEACHER"
+fi
+if stage student; then
+  ROOT=runs/ferplus
+  if [ "$KD" = 1 ]; then
+    ROOT=runs/ferplus-kd
+    [ -d "$ROOT" ] || $ea distill mix runs/ferplus --teacher teachers/ferplus-v2-edge_gray48_slim.npz \
+      --teacher "$TEACHER" --weight 0.5 --out "$ROOT"
+  fi
+  train "$CONFIG" "$ROOT" "$RUN" "runs/cache-$(basename "$ROOT")"
+fi
+stage after-train || exit 0
+MODEL=$($py -c "import sys; from edge_affect.models import load_checkpoint; print(load_checkpoint(sys.argv[1])[1].model_name)" "$RUN/best.pt")
 
 # Rare classes: the effect of a logit adjustment on FER+ valid (chooses TAU; valid also chose the checkpoint)
 $py benchmarks/bench_rare_classes.py "$RUN/best.pt" --data runs/ferplus \
@@ -30,7 +59,7 @@ $py benchmarks/bench_rare_classes.py "$RUN/best.pt" --data runs/ferplus \
 PKG=runs/default-model
 rm -rf "$PKG"
 $ea package "$RUN/best.pt" --out "$PKG" --data runs/ferplus --expr-logit-adjust "$TAU" \
-  --description "FER+ (ten-annotator votes) task-token transformer, edge_gray48_slim, trained from scratch on a 2-core CPU"
+  --description "FER+ (ten-annotator votes) task-token transformer, $MODEL, trained from scratch on a 2-core CPU"
 
 # FER+ valid (majority vote, 8 classes) and FER2013 public test (original labels), peer in the same run
 $py benchmarks/bench_peer_fer.py --ours "$PKG/model.onnx" --ours-name onnx_fp32 --data "$DATA/ferplus/ferplus_valid.npz" \

@@ -239,6 +239,21 @@ def edge_gray48_slim() -> ModelConfig:
 
 
 @register_model
+def edge_gray48_mid() -> ModelConfig:
+    """The v3 default model's layout (issue 19): ``edge_gray48`` at three quarters of the convolution width,
+    ResNet-18 stages 1-3 with 48/96/192 channels (3×3 = 9 image tokens), 2.3 M parameters, 44 M MACs.
+
+    Chosen against the ``fer`` peer's per-face time (ONNX Runtime FP32, one thread, same run,
+    ``benchmarks/bench_peer_fer.py``; the bar: ≤ 4× at batch 1, ≤ 3× at batch 64) among untrained candidates on
+    the 2-core AVX2 EPYC while a training run shared it (load 2.7): this one 3.85× / 2.38×; ``edge_gray48``
+    5.74× / 3.26× (over), ``edge_gray48_slim`` with test-time flip 4.64× / 2.70×, 40/80/160 channels 3.96× /
+    1.59×, ``edge_gray48_slim`` 3.00× / 1.45× (2.0× / 1.05-1.2× on an idle machine)."""
+    cfg = edge_gray48()
+    cfg.backbone_kwargs = {"feature_index": 3, "channels": [48, 96, 192, 256]}
+    return cfg
+
+
+@register_model
 def paper() -> ModelConfig:
     """Paper scale: ResNet-50 at 256×256 → 8×8 = 64 image tokens, 1 encoder + 2 decoder layers,
     one token per label (the authors' ABAW3 AU transformer layout), width 256, 8 heads, MLP ×4."""
