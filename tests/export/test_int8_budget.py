@@ -90,20 +90,22 @@ def test_fp32_export_without_the_training_data_uses_the_shipped_frames(trained_c
 
 
 def test_int8_max_drop_budget_is_met_and_reported(trained_ckpt, calib_dir, tmp_path):
-    """``--int8-max-drop 0``: NNCF returns ops to FP32 until the CPU INT8 model's top-1 expression agrees with FP32
-    on every gate frame; re-measured here on the recorded gate frames (0 disagreements, no tolerance), and the
-    report lists what stayed in FP32 with its MAC share."""
+    """``--int8 --int8-target cpu --int8-max-drop 0``, one export, both INT8 models: NNCF returns ops to FP32 until
+    the CPU model's top-1 expression agrees with FP32 on every gate frame, and the sensitivity ranking's nodes go
+    to FP16 until the TensorRT-shaped one does; both re-measured here on the recorded gate frames (0
+    disagreements, no tolerance; the Q/DQ graph with its FP16 parts upcast, as the parity runs it), and the
+    report lists what each kept in higher precision with its MAC share."""
     from edge_affect.cli import main
     from edge_affect.export.gates import recorded_gate_set
     from edge_affect.export.nncf_int8 import top1
-    from edge_affect.export.onnx_export import read_onnx_meta
+    from edge_affect.export.onnx_export import read_onnx_meta, run_onnx
     from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
 
     pytest.importorskip("nncf", reason="--int8-max-drop needs NNCF (the export extra)")
     import onnxruntime as ort
 
     out = tmp_path / "exp"
-    argv = ["export", str(trained_ckpt), "--out", str(out), "--calib", str(calib_dir), "--int8-target", "cpu"]
+    argv = ["export", str(trained_ckpt), "--out", str(out), "--calib", str(calib_dir), "--int8", "--int8-target", "cpu"]
     assert main([*argv, "--int8-max-drop", "0"]) in (0, 1)  # 1: a gate other than top-1 agreement failed
     rep = json.loads((out / REPORT_JSON).read_text())
     b = rep["int8_budget"]
@@ -118,6 +120,14 @@ def test_int8_max_drop_budget_is_met_and_reported(trained_ckpt, calib_dir, tmp_p
     assert int((top1(fp32, gate.x) != top1(int8, gate.x)).sum()) == 0
     md = (out / "export_report.md").read_text()
     assert "## INT8 accuracy budget" in md and f"kept in FP32: {len(b['kept_float'])} compute ops" in md
+    f = rep["int8_fallback"]  # the TensorRT-shaped model's budget
+    assert f["max_drop_points"] == 0 and f["drop_points"] == 0 and f["gate_frames"] == rep["gate_frames"]["count"]
+    assert (f["drop_points_before"] > 0) == bool(f["kept_fp16"])  # nodes go to FP16 only when PTQ misses
+    assert 0 <= f["kept_fp16_mac_share"] <= 1 and "int8_budget" in rep["timings_s"]
+    ref = run_onnx(out / "model.onnx", gate.x)["expr"].argmax(1)
+    qdq = run_onnx(out / "model.int8.onnx", gate.x, emulate_fp16_in_fp32=True)["expr"].argmax(1)
+    assert int((ref != qdq).sum()) == 0
+    assert "- INT8 budget (--int8-max-drop 0): top-1 disagreement" in md
 
 
 def test_unreachable_budget_is_one_line_and_writes_nothing(tmp_path):
@@ -157,27 +167,6 @@ def test_max_drop_is_checked(trained_ckpt, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_tensorrt_budget_keeps_the_fewest_ranked_nodes_in_fp16(trained_ckpt, calib_dir, tmp_path):
-    """``--int8 --int8-max-drop 0`` on the TensorRT-shaped model: the sensitivity ranking's nodes go to FP16 until
-    its top-1 expression agrees with FP32 on every gate frame; re-measured here on the recorded gate frames (FP16
-    parts upcast, as the parity runs it), and the report lists the nodes and their MAC share."""
-    from edge_affect.export.gates import recorded_gate_set
-    from edge_affect.export.onnx_export import run_onnx
-    from edge_affect.export.pipeline import ExportRequest, export_all
-
-    out = tmp_path / "exp"
-    rep = export_all(ExportRequest(trained_ckpt, out, int8=True, calib=calib_dir, int8_max_drop=0.0))
-    f = rep.int8_fallback
-    assert f["max_drop_points"] == 0 and f["drop_points"] == 0 and f["gate_frames"] == rep.gate_frames["count"]
-    assert (f["drop_points_before"] > 0) == bool(f["kept_fp16"])  # nodes go to FP16 only when PTQ misses
-    assert 0 <= f["kept_fp16_mac_share"] <= 1 and "int8_budget" in rep.timings_s
-    gate = recorded_gate_set(json.loads((out / REPORT_JSON).read_text()), load_checkpoint(trained_ckpt)[1].preprocess)
-    fp32 = run_onnx(out / "model.onnx", gate.x)["expr"].argmax(1)
-    int8 = run_onnx(out / "model.int8.onnx", gate.x, emulate_fp16_in_fp32=True)["expr"].argmax(1)
-    assert int((fp32 != int8).sum()) == 0
-    assert "- INT8 budget (--int8-max-drop 0): top-1 disagreement" in (out / "export_report.md").read_text()
-
-
 def test_tensorrt_budget_unreachable_is_one_line(tmp_path):
     """A freshly initialised ``tiny`` has near-tied expression logits, so PTQ flips many top-1 predictions; with
     no node allowed in FP16 a zero budget cannot be met: one line naming the budget and the measured drop."""
@@ -200,7 +189,10 @@ def test_tensorrt_budget_unreachable_is_one_line(tmp_path):
         quantize_int8(fp32, int8, calib, None, exclude=exclude)
 
     quantize([])
-    with pytest.raises(ValueError, match=r"^--int8-max-drop 0: unreachable for the TensorRT INT8 model, .* points of "
-                       r"the 256 gate frames with 0 nodes .* at most 0 allowed\); expected a larger budget") as e:
+    with pytest.raises(
+        ValueError,
+        match=r"^--int8-max-drop 0: unreachable for the TensorRT INT8 model, .* points of "
+        r"the 256 gate frames with 0 nodes .* at most 0 allowed\); expected a larger budget",
+    ) as e:
         fallback_for_budget(0.0, quantize, [], int8, fp32, calib, {}, gate, max_nodes=0)
     assert "\n" not in str(e.value)

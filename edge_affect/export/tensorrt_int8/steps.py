@@ -85,16 +85,7 @@ def build_int8(
             "kept_fp16_mac_share": round(sum(share[n] for n in chosen), 4),
             "distance_before": round_sig(rows[0]["base_distance"]) if rows else None,
             "distance_after": round_sig(after),
-            "ranking": [
-                {
-                    "node": r["node"],
-                    "op": r["op"],
-                    "distance": round_sig(r["distance"]),
-                    "gain": round(r["gain"], 4),
-                    "mac_share": round(r["mac_share"], 4),
-                }
-                for r in rows[:SENSITIVITY_ROWS]
-            ],
+            "ranking": ranking_record(rows),
         }
         timings["int8_fallback"] = time.perf_counter() - t
     qat: dict[str, Any] = {}
@@ -112,6 +103,22 @@ def build_int8(
         qat["calibration_frames"] = qat_keep(req.qat.keep, calib, ref, ptq_path, int8_path)
         timings["qat_keep"] = time.perf_counter() - t
     return fallback, qat, ptq_path
+
+
+def ranking_record(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first ``SENSITIVITY_ROWS`` rows of ``sensitivity.rank_nodes``, rounded for the report."""
+    from edge_affect.export.tensorrt_int8.qat import round_sig
+
+    return [
+        {
+            "node": r["node"],
+            "op": r["op"],
+            "distance": round_sig(r["distance"]),
+            "gain": round(r["gain"], 4),
+            "mac_share": round(r["mac_share"], 4),
+        }
+        for r in rows[:SENSITIVITY_ROWS]
+    ]
 
 
 def _drop_points(graph: Any, gate: np.ndarray, ref_top1: np.ndarray) -> float:
@@ -176,16 +183,7 @@ def fallback_for_budget(
         "frames": int(len(calib)),
         "kept_fp16": chosen,
         "kept_fp16_mac_share": round(sum(share[n] for n in chosen), 4),
-        "ranking": [
-            {
-                "node": r["node"],
-                "op": r["op"],
-                "distance": round_sig(r["distance"]),
-                "gain": round(r["gain"], 4),
-                "mac_share": round(r["mac_share"], 4),
-            }
-            for r in rows[:SENSITIVITY_ROWS]
-        ],
+        "ranking": ranking_record(rows),
     }
     if rows:
         record["distance_before"] = round_sig(rows[0]["base_distance"])
