@@ -89,6 +89,7 @@ def test_fp32_export_without_the_training_data_uses_the_shipped_frames(trained_c
     assert s.dir == default_calibration_dir() and "shipped" in s.source and s.scratch is None
 
 
+@pytest.mark.slow  # 52 s idle: the slowest test of the suite (run with `scripts/test.sh -m slow`)
 def test_int8_max_drop_budget_is_met_and_reported(trained_ckpt, calib_dir, tmp_path):
     """``--int8 --int8-target cpu --int8-max-drop 0``, one export, both INT8 models: NNCF returns ops to FP32 until
     the CPU model's top-1 expression agrees with FP32 on every gate frame, and the sensitivity ranking's nodes go
