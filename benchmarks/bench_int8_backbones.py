@@ -54,19 +54,10 @@ def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 def _nncf_int8(fp32: Path, dst: Path, calib_dir: Path, pp) -> None:
     """NNCF's plain post-training INT8 of ``fp32`` on the calibration side of the split ``export`` makes."""
-    from edge_affect.calibration import load_calibration, read_manifest
-    from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED, select_gate_frames
+    from edge_affect.export.gates import export_split
     from edge_affect.export.nncf_int8 import quantize_cpu_nncf
 
-    frames = select_gate_frames(
-        calib_dir,
-        read_manifest(calib_dir),
-        load_calibration(calib_dir, pp),
-        pp,
-        holdout=DEFAULT_HOLDOUT,
-        seed=DEFAULT_SEED,
-    )
-    quantize_cpu_nncf(fp32, dst, frames.calib)
+    quantize_cpu_nncf(fp32, dst, export_split(calib_dir, pp).calib)
 
 
 def _layout(net) -> str:

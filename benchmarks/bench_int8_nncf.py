@@ -30,10 +30,10 @@ def main() -> int:
     from bench_cpu_int8 import latencies, load_labelled, predict_expr
 
     from edge_affect.artifact import atomic_write_text
-    from edge_affect.calibration import default_calibration_dir, load_calibration, read_manifest
+    from edge_affect.calibration import default_calibration_dir
     from edge_affect.default import default_model
     from edge_affect.export.cpu_int8 import quantize_cpu_int8
-    from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED, select_gate_frames
+    from edge_affect.export.gates import export_split
     from edge_affect.export.nncf_int8 import quantize_cpu_nncf
     from edge_affect.export.onnx_export import read_onnx_meta
     from edge_affect.export.tensorrt_int8.sensitivity import node_macs
@@ -53,14 +53,7 @@ def main() -> int:
     fp32 = args.fp32 or default_model("onnx")
     calib_dir = args.calib or default_calibration_dir()
     pp = read_onnx_meta(fp32).preprocess
-    frames = select_gate_frames(
-        calib_dir,
-        read_manifest(calib_dir),
-        load_calibration(calib_dir, pp),
-        pp,
-        holdout=DEFAULT_HOLDOUT,
-        seed=DEFAULT_SEED,
-    )
+    frames = export_split(calib_dir, pp)
     calib, gate = frames.calib, frames.gate.x
     args.out.mkdir(parents=True, exist_ok=True)
     macs = node_macs(onnx.load(str(fp32)))

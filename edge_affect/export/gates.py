@@ -188,3 +188,18 @@ def recorded_gate_set(export_report: dict[str, Any], pp: Any, limit: int | None 
     if source == SOURCE_EVAL_DATA and info.get("path") and Path(info["path"]).exists():
         return load_eval_set(info["path"], pp, info.get("split", "val"), limit)
     return None
+
+
+def export_split(calib_dir: Path, pp: Any) -> GateFrames:
+    """The calibration set at ``calib_dir`` split exactly as ``edge-affect export`` splits it by default (held-out
+    gate frames, default holdout and seed): what benchmarks comparing quantizers on an export's frames use."""
+    from edge_affect.calibration import load_calibration, read_manifest
+
+    return select_gate_frames(
+        calib_dir,
+        read_manifest(calib_dir),
+        load_calibration(calib_dir, pp),
+        pp,
+        holdout=DEFAULT_HOLDOUT,
+        seed=DEFAULT_SEED,
+    )
