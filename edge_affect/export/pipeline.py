@@ -21,7 +21,14 @@ from typing import Any
 from edge_affect import formats
 from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.calib_source import SAMPLED_DIR, choose_calibration
-from edge_affect.export.compare import Comparison, Gates, compare_artifact, comparisons_markdown, onnx_cpu_runner
+from edge_affect.export.compare import (
+    INT8_CPU_BACKEND,
+    Comparison,
+    Gates,
+    compare_artifact,
+    comparisons_markdown,
+    onnx_cpu_runner,
+)
 from edge_affect.export.folder import CARRY_OVER as CARRY_OVER  # public names, kept here too
 from edge_affect.export.folder import OTHER_EXPORT_FILES as OTHER_EXPORT_FILES
 from edge_affect.export.folder import check_out as _check_out
@@ -167,12 +174,13 @@ class ExportReport:
                 comparisons_markdown(self.calibration_figures),
                 "",
             ]
-        if any(c.backend.endswith("fp16 upcast") for c in self.comparisons):
+        if any(c.backend == INT8_CPU_BACKEND for c in self.comparisons):
             lines += [
-                "INT8 on CPU runs the Q/DQ graph with its FP16 parts upcast to FP32 (ONNX Runtime's CPU FP16 Q/DQ "
-                f"kernels drift far more than TensorRT; the FP16 numerics are gated by {FORMATS['onnx-fp16'].filename}). "
-                "The "
-                "gate frames are not calibration frames; rerun `edge-affect parity DIR --eval-data ROOT` on other data.",
+                "INT8 on CPU runs the TensorRT-shaped Q/DQ graph node by node with its FP16 parts upcast to FP32: the "
+                "graph's own definition, not ONNX Runtime's fused integer kernels (which requantize differently); "
+                f"the FP16 numerics are gated by {FORMATS['onnx-fp16'].filename}, an engine on a GPU by `parity`. "
+                "The gate frames are not calibration frames; rerun `edge-affect parity DIR --eval-data ROOT` on "
+                "other data.",
                 "",
             ]
         return "\n".join(lines)
