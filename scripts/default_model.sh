@@ -5,9 +5,14 @@
 #   STAGE=teacher bash scripts/default_model.sh      # 1. the wide teacher (configs/ferplus-teacher.toml, ~2 h)
 #   STAGE=teach bash scripts/default_model.sh        # 2. its predictions on the training faces → teachers/ (~6 min)
 #   STAGE=student bash scripts/default_model.sh      # 3. distill mix + the student (configs/ferplus-v3.toml)
+#   STAGE=ablation bash scripts/default_model.sh     #    the same student without the teachers (votes only)
 #   STAGE=after-train bash scripts/default_model.sh  # 4. rare-class check, package, peer comparison, INT8
 #   STAGE=all bash scripts/default_model.sh          # 1-4 in a row
 #   CONFIG=configs/ferplus-edge.toml KD=0 RUN=runs/ferplus-v2 STAGE=student ...   # v2's recipe (no teachers)
+#
+# Stage 0 is v2 itself: the student starts from v2's weights (configs/ferplus-v3.toml `init_from`), taken from
+# the commit that shipped v2 ($V2_COMMIT) into runs/v2-weights/. To start from your own v2 run instead, package
+# it there first: `edge-affect package runs/ferplus-v2/best.pt --out runs/v2-weights`.
 #
 # A stage interrupted by a kill resumes where it stopped when run again (training from last.pt).
 # Needs the FER+ and FER2013 .npz files in ../shared/data (see their READMEs) and the peer for the comparison
@@ -23,6 +28,7 @@ KD=${KD:-1}
 TEACHER_RUN=${TEACHER_RUN:-runs/teacher-g48}
 TEACHER=teachers/ferplus-teacher-edge_gray48.npz
 TAU=${TAU:-0}
+V2_COMMIT=2e1e0aa  # "Default model v2: edge_gray48_slim trained on FER+ vote distributions ..."
 py=.venv/bin/python
 ea=.venv/bin/edge-affect
 
@@ -40,7 +46,19 @@ fi
 if stage teach; then
   $ea distill teach "$TEACHER_RUN/best.pt" --data runs/ferplus --out "$TEACHER"
 fi
+v2_weights() {  # v2's shipped weights, from git history, written whole or not at all
+  [ -f runs/v2-weights/model.safetensors ] && return
+  mkdir -p runs/v2-weights
+  git show "$V2_COMMIT:edge_affect/assets/models/default/model.safetensors" > runs/v2-weights/.model.safetensors.tmp
+  mv runs/v2-weights/.model.safetensors.tmp runs/v2-weights/model.safetensors
+}
+if stage ablation && [ "$STAGE" != all ]; then  # the student's recipe on the votes alone
+  v2_weights
+  train "$CONFIG" runs/ferplus "${RUN}-nokd" runs/cache-ferplus
+  exit 0
+fi
 if stage student; then
+  v2_weights
   ROOT=runs/ferplus
   if [ "$KD" = 1 ]; then
     ROOT=runs/ferplus-kd
