@@ -257,10 +257,23 @@ class TrainConfig(Settings):
     init_from: StrictStr | None = None  # checkpoint whose weights start the model (fine-tuning a trained model)
     init_from_partial: StrictBool = False  # take only the init_from weights that match (else a partial match is refused)
     loss: LossConfig = Field(default_factory=LossConfig)
+    # weight of the alignment-consistency term (stability training, Zheng et al. 2016): each face is also seen
+    # re-aligned from landmarks moved by the detector's noise (augment_params.landmark_jitter), and the KL
+    # divergence between the two expression distributions is added to the loss; 0 = off
+    consistency: _ranged(_Num, ge=0, le=100) = 0.0
     skip_bad_rows: StrictBool = False
     # validation score that chooses best.pt: "p" (ABAW P = VA + EXPR + AU) or "expr_acc" (expression top-1
     # accuracy against the hard/majority label, e.g. FER+ majority accuracy)
     select_on: Literal["p", "expr_acc"] = "p"
+
+    @model_validator(mode="after")
+    def _consistency_needs_jitter(self) -> TrainConfig:
+        if self.consistency > 0 and not (self.augment and (self.augment_params.landmark_jitter or 0) > 0):
+            raise ValueError(
+                f"consistency {self.consistency} needs augment = true and augment_params.landmark_jitter > 0 "
+                "(the two views differ by landmark noise only)"
+            )
+        return self
 
     @field_serializer("augment_params")
     def _given_only(self, v: AugmentParams) -> dict[str, Any]:

@@ -103,3 +103,12 @@ class MultiTaskLoss(nn.Module):
         else:
             total = sum(torch.exp(-self.log_vars[i]) * losses[t] + self.log_vars[i] for i, t in enumerate(TASKS))
         return total, losses, self.weights()
+
+
+def consistency_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean KL(p_a ‖ p_b) between the expression distributions of two views of the same faces (stability
+    training, Zheng et al. 2016), gradients through both: the prediction should not move when only the
+    alignment does. N×C logits each; 0 when the two agree."""
+    log_a = F.log_softmax(logits_a.float(), dim=-1)
+    log_b = F.log_softmax(logits_b.float(), dim=-1)
+    return (log_a.exp() * (log_a - log_b)).sum(-1).mean()

@@ -168,18 +168,35 @@ class GpuAugment:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         _check_batch(batch)
+        return self._views(batch, pair=False)
+
+    def pair(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views of each face that differ only by a detector's landmark noise: the same random affine,
+        colour and erasing, and the second crop re-aligned from landmarks moved once more (``misalignment``).
+        For a consistency term (``TrainConfig.consistency``) that asks the prediction not to move with it."""
+        _check_batch(batch)
+        if self.landmark_jitter <= 0:
+            raise ValueError("GpuAugment.pair needs landmark_jitter > 0: the two views differ by landmark noise only")
+        both = self._views(batch, pair=True)
+        return both[: batch.shape[0]], both[batch.shape[0] :]
+
+    def _views(self, batch: torch.Tensor, pair: bool) -> torch.Tensor:
         n, dev = batch.shape[0], batch.device
         x = _to_unit(batch)
         if self.geometric:
-            theta = self.affine(n, x.shape[-1]).to(dev)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            theta = self.affine(n, x.shape[-1])
+            if pair:
+                theta = torch.cat([theta, _compose(theta, self.misalignment(n, x.shape[-1]))])
+                x = torch.cat([x, x])
+            grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        reps = 2 if pair else 1
         if self.brightness or self.contrast or self.gray_prob:
-            x = self._color(x)
+            x = self._color(x, reps)
         mean, std = _mean_std(self.pp, dev)
         x = x.sub_(mean).div_(std)  # x is a fresh float tensor here, never the input
         if self.erase_prob:
-            x = x * self.erase_mask(n, x.shape[-2], x.shape[-1]).to(dev)
+            x = x * self.erase_mask(n, x.shape[-2], x.shape[-1]).repeat(reps, 1, 1, 1).to(dev)
         return x.contiguous()
 
     def erase_mask(self, n: int, h: int, w: int) -> torch.Tensor:
@@ -204,12 +221,13 @@ class GpuAugment:
         )
         return (~(inside & on)).to(torch.float32).unsqueeze(1)
 
-    def _color(self, x: torch.Tensor) -> torch.Tensor:
-        """Brightness and contrast jitter (per sample), then grayscale with ``gray_prob``; clamped to [0, 1]."""
-        n, dev = x.shape[0], x.device
-        b = (1 + (2 * self._rand(n) - 1) * self.brightness).to(dev).view(n, 1, 1, 1)
-        c = (1 + (2 * self._rand(n) - 1) * self.contrast).to(dev).view(n, 1, 1, 1)
-        gray = torch.nonzero(self._rand(n) < self.gray_prob).flatten().to(dev)
+    def _color(self, x: torch.Tensor, reps: int = 1) -> torch.Tensor:
+        """Brightness and contrast jitter (per sample), then grayscale with ``gray_prob``; clamped to [0, 1].
+        ``reps``: ``x`` holds that many views of the same faces one after another, which get the same draws."""
+        n, dev = x.shape[0] // reps, x.device
+        b = (1 + (2 * self._rand(n) - 1) * self.brightness).repeat(reps).to(dev).view(-1, 1, 1, 1)
+        c = (1 + (2 * self._rand(n) - 1) * self.contrast).repeat(reps).to(dev).view(-1, 1, 1, 1)
+        gray = torch.nonzero((self._rand(n) < self.gray_prob).repeat(reps)).flatten().to(dev)
         luma_w = torch.tensor(_LUMA, dtype=x.dtype, device=dev).view(1, 3, 1, 1)
         # brightness x*b, then contrast around the mean luma m of x*b: (x*b - m)*c + m, in one pass.
         m = b * (x.mean((2, 3), keepdim=True) * luma_w).sum(1, keepdim=True)

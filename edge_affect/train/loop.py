@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from edge_affect.config import TrainConfig
 from edge_affect.fsutil import TEMP_NAME
-from edge_affect.losses import MultiTaskLoss
+from edge_affect.losses import MultiTaskLoss, consistency_kl
 from edge_affect.metrics import mtl_score, tune_au_thresholds
 from edge_affect.models import create_model, save_checkpoint
 from edge_affect.models.checkpoint import read_checkpoint
@@ -489,7 +489,7 @@ def _train(
         criterion.train()
         loader.set_epoch(epoch)
         sums = {t: 0.0 for t in TASKS}
-        total_sum, n_batches, n_images = 0.0, 0, 0
+        total_sum, n_batches, n_images, cons_sum = 0.0, 0, 0, 0.0
         t0 = time.perf_counter()
         bar = None
         if progress and info.is_main:
@@ -509,12 +509,23 @@ def _train(
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             with torch.no_grad():
-                x = augment(batch["image"]) if augment is not None else to_input(batch["image"], pp)
+                if cfg.consistency > 0:  # two views per face, differing by landmark noise only
+                    x = torch.cat(augment.pair(batch["image"]))
+                else:
+                    x = augment(batch["image"]) if augment is not None else to_input(batch["image"], pp)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(info.device, precision):
                 out_t = ddp_model(x)
-            total, losses, _ = criterion({k: v.float() for k, v in out_t.items()}, batch)
+            out_t = {k: v.float() for k, v in out_t.items()}
+            if cfg.consistency > 0:
+                n = x.shape[0] // 2
+                cons = consistency_kl(out_t["expr"][:n], out_t["expr"][n:])
+                out_t = {k: v[:n] for k, v in out_t.items()}
+            total, losses, _ = criterion(out_t, batch)
+            if cfg.consistency > 0:
+                total = total + cfg.consistency * cons
+                cons_sum += float(cons.detach())
             finite = torch.isfinite(total.detach()).float()
             if info.enabled:  # every rank stops together
                 torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
@@ -532,7 +543,7 @@ def _train(
                 ema.update(model)
             step += 1
             n_batches += 1
-            n_images += x.shape[0] * info.world_size
+            n_images += batch["image"].shape[0] * info.world_size
             total_sum += float(total.detach())
             for t in TASKS:
                 sums[t] += float(losses[t].detach())
@@ -573,6 +584,7 @@ def _train(
             "log_vars": [float(s) for s in criterion.log_vars.detach().cpu()],
             "val": val,
             "val_au_tuned": val_tuned["au"],
+            **({"train_consistency": cons_sum / max(1, n_batches)} if cfg.consistency > 0 else {}),
             "images_per_s": n_images / max(1e-9, elapsed),
             "epoch_seconds": elapsed,
             "device": str(info.device),

@@ -178,3 +178,18 @@ def test_landmark_jitter_is_seeded_and_bounded() -> None:
     assert torch.equal(a, b) and not torch.allclose(a, c)
     with pytest.raises(ValueError, match="landmark_jitter"):
         GpuAugment(pp, landmark_jitter=0.5)
+
+
+def test_pair_views_differ_by_landmark_noise_only() -> None:
+    """``pair``: the same affine, colour and erasing for both views; only the second re-alignment differs. With
+    landmark noise near 0 the two views are the same image; with a detector's noise they differ a little."""
+    pp = Preprocess(input_size=32)
+    kw = dict(scale=(0.9, 1.1), max_shift=0.1, max_rotate_deg=10.0, brightness=0.3, contrast=0.3, erase_prob=0.5)
+    a, b = GpuAugment(pp, landmark_jitter=1e-7, gray_prob=0.5, seed=3, **kw).pair(_batch())
+    assert a.shape == b.shape == (16, 3, 32, 32)
+    assert float((a - b).abs().max()) < 1e-3
+    a, b = GpuAugment(pp, landmark_jitter=0.02, gray_prob=0.5, seed=3, **kw).pair(_batch())
+    d = (a - b).abs().mean((1, 2, 3))
+    assert bool((d > 1e-3).all()) and float(d.mean()) < float((a - a.roll(1, 0)).abs().mean())
+    with pytest.raises(ValueError, match="landmark_jitter > 0"):
+        GpuAugment(pp, seed=0).pair(_batch())

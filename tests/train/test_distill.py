@@ -92,3 +92,25 @@ def test_refusals(ferlike: Path, teacher: tuple[Path, dict], tmp_path: Path) -> 
     with pytest.raises(ValueError, match="no prediction for 1 faces"):
         read_teacher(path, [*load_split(ferlike, "train").paths, "elsewhere/x.png"])
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_consistency_term_trains_and_is_recorded(ferlike: Path, tmp_path: Path) -> None:
+    """``consistency`` > 0: each face is seen twice (the second re-aligned from noisy landmarks), the KL between
+    the two expression distributions joins the loss and is written per epoch; without landmark noise it is
+    refused in one line."""
+    import torch
+
+    from edge_affect.config import AugmentParams
+    from edge_affect.losses import consistency_kl
+
+    z = torch.randn(4, 8)
+    assert float(consistency_kl(z, z)) == pytest.approx(0.0, abs=1e-7) and float(consistency_kl(z, -z)) > 0
+    params = AugmentParams(landmark_jitter=0.015)
+    cfg = TrainConfig(
+        model="tiny", epochs=1, batch_size=32, max_steps_per_epoch=2, seed=4, consistency=1.0, augment_params=params
+    )
+    train(cfg, ferlike, tmp_path / "run", progress=False)
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["train_consistency"] > 0 and np.isfinite(rec["train_total"])
+    with pytest.raises(ValueError, match="consistency 1.0 needs augment = true and augment_params.landmark_jitter"):
+        TrainConfig(model="tiny", consistency=1.0)
