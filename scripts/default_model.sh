@@ -87,12 +87,22 @@ $py benchmarks/bench_peer_fer.py --ours "$PKG/model.onnx" --ours-name onnx_fp32 
   --data "$DATA/fer2013/fer2013_publictest.npz" --json benchmarks/results/default_model_eval_fer2013.json \
   --latency-rounds 0
 
-# INT8 as users get it, judged on FER+ valid faces (the calibration frames are FER2013 training faces)
+# INT8 as users get it, judged on FER+ valid faces (the calibration frames are FER2013 training faces): the CPU
+# INT8 model through the runtime (accuracy), both INT8 models against PyTorch (top-1 agreement; the
+# TensorRT-shaped one node by node, as its Q/DQ graph defines it), and the CPU INT8 speed against FP32
 rm -rf runs/default-int8
-$ea export "$PKG/model.safetensors" --int8 --out runs/default-int8
+$ea export "$PKG/model.safetensors" --int8 --out runs/default-int8 || [ $? = 1 ]  # 1: a gate failed, files kept
 $py benchmarks/bench_peer_fer.py --no-peer --ours "$PKG/model.onnx" --ours-name onnx_fp32 \
-  --ours runs/default-int8/model.int8.onnx --ours-name onnx_int8 --data "$DATA/ferplus/ferplus_valid.npz" \
+  --ours runs/default-int8/model.int8.cpu.onnx --ours-name onnx_int8_cpu --data "$DATA/ferplus/ferplus_valid.npz" \
   --json benchmarks/results/default_model_int8.json --latency-rounds 0
+$ea parity runs/default-int8 --eval-data runs/ferplus --eval-split val --checkpoint "$PKG/model.safetensors" \
+  > benchmarks/results/default_model_int8_parity.txt || true
+$py benchmarks/bench_cpu_int8.py "$PKG/model.onnx" runs/default-int8/model.int8.cpu.onnx \
+  --data "$DATA/ferplus/ferplus_valid.npz" --json benchmarks/results/cpu_int8.json
+
+# Landmark noise: the real clips, the clips scaled to 60-px faces, and 600 FER+ valid faces at 60 and 120 px
+$py benchmarks/bench_landmark_noise.py --face-px 60 --faces "$DATA/ferplus/ferplus_valid.npz" \
+  --json benchmarks/results/landmark_noise.json --png docs/img/landmark_noise.png
 echo "packaged into $PKG; to ship it, empty edge_affect/assets/models/default (package never writes into a"
 echo "folder it did not create) and run:"
 echo "  $ea package $RUN/best.pt --out edge_affect/assets/models/default --data runs/ferplus --expr-logit-adjust $TAU --evaluation benchmarks/results/default_model_eval.json"
