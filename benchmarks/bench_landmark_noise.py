@@ -72,18 +72,6 @@ def scaled_to_face(
     return [cv2.resize(x, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for x in frames], scale
 
 
-def face_in_frame(gray48: np.ndarray, face_px: float) -> np.ndarray:
-    """A 48×48 FER face upscaled (INTER_CUBIC) to ``face_px`` and centred in an RGB frame twice its size,
-    padded with the crop's mean grey, so YuNet sees a face with context as in a camera frame."""
-    import cv2
-
-    side = max(8, round(face_px))
-    face = cv2.resize(np.asarray(gray48, np.uint8), (side, side), interpolation=cv2.INTER_CUBIC)
-    frame = np.full((2 * side, 2 * side), int(face.mean()), np.uint8)
-    frame[side // 2 : side // 2 + side, side // 2 : side // 2 + side] = face
-    return np.repeat(frame[..., None], 3, axis=2)
-
-
 def face_set_noise(
     predictor: Any,
     detector: Any,
@@ -98,7 +86,7 @@ def face_set_noise(
     """Re-detection spread and expression agreement under landmark noise on ``limit`` FER+ faces of ``npz``
     (evenly spaced), each at ``face_px``; faces YuNet does not find are counted, not measured."""
     from edge_affect.data.fer import ferplus_majority
-    from edge_affect.runtime.steadiness import expression_under_noise
+    from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
 
     images, _, _ = ferplus_majority(npz)
     idx = np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int)

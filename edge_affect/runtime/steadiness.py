@@ -103,3 +103,16 @@ def expression_under_noise(
         ]
         out[float(s)] = float(np.mean([r["expression"] == ref for r in predictor.predict(np.stack(crops))]))
     return out
+
+
+def face_in_frame(gray: np.ndarray, face_px: float) -> np.ndarray:
+    """A square grey face crop (e.g. a 48×48 FER face) upscaled (bicubic) to ``face_px`` and centred in an RGB frame
+    twice its size, padded with the crop's mean grey: a face with context, as a detector sees one in a frame, at
+    the size the faces of a wide or multi-person shot have (``expression_under_noise`` on many real faces)."""
+    import cv2
+
+    side = max(8, round(face_px))
+    face = cv2.resize(np.asarray(gray, np.uint8), (side, side), interpolation=cv2.INTER_CUBIC)
+    frame = np.full((2 * side, 2 * side), int(face.mean()), np.uint8)
+    frame[side // 2 : side // 2 + side, side // 2 : side // 2 + side] = face
+    return np.repeat(frame[..., None], 3, axis=2)

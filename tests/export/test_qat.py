@@ -88,10 +88,11 @@ def test_qat_export_tiny(qat_export):
     assert d["gate_frames"]["count"] > 0
     int8 = [c for c in rep.comparisons if c.artifact == "model.int8.onnx"]
     assert int8 and int8[0].n == d["gate_frames"]["count"] == q["ptq_on_gate_frames"]["n"]
-    # tolerance: QAT's expression agreement at most 5 points under PTQ's on the same frames (64-frame set, 16 gate
-    # frames: one flip is 6 points; measured equal or better)
+    # tolerance: QAT's expression agreement at most one gate frame under PTQ's on the same frames (a 64-frame set:
+    # 12 gate frames, one flip is 8 points; measured one flip under PTQ, 0.917 vs 1.000, since both are judged node
+    # by node as the graph defines them, and equal or better before, through ONNX Runtime's fused kernels)
     qat_agree = next(g.value for g in int8[0].gates if g.name == "expr_top1_agreement")
-    assert qat_agree >= q["ptq_on_gate_frames"]["expr_top1_agreement"] - 0.0625
+    assert qat_agree >= q["ptq_on_gate_frames"]["expr_top1_agreement"] - 1 / int8[0].n - 1e-9
     assert rep.calibration_figures  # the calibration-frame figures stay beside, not instead
 
 

@@ -186,3 +186,32 @@ def test_shipped_model_under_landmark_noise(name: str, default_predictor: Any, d
             lm = found[0].landmarks.astype(np.float64)
             agree.append(expression_under_noise(default_predictor, frame, lm, template, [1.0], 8, rng)[1.0])
     assert len(agree) >= 20 and np.mean(agree) >= 0.95, (len(agree), np.mean(agree))
+
+
+FERPLUS_VALID = VIDEO.parent / "ferplus" / "ferplus_valid.npz"
+
+
+def test_shipped_model_under_landmark_noise_on_many_faces(default_predictor: Any, detector: YuNetDetector) -> None:
+    """Issue 19's alignment check on many real people: 64 FER+ valid faces (evenly spaced: every expression, many
+    near-ties), each 60 px high in a frame (the size of faces in a multi-person shot; YuNet finds 49), its 5
+    detected landmarks moved by N(0, 1 px), 8 draws each; the share of draws whose expression is unchanged.
+    The shipped v2 model: 91.6 % here; 93.8 % on 517 faces at 60 px and 95.8 % on 579 at 120 px
+    (``benchmarks/bench_landmark_noise.py --faces``), below the issue's 95 % / 98 % bars, which are not met yet.
+    Asserted: no worse than 90 %, so a model that follows the landmarks more closely fails here."""
+    from edge_affect.data.fer import ferplus_majority
+    from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
+
+    if not FERPLUS_VALID.is_file():
+        pytest.skip(f"needs {FERPLUS_VALID} (../shared/data/ferplus beside the checkout)")
+    images, _, _ = ferplus_majority(FERPLUS_VALID)
+    tpl = default_predictor.meta.extra.get("align_template")
+    template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+    rng = np.random.default_rng(0)
+    agree = []
+    for i in np.linspace(0, len(images) - 1, 64).round().astype(int):
+        frame = face_in_frame(images[i], 60)
+        found = detector.detect(frame, max_side=max(frame.shape[:2]))
+        if found:
+            lm = found[0].landmarks.astype(np.float64)
+            agree.append(expression_under_noise(default_predictor, frame, lm, template, [1.0], 8, rng)[1.0])
+    assert len(agree) >= 40 and np.mean(agree) >= 0.90, (len(agree), np.mean(agree))
