@@ -1,7 +1,7 @@
 """Post-training INT8 agreement with FP32 on unseen synthetic faces, per backbone and training seed.
 
-    python benchmarks/bench_int8_backbones.py --models tiny,tiny_silu --seeds 0,1 \\
-        --json benchmarks/results/int8_backbones.json
+    python benchmarks/bench_int8_backbones.py --models tiny,tiny_silu,edge,edge_resnet --seeds 0,1 \\
+        --seeds-for edge=0 --seeds-for edge_resnet=0 --json benchmarks/results/int8_backbones.json
 
 For each model and seed, with the CLI a user has: ``data synth`` (training set, seed 0), ``train`` (its
 ``--config``, default ``configs/synth-tiny.toml``, with ``--model`` and ``--seed``), ``calib build`` (512 frames
