@@ -58,11 +58,9 @@ def _qdq_fused(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     """The Q/DQ model upcast to FP32 through ONNX Runtime with all graph optimisations (its fused int8 kernels)."""
     import onnx
 
-    from edge_affect.export.onnx_export import ort_session, upcast_fp16
-    from edge_affect.schema import INPUT_NAME
+    from edge_affect.export.onnx_export import run_onnx, upcast_fp16
 
-    sess = ort_session(upcast_fp16(onnx.load(str(path))).SerializeToString())
-    return {"expr": np.concatenate([sess.run(["expr"], {INPUT_NAME: x[i : i + 64]})[0] for i in range(0, len(x), 64)])}
+    return run_onnx(upcast_fp16(onnx.load(str(path))), x)  # a ModelProto, not emulated: optimised as given
 
 
 def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:

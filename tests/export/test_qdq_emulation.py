@@ -1,7 +1,7 @@
 """CPU parity runs a TensorRT-shaped Q/DQ graph node by node (``run_onnx(..., emulate_fp16_in_fp32=True)``): each
 Q/DQ pair rounds to int8 and back and the convolution sums in float, the graph's own definition, not ONNX Runtime's
 fused integer kernels. Pinned to numpy's arithmetic on activations at the top of their int8 range and weights of
-one sign per channel, where integer kernels with narrow intermediate sums would differ."""
+one sign per channel (the largest sums a layer can make)."""
 
 from __future__ import annotations
 
