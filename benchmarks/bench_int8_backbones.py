@@ -13,6 +13,21 @@ and NNCF's plain INT8 of the same FP32 model on the same calibration frames (the
 every frame of a synthetic set of another seed (default 1,500 faces, seed 7) that no step saw;
 the table gives top-1 expression agreement with FP32. Steps whose outputs exist under ``--work`` are reused,
 so an interrupted run resumes. Wall-clock training time is printed for orientation only.
+
+On real faces (FER+, issue 22's comparison of ``edge`` backbones), train on an imported dataset whose validation
+split is held out of FER+ train (``edge-affect data import runs/ferplus-hold --train .../ferplus_train.npz
+--hold-out 3000 --weak-targets``: the split that decides), calibrate on its training split and judge on FER+
+valid (which then chooses nothing), from the last epoch of a fixed schedule (``best.pt`` is not used with
+``--train-data``: a training run's validation split may be the judged set):
+
+    python benchmarks/bench_int8_backbones.py --models edge,edge_resnet --seeds 0 --epochs 3 \\
+        --train-data runs/ferplus-hold --test-data ../shared/data/ferplus/ferplus_valid.npz \\
+        --config configs/ferplus-edge-short.toml --cache-dir runs/cache-ferplus-hold-112 \\
+        --work runs/bench_int8_backbones_ferplus --json benchmarks/results/int8_backbones_ferplus.json
+
+Rows then also give expression accuracy of FP32 and of each INT8 model (FER+: majority label, faces whose
+majority is unknown / not-a-face left out). Every row gives the training run's own validation metrics at the
+judged checkpoint (``val_expr_acc``, ``val_p``).
 """
 
 from __future__ import annotations
@@ -44,10 +59,21 @@ def _synth(out: Path, n: int, seed: int) -> Path:
     return out
 
 
-def _test_frames(root: Path, pp) -> np.ndarray:
+def _test_frames(root: Path, pp, synthetic: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frames and expression labels (-1: none) to judge on: both splits of a synthetic set, else ``root`` as given."""
     from edge_affect.export.compare import load_eval_set
 
-    return np.concatenate([load_eval_set(root, pp, split).x for split in ("train", "val")])
+    if synthetic:
+        return np.concatenate([load_eval_set(root, pp, split).x for split in ("train", "val")]), None
+    ev = load_eval_set(root, pp)
+    return ev.x, (ev.labels.expr if ev.labels is not None else None)
+
+
+def _accuracy(out: dict[str, np.ndarray], y: np.ndarray | None) -> float | None:
+    if y is None or not (y >= 0).any():
+        return None
+    keep = y >= 0
+    return float(np.mean(out["expr"].argmax(1)[keep] == y[keep]))
 
 
 #: How the Q/DQ column was measured; rows measured otherwise (before the unfused evaluation) are measured again.
@@ -75,6 +101,25 @@ def _nncf_int8(fp32: Path, dst: Path, calib_dir: Path, pp) -> None:
     quantize_cpu_nncf(fp32, dst, export_split(calib_dir, pp).calib)
 
 
+def _trained(run: Path, epochs: int) -> bool:
+    """Whether the training run in ``run`` completed its ``epochs`` (its metrics log reached the last one)."""
+    log = run / "metrics.jsonl"
+    if not log.is_file():
+        return False
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return bool(rows) and rows[-1].get("epoch") == epochs and (run / "best.pt").is_file()
+
+
+def _own_validation(run: Path, ckpt: Path) -> dict:
+    """The training run's validation expression accuracy and P at ``ckpt``'s epoch (best.json or the last row)."""
+    if ckpt.name == "best.pt":
+        val = json.loads((run / "best.json").read_text())["val"]
+    else:
+        lines = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        val = json.loads(lines[-1])["val"]
+    return {"val_expr_acc": val.get("expr_acc"), "val_p": val.get("p")}
+
+
 def _layout(net) -> str:
     """The backbone's activations and whether it has squeeze-excitation, read from the built modules."""
     from torch import nn
@@ -85,15 +130,21 @@ def _layout(net) -> str:
 
 
 def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, test_root: Path) -> dict:
+    synthetic = args.train_data is None
     from edge_affect.export.compare import onnx_cpu_runner
     from edge_affect.models.checkpoint import load_checkpoint
     from edge_affect.models.registry import get_config
     from edge_affect.models.task_token import count_macs, count_params
 
     work = args.work / f"{model}-{get_config(model).backbone}-s{seed}"
-    ckpt = work / "train" / "best.pt"
+    # synthetic: best.pt is chosen on the training set's own validation split (another seed is judged);
+    # otherwise the last epoch, since the training run's validation split may be the judged set
+    ckpt = work / "train" / ("best.pt" if synthetic else "last.pt")
     t0 = time.perf_counter()
-    if not ckpt.is_file():
+    if not _trained(work / "train", args.epochs):
+        extra = ["--cache-dir", str(args.cache_dir)] if args.cache_dir else []
+        if (work / "train" / "last.pt").is_file():
+            extra.append("--resume")  # an interrupted run continues where it stopped
         _run(
             [
                 *EA,
@@ -110,6 +161,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
                 str(args.epochs),
                 "--out",
                 str(work / "train"),
+                *extra,
             ]
         )
     train_s = time.perf_counter() - t0
@@ -141,7 +193,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
     nncf_path = work / "nncf.int8.cpu.onnx"
     if not nncf_path.is_file():  # the other CPU route, on the same calibration side of the same split
         _nncf_int8(export / "model.onnx", nncf_path, calib, meta.preprocess)
-    x = _test_frames(test_root, meta.preprocess)
+    x, y = _test_frames(test_root, meta.preprocess, synthetic)
     outs = {}
     for path, precision in (
         (export / "model.onnx", "fp32"),
@@ -153,7 +205,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
         outs[path.name] = runner(x)
     outs["fused"] = _qdq_fused(export / "model.int8.onnx", x)
     report = json.loads((export / "export_report.json").read_text())
-    return {
+    row = {
         "model": model,
         "backbone": net.config.backbone,
         "layout": _layout(net),
@@ -169,7 +221,19 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
         "agree_cpu_int8_nncf": _agreement(outs["model.onnx"], outs[nncf_path.name]),
         "train_s": round(train_s, 1),
         "calibration": report.get("calibration"),
+        "checkpoint": ckpt.name,
+        **_own_validation(work / "train", ckpt),
     }
+    if y is not None:  # accuracy on the judged frames' labels: FP32 and each INT8 model
+        row["labelled"] = int((y >= 0).sum())
+        for key, name in (
+            ("acc_fp32", "model.onnx"),
+            ("acc_qdq", "model.int8.onnx"),
+            ("acc_cpu_int8", "model.int8.cpu.onnx"),
+            ("acc_cpu_int8_nncf", nncf_path.name),
+        ):
+            row[key] = _accuracy(outs[name], y)
+    return row
 
 
 def main() -> int:
@@ -189,6 +253,19 @@ def main() -> int:
     ap.add_argument("--n-test", type=int, default=1500, help="unseen synthetic faces")
     ap.add_argument("--test-seed", type=int, default=7)
     ap.add_argument("--calib-n", type=int, default=512)
+    ap.add_argument(
+        "--train-data",
+        type=Path,
+        help="an imported dataset to train and calibrate on (default: a synthetic set of --n-train faces, seed 0); "
+        "the last epoch's checkpoint is judged",
+    )
+    ap.add_argument(
+        "--test-data",
+        type=Path,
+        help="frames to judge on: an .npz (images + labels or FER+ votes) or an ABAW root's val split "
+        "(default: --n-test synthetic faces of --test-seed)",
+    )
+    ap.add_argument("--cache-dir", type=Path, help="packed image cache for training (edge-affect train --cache-dir)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_int8_backbones")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "int8_backbones.json")
     args = ap.parse_args()
@@ -198,8 +275,13 @@ def main() -> int:
     for spec in args.seeds_for:
         m, _, seeds = spec.partition("=")
         per_model[m] = [int(s) for s in seeds.split(",")]
-    train_root = _synth(args.work / "data-train", args.n_train, 0)
-    test_root = _synth(args.work / f"data-test-s{args.test_seed}", args.n_test, args.test_seed)
+    if (args.train_data is None) != (args.test_data is None):
+        raise SystemExit("bench_int8_backbones: give --train-data and --test-data together (or neither: synthetic)")
+    for given in (args.train_data, args.test_data):
+        if given is not None and not given.exists():
+            raise SystemExit(f"bench_int8_backbones: {given} does not exist")
+    train_root = args.train_data or _synth(args.work / "data-train", args.n_train, 0)
+    test_root = args.test_data or _synth(args.work / f"data-test-s{args.test_seed}", args.n_test, args.test_seed)
     rows = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
     from edge_affect.models.registry import get_config
 
@@ -214,9 +296,11 @@ def main() -> int:
             result = {
                 "rows": rows,
                 "machine": platform.processor() or platform.machine(),
-                "n_train": args.n_train,
-                "n_test": args.n_test,
-                "test_seed": args.test_seed,
+                **(
+                    {"n_train": args.n_train, "n_test": args.n_test, "test_seed": args.test_seed}
+                    if args.train_data is None
+                    else {"train_data": str(args.train_data), "test_data": str(args.test_data)}
+                ),
                 "calib_n": args.calib_n,
                 "config": str(args.config.relative_to(ROOT)),
             }
@@ -231,9 +315,14 @@ def main() -> int:
         f"\n{'model':10s} {'backbone':28s} {'layout':14s} {'seed':>4s} {'params M':>8s} {'MACs M':>7s} {'Q/DQ':>6s} {'fused':>6s} {'CPU INT8':>8s} {'NNCF':>6s}"
     )
     for r in rows:
+        acc = (
+            ""
+            if r.get("acc_fp32") is None
+            else f"  accuracy FP32 {r['acc_fp32']:.3f} Q/DQ {r['acc_qdq']:.3f} CPU INT8 {r['acc_cpu_int8']:.3f}"
+        )
         print(
             f"{r['model']:10s} {r['backbone']:28s} {r.get('layout', '?'):14s} {r['seed']:4d} {r['params_m']:8.3f} {r['macs_m']:7.1f} "
-            f"{r['agree_qdq']:6.3f} {r['agree_qdq_fused']:6.3f} {r['agree_cpu_int8']:8.3f} {r.get('agree_cpu_int8_nncf', float('nan')):6.3f}"
+            f"{r['agree_qdq']:6.3f} {r['agree_qdq_fused']:6.3f} {r['agree_cpu_int8']:8.3f} {r.get('agree_cpu_int8_nncf', float('nan')):6.3f}{acc}"
         )
     return 0
 

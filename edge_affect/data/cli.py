@@ -57,7 +57,15 @@ def add_commands(subparsers: Any) -> None:
     )
     i.add_argument("out", type=Path, help="output dataset root")
     i.add_argument("--train", type=Path, required=True, help=".npz of the training split (labels or FER+ votes)")
-    i.add_argument("--val", type=Path, required=True, help=".npz of the validation split (labels or FER+ votes)")
+    val = i.add_mutually_exclusive_group(required=True)
+    val.add_argument("--val", type=Path, help=".npz of the validation split (labels or FER+ votes)")
+    val.add_argument(
+        "--hold-out",
+        type=int_range(1, 10_000_000),
+        metavar="N",
+        help="instead of --val: N faces of --train, drawn at random (--hold-out-seed), become the validation split",
+    )
+    i.add_argument("--hold-out-seed", type=seed_int, default=0, help="seed of the --hold-out draw (default: 0)")
     i.add_argument(
         "--weak-targets",
         action="store_true",
@@ -70,7 +78,9 @@ def add_commands(subparsers: Any) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     from edge_affect.data.fer import import_face_set
 
-    s = import_face_set(args.train, args.val, args.out, weak=args.weak_targets)
+    s = import_face_set(
+        args.train, args.val, args.out, weak=args.weak_targets, hold_out=args.hold_out, hold_out_seed=args.hold_out_seed
+    )
     rows = ", ".join(f"{k} {v['rows']}" for k, v in s["splits"].items())
     print(f"{args.out}: {rows} faces; {s['note']}")
     return 0
@@ -121,7 +131,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
         f"{summary['n']} faces of {summary['size']}×{summary['size']} in {summary['seconds']:.1f} s (seed {summary['seed']})"
     )
     return 0
-
 
 
 def _annotation_files(args: argparse.Namespace) -> list[tuple[str, Path]]:

@@ -223,9 +223,44 @@ def _align_template(out: Path, images: np.ndarray, n: int = 1000) -> tuple[list[
     return np.round(tpl, 4).tolist(), found
 
 
-def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path, *, weak: bool = False) -> dict:
+def _hold_out(face_set: dict, n: int, seed: int, where: str) -> tuple[dict, dict]:
+    """Split one face set into (the rest, ``n`` faces drawn at random with ``seed``), both in file order."""
+    total = len(face_set["labels"])
+    if not 0 < n < total:
+        raise ValueError(f"{where}: --hold-out {n} must be between 1 and {total - 1} (the set has {total} faces)")
+    held = np.zeros(total, dtype=bool)
+    held[np.random.default_rng(seed).choice(total, size=n, replace=False)] = True
+
+    def part(mask: np.ndarray) -> dict:
+        dist = face_set["dist"]
+        return {
+            "images": face_set["images"][mask],
+            "labels": face_set["labels"][mask],
+            "ids": [i for i, k in zip(face_set["ids"], mask, strict=True) if k],
+            "dist": None if dist is None else dist[mask],
+            "dropped": 0,
+        }
+
+    rest = part(~held)
+    rest["dropped"] = face_set["dropped"]
+    return rest, part(held)
+
+
+def import_face_set(
+    train_npz: str | Path,
+    val_npz: str | Path | None,
+    out: str | Path,
+    *,
+    weak: bool = False,
+    hold_out: int | None = None,
+    hold_out_seed: int = 0,
+) -> dict:
     """Write ``out/{training,validation}_set_annotations.txt``, ``out/cropped_aligned/<set>/<row>_<id>.png``,
     for FER+ vote sets the soft-label sidecars, and ``out/import.json``.
+
+    With ``hold_out`` (and no ``val_npz``) the validation split is that many faces of ``train_npz``, drawn at
+    random with ``hold_out_seed`` and left out of the training split: for choosing checkpoints or settings on
+    faces of the training distribution while a published validation set stays unseen for the figures reported.
 
     ``out`` must not exist or be an empty folder. Everything is written to a hidden temp folder beside it
     and renamed into place at the end, so a failed or killed import leaves no half-written dataset (a
@@ -238,10 +273,24 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"parent folder {parent} of {out} does not exist")
-    sources = {"train": Path(train_npz), "val": Path(val_npz)}
-    face_sets = {split: _read_npz(src) for split, src in sources.items()}  # bad files: one line, nothing written
-    if same_path(train_npz, val_npz):  # allowed (a smoke test), but validation then scores training faces
-        log.warning("%s is both the training and the validation set: validation scores are not held-out", val_npz)
+    if (val_npz is None) == (hold_out is None):
+        raise ValueError(
+            "give a validation set (--val) or a number of training faces to hold out (--hold-out), one of the two"
+        )
+    if val_npz is None:
+        sources = {"train": Path(train_npz), "val": Path(train_npz)}
+        face_sets = dict(
+            zip(
+                ("train", "val"),
+                _hold_out(_read_npz(sources["train"]), hold_out, hold_out_seed, str(train_npz)),
+                strict=True,
+            )
+        )
+    else:
+        sources = {"train": Path(train_npz), "val": Path(val_npz)}
+        face_sets = {split: _read_npz(src) for split, src in sources.items()}  # bad files: one line, nothing written
+        if same_path(train_npz, val_npz):  # allowed (a smoke test), but validation then scores training faces
+            log.warning("%s is both the training and the validation set: validation scores are not held-out", val_npz)
     # one image folder per split, named after its file; two files of one name (a/data.npz, b/data.npz) get
     # <stem>-train and <stem>-val, so no validation image lands on a training row's path
     clash = sources["train"].stem == sources["val"].stem
@@ -274,6 +323,12 @@ def import_face_set(train_npz: str | Path, val_npz: str | Path, out: str | Path,
                 "rows": len(paths),
                 "class_counts": np.bincount(labels, minlength=NUM_EXPR).tolist(),
             }
+            if hold_out is not None:
+                info["hold_out"] = {
+                    "faces": hold_out,
+                    "seed": hold_out_seed,
+                    "split": "held out" if split == "val" else "the rest",
+                }
             if dist is not None:
                 write_soft_expr(soft_expr_file(ann_path), paths, dist)
                 info["targets"] = "FER+ vote distribution (soft) + majority label"

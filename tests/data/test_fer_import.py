@@ -162,3 +162,35 @@ def test_ferplus_majority_is_the_one_votes_to_label_helper(tmp_path: Path) -> No
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable .npz"):
         ferplus_majority(tmp_path / "junk.npz")
+
+
+def test_hold_out_draws_the_validation_split_from_the_training_set(tmp_path: Path) -> None:
+    """``--hold-out N``: N training faces (seeded) become the validation split and leave the training split."""
+    from edge_affect.cli import main
+
+    tr = _npz(tmp_path / "train.npz", 30, 0)
+    s = import_face_set(tr, None, tmp_path / "ds", hold_out=8, hold_out_seed=3)
+    assert s["splits"]["train"]["rows"] == 22 and s["splits"]["val"]["rows"] == 8
+    assert s["splits"]["val"]["hold_out"] == {"faces": 8, "seed": 3, "split": "held out"}
+    train, val = load_split(tmp_path / "ds", "train"), load_split(tmp_path / "ds", "val")
+    from edge_affect.runtime.preprocess import decode_image
+
+    with np.load(tr) as z:
+        pixels = {z["images"][k].tobytes() for k in range(30)}
+    faces = lambda root, ann: {  # noqa: E731
+        decode_image(root / "cropped_aligned" / p)[:, :, 0].tobytes() for p in ann.paths
+    }
+    held = faces(tmp_path / "ds", val)
+    assert faces(tmp_path / "ds", train) | held == pixels and not faces(tmp_path / "ds", train) & held
+    # the same seed draws the same faces; another seed others
+    import_face_set(tr, None, tmp_path / "ds2", hold_out=8, hold_out_seed=3)
+    assert faces(tmp_path / "ds2", load_split(tmp_path / "ds2", "val")) == held
+    import_face_set(tr, None, tmp_path / "ds3", hold_out=8, hold_out_seed=4)
+    assert faces(tmp_path / "ds3", load_split(tmp_path / "ds3", "val")) != held
+    with pytest.raises(ValueError, match=r"--hold-out 30 must be between 1 and 29 \(the set has 30 faces\)"):
+        import_face_set(tr, None, tmp_path / "o1", hold_out=30)
+    with pytest.raises(ValueError, match="one of the two"):
+        import_face_set(tr, tr, tmp_path / "o2", hold_out=3)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    assert main(["data", "import", str(tmp_path / "cli"), "--train", str(tr), "--hold-out", "5"]) == 0
+    assert load_split(tmp_path / "cli", "val").expr.shape == (5,)
