@@ -1,7 +1,7 @@
 """ONNX Runtime CPU: FP32 vs ONNX Runtime-native INT8 (``model.int8.cpu.onnx``), side by side in one run.
 
     python benchmarks/bench_cpu_int8.py runs/export/x/model.onnx runs/export/x/model.int8.cpu.onnx \\
-        --data ../shared/data/ferplus/ferplus_valid.npz --json benchmarks/results/cpu_int8.json
+        --data ../shared/data/ferplus/ferplus_valid.npz --json benchmarks/results/default_model_cpu_int8.json
 
 ms per face at each batch size (default 1 and 32) and thread count (default 1 and 2), median of interleaved
 rounds: every model runs once per round in turn, so a machine whose load changes during the run slows all of
@@ -182,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         kern = ", ".join(f"{k} {v}" for k, v in m["kernels"].items())
         print(f"{names[str(p)]:<40} {agree:>7} {flipped:>7} {acc:>7} {dacc:>8}  {kern}")
     if args.json:
+        from edge_affect.artifact import atomic_write_text
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(res, indent=1) + "\n")  # a kill leaves the old file or the new
         print(f"results in {args.json}")
     else:
         print(json.dumps(res))

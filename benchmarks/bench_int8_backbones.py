@@ -20,7 +20,7 @@ split is held out of FER+ train (``edge-affect data import runs/ferplus-hold --t
 valid (which then chooses nothing), from the last epoch of a fixed schedule (``best.pt`` is not used with
 ``--train-data``: a training run's validation split may be the judged set):
 
-    python benchmarks/bench_int8_backbones.py --models edge,edge_resnet --seeds 0 --epochs 3 \\
+    python benchmarks/bench_int8_backbones.py --models edge,edge_resnet --seeds 0 --epochs 1 \\
         --train-data runs/ferplus-hold --test-data ../shared/data/ferplus/ferplus_valid.npz \\
         --config configs/ferplus-edge-short.toml --cache-dir runs/cache-ferplus-hold-112 \\
         --work runs/bench_int8_backbones_ferplus --json benchmarks/results/int8_backbones_ferplus.json

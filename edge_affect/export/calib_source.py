@@ -106,5 +106,7 @@ def choose_calibration(calib: Path | None, checkpoint: Path, meta: Any, out: Pat
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    log.info("calibration: %d frames sampled from the checkpoint's training data %s (train split)", SAMPLED_FRAMES, root)
+    log.info(
+        "calibration: %d frames sampled from the checkpoint's training data %s (train split)", SAMPLED_FRAMES, root
+    )
     return CalibSource(folder, SOURCE_TRAINING, data_root=str(root), scratch=scratch)

@@ -48,7 +48,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="output folder: new, empty or an earlier export folder, which is replaced whole (default: "
         "runs/export/<model>-<sha256 prefix>, one folder per checkpoint)",
     )
-    p.add_argument("--fp16", action="store_true", help=f"also write {_FILE['onnx-fp16']} (FP16 inside, FP32 I/O; for TensorRT/GPUs)")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help=f"also write {_FILE['onnx-fp16']} (FP16 inside, FP32 I/O; for TensorRT/GPUs)",
+    )
     p.add_argument(
         "--int8",
         action="store_true",
@@ -108,7 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=float_range(0, 100),
         default=None,
         metavar="POINTS",
-help="every INT8 model: at most POINTS %% of the gate frames may change their top expression vs FP32; the "
+        help="every INT8 model: at most POINTS %% of the gate frames may change their top expression vs FP32; the "
         "CPU model through NNCF's accuracy-controlled quantization (the costliest ops back to FP32), the TensorRT "
         "model through the sensitivity ranking (the fewest nodes in FP16; replaces --int8-fallback K); the report "
         "lists what was kept and its share of MACs; a budget that cannot be met is an error",
@@ -202,15 +206,25 @@ help="every INT8 model: at most POINTS %% of the gate frames may change their to
         help="subtract TAU·log(training class prior) from the expression logits (rare classes; needs --data; "
         "measure it with benchmarks/bench_rare_classes.py; default 0 = off)",
     )
+    k.add_argument(
+        "--int8-keep-fp16",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="node of the packaged ONNX graph that export --int8 keeps in FP16 in this model's TensorRT-shaped "
+        "INT8 model (repeatable; recorded in the metadata; names: an export report's sensitivity ranking)",
+    )
     k.set_defaults(func=_package)
-    declare(k, reads=("checkpoint", "data", "evaluation"), folders=("out",), plain=("description",))
+    declare(k, reads=("checkpoint", "data", "evaluation"), folders=("out",), plain=("description", "int8_keep_fp16"))
 
     e = sub.add_parser(
         "build-engine",
         help="build a TensorRT engine from a typed ONNX on this device (runtime install + TensorRT)",
         description="Engines are specific to the GPU and TensorRT version: build them on the device they run on.",
     )
-    e.add_argument("onnx", type=Path, help=f"{_FILE['onnx-fp16']} or {_FILE['onnx-int8']} written by edge-affect export")
+    e.add_argument(
+        "onnx", type=Path, help=f"{_FILE['onnx-fp16']} or {_FILE['onnx-int8']} written by edge-affect export"
+    )
     e.add_argument("--out", type=Path, default=None, help="engine path (default: ONNX path with .engine)")
     e.add_argument("--profile", type=Path, default=None, help="target recipe (export/<target>.toml)")
     e.add_argument("--batch", default=None, help="batch range MIN:OPT:MAX (default: the profile's, else 1:8:32)")
@@ -230,7 +244,12 @@ help="every INT8 model: at most POINTS %% of the gate frames may change their to
     )
     e.set_defaults(func=_build_engine)
     declare(
-        e, reads=("onnx", "profile"), writes=("out",), updates=("timing_cache",), plain=("batch",), extra_writes=_engine_files
+        e,
+        reads=("onnx", "profile"),
+        writes=("out",),
+        updates=("timing_cache",),
+        plain=("batch",),
+        extra_writes=_engine_files,
     )
 
     q = sub.add_parser(
@@ -247,13 +266,22 @@ help="every INT8 model: at most POINTS %% of the gate frames may change their to
         help="frames to judge: calibration folder, ABAW root or .npz (default: the export's recorded gate frames)",
     )
     renamed["--split"] = q.add_argument(
-        "--eval-split", dest="split", default="val", metavar="SPLIT", help="ABAW split when --eval-data is a dataset root"
+        "--eval-split",
+        dest="split",
+        default="val",
+        metavar="SPLIT",
+        help="ABAW split when --eval-data is a dataset root",
     )
     q.add_argument(
         "--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the one in export_report.json)"
     )
     renamed["--limit"] = q.add_argument(
-        "--parity-frames", dest="limit", type=int_range(1), default=None, metavar="N", help="judge only the first N frames"
+        "--parity-frames",
+        dest="limit",
+        type=int_range(1),
+        default=None,
+        metavar="N",
+        help="judge only the first N frames",
     )
     renamed["--no-engines"] = q.add_argument(
         "--no-engine", dest="no_engines", action="store_true", help="skip TensorRT engines"
@@ -454,6 +482,7 @@ def _package(args: argparse.Namespace) -> int:
         description=args.description,
         test_time_flip=args.test_time_flip,
         expr_logit_adjust=args.expr_logit_adjust,
+        int8_keep_fp16=args.int8_keep_fp16,
     )
     for name, f in card["files"].items():
         print(f"{args.out / name}  {f['bytes'] / 2**20:.1f} MiB  sha256 {f['sha256'][:16]}…")

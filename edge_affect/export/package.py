@@ -27,6 +27,22 @@ log = logging.getLogger(__name__)
 
 #: Checkpoint ``extra`` keys kept in the shipped metadata (the rest is training bookkeeping).
 KEEP_EXTRA = ("align_template", "epoch", "val", "train_config")
+#: ``extra`` key of a packaged model: ONNX node names its TensorRT-shaped INT8 model keeps in FP16
+INT8_KEEP_FP16 = "int8_keep_fp16"
+
+
+def check_graph_nodes(onnx_path: Path, names: list[str], option: str) -> None:
+    """Refuse (one line) a name in ``names`` that is not a node of the ONNX graph at ``onnx_path``."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    known = {n.name for n in graph.node}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(
+            f"{option} {missing[0]!r}: not a node of {onnx_path.name} (node names look like "
+            f"{next(iter(sorted(known)), '?')!r}; the export report's sensitivity ranking lists them)"
+        )
 
 
 def training_record(checkpoint: Path) -> dict[str, Any]:
@@ -131,12 +147,16 @@ def package_model(
     description: str = "",
     test_time_flip: bool | None = None,
     expr_logit_adjust: float = 0.0,
+    int8_keep_fp16: list[str] | None = None,
 ) -> dict[str, Any]:
     """Package ``checkpoint`` into ``out`` (must not exist or be empty); returns the ``model.json`` dict.
 
     ``data``: the training dataset root; an ``import.json`` there with an ``align_template`` (see
     ``edge-affect data import``) sets the runtime's crop framing. ``evaluation`` is stored as is.
     ``test_time_flip``: switch mirror averaging on/off in the shipped model (None keeps the checkpoint's).
+    ``int8_keep_fp16``: node names of the packaged ONNX graph that ``export --int8`` keeps in FP16 in the
+    TensorRT-shaped INT8 model of this package (recorded as ``extra["int8_keep_fp16"]``; checked here against the
+    graph, so a name that is not one of its nodes is refused).
     ``expr_logit_adjust``: tau of a logit adjustment against the training prior of ``data`` (needs ``data``),
     baked into the expression head (see ``benchmarks/bench_rare_classes.py`` for its measured effect)."""
     import torch
@@ -173,6 +193,8 @@ def package_model(
         adjust_expression_logits(model, prior, expr_logit_adjust)
         extra["expr_logit_adjust"] = {"tau": float(expr_logit_adjust), "prior": [round(float(x), 6) for x in prior]}
     extra["source_checkpoint_sha256"] = meta.checkpoint_sha256
+    if int8_keep_fp16:
+        extra[INT8_KEEP_FP16] = [str(n) for n in dict.fromkeys(int8_keep_fp16)]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out)  # named after this process: the next run removes it if a kill leaves it
     try:
@@ -181,6 +203,8 @@ def package_model(
         shipped, st_meta = load_checkpoint(st)  # the ONNX comes from exactly the shipped weights
         onnx_path = tmp / DEFAULT_FILES["onnx"]
         res = export_onnx_detailed(shipped, st_meta, onnx_path)
+        if int8_keep_fp16:
+            check_graph_nodes(onnx_path, extra[INT8_KEEP_FP16], "--int8-keep-fp16")
         params, macs = count_params(shipped), count_macs(shipped)
         card = {
             "name": out.name,
@@ -193,6 +217,7 @@ def package_model(
             "test_time_flip": bool(st_meta.model_config.get("test_time_flip", False)),
             "align_template": extra.get("align_template"),
             "expr_logit_adjust": extra.get("expr_logit_adjust"),
+            "int8_keep_fp16": extra.get(INT8_KEEP_FP16, []),
             "au_thresholds": list(st_meta.au_thresholds),
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in (st, onnx_path)},
             "onnx": {"exporter": res.exporter, "max_abs_diff_vs_torch": res.max_abs_diff},

@@ -113,6 +113,8 @@ class ExportReport:
     qat: dict[str, Any] = field(default_factory=dict)  # the QAT fine-tune behind model.int8.onnx (qat.py)
     # --int8-fallback: the nodes kept FP16 and the sensitivity ranking that chose them (tensorrt_int8/steps.py)
     int8_fallback: dict[str, Any] = field(default_factory=dict)
+    # the nodes the model's package keeps in FP16 in the TensorRT-shaped INT8 model (package --int8-keep-fp16)
+    int8_package_fp16: dict[str, Any] = field(default_factory=dict)
     # --int8-max-drop: the budget, the drop measured, the ops kept in FP32 and their MAC share (nncf_int8.py)
     int8_budget: dict[str, Any] = field(default_factory=dict)
     engines_skipped: str = ""
@@ -149,7 +151,7 @@ class ExportReport:
             lines.append(f"- TensorRT engines skipped: {self.engines_skipped}")
         if self.triton:
             lines.append(f"- Triton model: `{self.triton}`")
-        lines += int8_markdown(self.int8_fallback, self.qat)
+        lines += int8_markdown(self.int8_fallback, self.qat, self.int8_package_fp16)
         lines += ["", "## Artifacts", "", "| file | precision | for | size (KiB) | sha256 |", "|---|---|---|---|---|"]
         for name, a in self.artifacts.items():
             target = formats.TARGET_DESCRIPTIONS.get(a.get("target", ""), "")
@@ -328,9 +330,10 @@ def export_all(req: ExportRequest) -> ExportReport:
             timings["fp16_convert"] = time.perf_counter() - t
         ptq_path = None
         if req.int8:
-            from edge_affect.export.tensorrt_int8.steps import build_int8
+            from edge_affect.export.tensorrt_int8.steps import build_int8, package_fp16_record
 
             int8_path = tmp / FORMATS["onnx-int8"].filename
+            report.int8_package_fp16 = package_fp16_record(meta, fp32_path)
             report.int8_fallback, report.qat, ptq_path = build_int8(
                 req, model, meta, fp32_path, int8_path, calib, report.calibration, timings, gate=ev.x
             )
@@ -346,7 +349,9 @@ def export_all(req: ExportRequest) -> ExportReport:
                     fp32_path, dst, calib, ev.x, req.int8_max_drop, calib_info=report.calibration
                 )
             else:
-                quantize_cpu_int8(fp32_path, tmp / FORMATS["onnx-int8-cpu"].filename, calib, None, calib_info=report.calibration)
+                quantize_cpu_int8(
+                    fp32_path, tmp / FORMATS["onnx-int8-cpu"].filename, calib, None, calib_info=report.calibration
+                )
             timings["int8_cpu_quantize"] = time.perf_counter() - t
 
         # parity of every ONNX artifact on the gate frames (never the calibration frames)

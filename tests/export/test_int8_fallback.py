@@ -91,3 +91,34 @@ def test_int8_exclude_is_exact_and_checked(exported, calib_dir, tmp_path):
         with pytest.raises(ValueError, match=f"--int8-exclude '{bad}': no {kind} of that name"):
             quantize_int8(fp32, tmp_path / "x.onnx", calib, exclude=[bad])
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow  # ~30-80 s: package + export --int8
+def test_package_keeps_its_fp16_nodes_through_export(trained_ckpt, calib_dir, tmp_path):
+    """``package --int8-keep-fp16 NODE`` records the node in the package (checked against its graph: an unknown
+    name is refused and nothing is written); ``export --int8`` of that package keeps it in FP16 in the
+    TensorRT-shaped model (it reads float tensors, the rest stays INT8) and the report names it with its MAC share.
+    """
+    import onnx
+
+    from edge_affect.cli import main
+    from edge_affect.export.package import package_model
+    from edge_affect.export.tensorrt_int8.sensitivity import quantized_inputs
+
+    with pytest.raises(ValueError, match=r"--int8-keep-fp16 '/inner/nope/Add': not a node of model.onnx"):
+        package_model(trained_ckpt, tmp_path / "bad", int8_keep_fp16=["/inner/nope/Add"])
+    assert not (tmp_path / "bad").exists()
+    pkg = tmp_path / "pkg"
+    assert main(["package", str(trained_ckpt), "--out", str(pkg), "--int8-keep-fp16", SIBLING]) == 0
+    assert json.loads((pkg / "model.json").read_text())["int8_keep_fp16"] == [SIBLING]
+    out = tmp_path / "x"
+    assert main(["export", str(pkg / "model.safetensors"), "--out", str(out), "--int8", "--int8-target", "tensorrt",
+                 "--calib", str(calib_dir)]) in (0, 1)  # fmt: skip
+    left = quantized_inputs(onnx.load(str(out / "model.int8.onnx")))
+    assert SIBLING not in left and SIBLING + "_1" in left and len(left) >= 50
+    rep = json.loads((out / "export_report.json").read_text())
+    assert (
+        rep["int8_package_fp16"]["kept_fp16"] == [SIBLING]
+        and 0 <= rep["int8_package_fp16"]["kept_fp16_mac_share"] < 0.1
+    )
+    assert f"`{SIBLING}`" in (out / "export_report.md").read_text()

@@ -168,9 +168,9 @@ def test_real_clip(name: str, default_predictor: Any, detector: YuNetDetector) -
 @pytest.mark.parametrize("name", ["single_face.mp4", "noface_face.mov"])
 def test_shipped_model_under_landmark_noise(name: str, default_predictor: Any, detector: YuNetDetector) -> None:
     """Issue 19's alignment check: the 5 detected landmarks moved by N(0, 1 px) before alignment, 8 draws on every
-    3rd frame; the share of draws whose expression is unchanged. The shipped v2 model: 99.5 % and 100 % here
-    (97.9 % and 96.9 % on every 6th frame: a few borderline faces decide it; the issue measured 95.6 % on a
-    clip with smaller faces, against its 98 % bar for v3). Asserted: no worse than 95 %."""
+    3rd frame; the share of draws whose expression is unchanged. The shipped v3 model: 99.0 % on both clips
+    (v2: 99.5 % and 100 %; 97.9 % and 96.9 % on every 6th frame: a few borderline faces decide it; the issue
+    measured 95.6 % on a clip with smaller faces, against its 98 % bar for v3). Asserted: no worse than 95 %."""
     from edge_affect.runtime.steadiness import expression_under_noise
 
     path = VIDEO / name
@@ -195,9 +195,10 @@ def test_shipped_model_under_landmark_noise_on_many_faces(default_predictor: Any
     """Issue 19's alignment check on many real people: 64 FER+ valid faces (evenly spaced: every expression, many
     near-ties), each 60 px high in a frame (the size of faces in a multi-person shot; YuNet finds 49), its 5
     detected landmarks moved by N(0, 1 px), 8 draws each; the share of draws whose expression is unchanged.
-    The shipped v2 model: 91.6 % here; 93.8 % on 517 faces at 60 px and 95.8 % on 579 at 120 px
-    (``benchmarks/bench_landmark_noise.py --faces``), below the issue's 95 % / 98 % bars, which are not met yet.
-    Asserted: no worse than 90 %, so a model that follows the landmarks more closely fails here."""
+    The shipped v3 model (trained for it: landmark jitter and alignment consistency): 95.9 % here; 94.4 % on
+    517 faces at 60 px and 96.6 % on 579 at 120 px (``benchmarks/bench_landmark_noise.py --faces``), below the
+    issue's 95 % / 98 % clip bars in the large samples. v2 scored 91.6 % here (93.8 % / 95.8 %). Asserted: no
+    worse than 93 %, so a model that follows the landmarks as closely as v2 did fails here."""
     from edge_affect.data.fer import ferplus_majority
     from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
 
@@ -214,4 +215,4 @@ def test_shipped_model_under_landmark_noise_on_many_faces(default_predictor: Any
         if found:
             lm = found[0].landmarks.astype(np.float64)
             agree.append(expression_under_noise(default_predictor, frame, lm, template, [1.0], 8, rng)[1.0])
-    assert len(agree) >= 40 and np.mean(agree) >= 0.90, (len(agree), np.mean(agree))
+    assert len(agree) >= 40 and np.mean(agree) >= 0.93, (len(agree), np.mean(agree))

@@ -43,6 +43,8 @@ def build_int8(
     from edge_affect.export.tensorrt_int8.qat import round_sig
     from edge_affect.export.tensorrt_int8.sensitivity import distance_to
 
+    package_keep = package_fp16_nodes(meta)  # what the model's package keeps in FP16, under every choice below
+
     def quantize(exclude: list[str]) -> None:
         quantize_int8(
             fp32_path,
@@ -50,7 +52,7 @@ def build_int8(
             calib,
             None,
             calib_info=calib_info,
-            exclude=exclude,
+            exclude=[*package_keep, *(e for e in exclude if e not in package_keep)],
             calibration_method=req.int8_calib_method or "max",
             keep_stem=not req.int8_quantize_stem,
         )
@@ -103,6 +105,31 @@ def build_int8(
         qat["calibration_frames"] = qat_keep(req.qat.keep, calib, ref, ptq_path, int8_path)
         timings["qat_keep"] = time.perf_counter() - t
     return fallback, qat, ptq_path
+
+
+def package_fp16_nodes(meta: Any) -> list[str]:
+    """Node names a packaged model asks its TensorRT-shaped INT8 model to keep in FP16 (``package
+    --int8-keep-fp16``, ``extra["int8_keep_fp16"]``); empty for other checkpoints."""
+    from edge_affect.export.package import INT8_KEEP_FP16
+
+    nodes = meta.extra.get(INT8_KEEP_FP16) or []
+    if not isinstance(nodes, list) or not all(isinstance(n, str) and n for n in nodes):
+        raise ValueError(f"checkpoint metadata {INT8_KEEP_FP16}={nodes!r:.80}: expected a list of ONNX node names")
+    return list(nodes)
+
+
+def package_fp16_record(meta: Any, fp32_path: Path) -> dict[str, Any]:
+    """The report's record of the nodes the package keeps in FP16 and their share of the multiply-accumulates."""
+    import onnx
+
+    from edge_affect.export.tensorrt_int8.sensitivity import node_macs
+
+    nodes = package_fp16_nodes(meta)
+    if not nodes:
+        return {}
+    macs = node_macs(onnx.load(str(fp32_path)))
+    total = sum(macs.values()) or 1
+    return {"kept_fp16": nodes, "kept_fp16_mac_share": round(sum(macs.get(n, 0) for n in nodes) / total, 4)}
 
 
 def ranking_record(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -234,9 +261,16 @@ def qat_keep(
     }
 
 
-def int8_markdown(fallback: dict[str, Any], qat: dict[str, Any]) -> list[str]:
-    """The export report's lines on the INT8 fallback and QAT steps."""
+def int8_markdown(fallback: dict[str, Any], qat: dict[str, Any], package: dict[str, Any] | None = None) -> list[str]:
+    """The export report's lines on the nodes the package keeps in FP16, the INT8 fallback and QAT steps."""
     lines = []
+    if package:
+        kept = ", ".join(f"`{n}`" for n in package["kept_fp16"])
+        lines.append(
+            f"- kept in FP16 in the TensorRT-shaped INT8 model as the model's package asks (`int8_keep_fp16` in its "
+            f"metadata, `package --int8-keep-fp16`): {kept} ({package['kept_fp16_mac_share']:.1%} of the "
+            f"multiply-accumulates)"
+        )
     if fallback and "max_drop_points" in fallback:
         kept = ", ".join(f"`{n}`" for n in fallback["kept_fp16"]) or "none (PTQ met it)"
         lines.append(
