@@ -101,6 +101,14 @@ def _nncf_int8(fp32: Path, dst: Path, calib_dir: Path, pp) -> None:
     quantize_cpu_nncf(fp32, dst, export_split(calib_dir, pp).calib)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the checkout when it is inside it (as the documented commands give it), else as given."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _trained(run: Path, epochs: int) -> bool:
     """Whether the training run in ``run`` completed its ``epochs`` (its metrics log reached the last one)."""
     log = run / "metrics.jsonl"
@@ -302,7 +310,7 @@ def main() -> int:
                     else {"train_data": str(args.train_data), "test_data": str(args.test_data)}
                 ),
                 "calib_n": args.calib_n,
-                "config": str(args.config.relative_to(ROOT)),
+                "config": _shown(args.config),
             }
             args.json.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
