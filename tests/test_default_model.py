@@ -99,3 +99,16 @@ def test_run_and_bench_use_the_default_model(tmp_path: Path) -> None:
     assert b.returncode == 0, b.stderr
     res = json.loads((tmp_path / "b.json").read_text())
     assert Path(res["artifact"]["artifact"]) == default_model("onnx")
+
+
+def test_int8_keep_fp16_names_nodes_of_the_shipped_graph() -> None:
+    """The nodes the shipped model's TensorRT-shaped INT8 keeps in FP16 (``package --int8-keep-fp16``) exist in its
+    graph, and the safetensors metadata carries the same list, which ``export --int8`` reads."""
+    onnx = pytest.importorskip("onnx", reason="reading the graph needs onnx (the export extra)")
+    pytest.importorskip("torch", reason="reading the checkpoint metadata needs torch (the train extra)")
+    from edge_affect.models import load_checkpoint
+
+    keep = default_model_card()["int8_keep_fp16"]
+    names = {n.name for n in onnx.load(str(default_model("onnx"))).graph.node}
+    assert keep and set(keep) <= names
+    assert load_checkpoint(default_model("safetensors"))[1].extra["int8_keep_fp16"] == keep

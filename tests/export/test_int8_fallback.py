@@ -93,17 +93,15 @@ def test_int8_exclude_is_exact_and_checked(exported, calib_dir, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-@pytest.mark.slow  # ~30-80 s: package + export --int8
-def test_package_keeps_its_fp16_nodes_through_export(trained_ckpt, calib_dir, tmp_path):
-    """``package --int8-keep-fp16 NODE`` records the node in the package (checked against its graph: an unknown
-    name is refused and nothing is written); ``export --int8`` of that package keeps it in FP16 in the
-    TensorRT-shaped model (it reads float tensors, the rest stays INT8) and the report names it with its MAC share.
-    """
-    import onnx
+def test_package_records_fp16_nodes_checked_against_its_graph(trained_ckpt, tmp_path):
+    """``package --int8-keep-fp16 NODE``: the node is recorded in the metadata and model.json; a name that is not
+    a node of the packaged graph is refused in one line and nothing is written; bad metadata is refused."""
+    from types import SimpleNamespace
 
     from edge_affect.cli import main
     from edge_affect.export.package import package_model
-    from edge_affect.export.tensorrt_int8.sensitivity import quantized_inputs
+    from edge_affect.export.tensorrt_int8.steps import package_fp16_nodes
+    from edge_affect.models import load_checkpoint
 
     with pytest.raises(ValueError, match=r"--int8-keep-fp16 '/inner/nope/Add': not a node of model.onnx"):
         package_model(trained_ckpt, tmp_path / "bad", int8_keep_fp16=["/inner/nope/Add"])
@@ -111,6 +109,23 @@ def test_package_keeps_its_fp16_nodes_through_export(trained_ckpt, calib_dir, tm
     pkg = tmp_path / "pkg"
     assert main(["package", str(trained_ckpt), "--out", str(pkg), "--int8-keep-fp16", SIBLING]) == 0
     assert json.loads((pkg / "model.json").read_text())["int8_keep_fp16"] == [SIBLING]
+    _, meta = load_checkpoint(pkg / "model.safetensors")
+    assert package_fp16_nodes(meta) == [SIBLING] and package_fp16_nodes(load_checkpoint(trained_ckpt)[1]) == []
+    with pytest.raises(ValueError, match="expected a list of ONNX node names"):
+        package_fp16_nodes(SimpleNamespace(extra={"int8_keep_fp16": "/inner/a/Add"}))
+
+
+@pytest.mark.slow  # ~30-80 s: package + export --int8
+def test_package_keeps_its_fp16_nodes_through_export(trained_ckpt, calib_dir, tmp_path):
+    """``export --int8`` of a package with ``int8_keep_fp16`` keeps those nodes in FP16 in the TensorRT-shaped
+    model (they read float tensors, the rest stays INT8) and the report names them with their MAC share."""
+    import onnx
+
+    from edge_affect.cli import main
+    from edge_affect.export.tensorrt_int8.sensitivity import quantized_inputs
+
+    pkg = tmp_path / "pkg"
+    assert main(["package", str(trained_ckpt), "--out", str(pkg), "--int8-keep-fp16", SIBLING]) == 0
     out = tmp_path / "x"
     assert main(["export", str(pkg / "model.safetensors"), "--out", str(out), "--int8", "--int8-target", "tensorrt",
                  "--calib", str(calib_dir)]) in (0, 1)  # fmt: skip
