@@ -279,13 +279,8 @@ def import_face_set(
         )
     if val_npz is None:
         sources = {"train": Path(train_npz), "val": Path(train_npz)}
-        face_sets = dict(
-            zip(
-                ("train", "val"),
-                _hold_out(_read_npz(sources["train"]), hold_out, hold_out_seed, str(train_npz)),
-                strict=True,
-            )
-        )
+        rest, held = _hold_out(_read_npz(sources["train"]), hold_out, hold_out_seed, str(train_npz))
+        face_sets = {"train": rest, "val": held}
     else:
         sources = {"train": Path(train_npz), "val": Path(val_npz)}
         face_sets = {split: _read_npz(src) for split, src in sources.items()}  # bad files: one line, nothing written
