@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         r["speedup_vs_fp32"] = base[(r["batch"], r["threads"])] / r["ms_per_face"]
 
     from edge_affect.export.cpu_int8 import integer_kernels
+    from edge_affect.metrics import expr_accuracy
 
     ref = predict_expr(args.fp32, x_eval) if args.data else None
     for p in paths:
@@ -155,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             m["n"] = int(len(got))
             m["expr_top1_agreement"] = float((got == ref).mean())
             m["flipped"] = int((got != ref).sum())
-            if y is not None and (y >= 0).any():
-                ok = y >= 0
-                m["accuracy"] = float((got[ok] == y[ok]).mean())
-                m["labelled"] = int(ok.sum())
+            acc = expr_accuracy(got, y) if y is not None else None
+            if acc is not None:
+                m["accuracy"] = acc
+                m["labelled"] = int((y >= 0).sum())
         res["models"][str(p)] = m
     if args.data is not None:
         res["data"] = str(args.data)

@@ -70,10 +70,9 @@ def _test_frames(root: Path, pp, synthetic: bool) -> tuple[np.ndarray, np.ndarra
 
 
 def _accuracy(out: dict[str, np.ndarray], y: np.ndarray | None) -> float | None:
-    if y is None or not (y >= 0).any():
-        return None
-    keep = y >= 0
-    return float(np.mean(out["expr"].argmax(1)[keep] == y[keep]))
+    from edge_affect.metrics import expr_accuracy
+
+    return expr_accuracy(out["expr"].argmax(1), y) if y is not None else None
 
 
 #: How the Q/DQ column was measured; rows measured otherwise (before the unfused evaluation) are measured again.
@@ -109,22 +108,21 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _last_epoch(run: Path) -> dict:
+    """The last row of the training run's ``metrics.jsonl`` (empty when it has none yet)."""
+    log = run / "metrics.jsonl"
+    lines = [line for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
 def _trained(run: Path, epochs: int) -> bool:
     """Whether the training run in ``run`` completed its ``epochs`` (its metrics log reached the last one)."""
-    log = run / "metrics.jsonl"
-    if not log.is_file():
-        return False
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return bool(rows) and rows[-1].get("epoch") == epochs and (run / "best.pt").is_file()
+    return _last_epoch(run).get("epoch") == epochs and (run / "best.pt").is_file()
 
 
 def _own_validation(run: Path, ckpt: Path) -> dict:
     """The training run's validation expression accuracy and P at ``ckpt``'s epoch (best.json or the last row)."""
-    if ckpt.name == "best.pt":
-        val = json.loads((run / "best.json").read_text())["val"]
-    else:
-        lines = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        val = json.loads(lines[-1])["val"]
+    val = json.loads((run / "best.json").read_text())["val"] if ckpt.name == "best.pt" else _last_epoch(run)["val"]
     return {"val_expr_acc": val.get("expr_acc"), "val_p": val.get("p")}
 
 

@@ -52,6 +52,16 @@ def expr_f1(pred_labels: np.ndarray, target: np.ndarray, num_classes: int = NUM_
     return float(np.mean([_f1_binary((p == c).astype(int), (t == c).astype(int)) for c in range(num_classes)]))
 
 
+def expr_accuracy(pred_labels: np.ndarray, target: np.ndarray) -> float | None:
+    """Top-1 accuracy on rows with a label (target ≥ 0; FER+: the majority vote); None when no row has one."""
+    p = np.asarray(pred_labels).astype(np.int64).ravel()
+    t = np.asarray(target).astype(np.int64).ravel()
+    if p.shape != t.shape:
+        raise ValueError(f"expr_accuracy: pred has {p.size} values, target {t.size}")
+    keep = t >= 0
+    return float((p[keep] == t[keep]).mean()) if keep.any() else None
+
+
 def au_f1_per_au(pred_binary: np.ndarray, target: np.ndarray) -> np.ndarray:
     """F1 of each AU column on the rows where that AU's target ≠ −1."""
     p = np.asarray(pred_binary).astype(np.int64)

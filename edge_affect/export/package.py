@@ -217,7 +217,7 @@ def package_model(
             "test_time_flip": bool(st_meta.model_config.get("test_time_flip", False)),
             "align_template": extra.get("align_template"),
             "expr_logit_adjust": extra.get("expr_logit_adjust"),
-            "int8_keep_fp16": extra.get(INT8_KEEP_FP16, []),
+            INT8_KEEP_FP16: extra.get(INT8_KEEP_FP16, []),
             "au_thresholds": list(st_meta.au_thresholds),
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in (st, onnx_path)},
             "onnx": {"exporter": res.exporter, "max_abs_diff_vs_torch": res.max_abs_diff},

@@ -81,8 +81,10 @@ def _split_probs(model: Any, data_root: Path, split: str, cache_dir: Path, batch
 
 def _majority_accuracy(probs: np.ndarray, ann: Any) -> float | None:
     """Accuracy against the majority label (the FER+ convention) where a label exists."""
-    ok = (ann.expr >= 0) & np.isfinite(probs).all(1)
-    return float((probs[ok].argmax(1) == ann.expr[ok]).mean()) if ok.any() else None
+    from edge_affect.metrics import expr_accuracy
+
+    finite = np.isfinite(probs).all(1)
+    return expr_accuracy(probs[finite].argmax(1), ann.expr[finite])
 
 
 def teacher_predictions(

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from edge_affect.config import TrainConfig
 from edge_affect.fsutil import TEMP_NAME
 from edge_affect.losses import MultiTaskLoss, consistency_kl
-from edge_affect.metrics import mtl_score, tune_au_thresholds
+from edge_affect.metrics import expr_accuracy, mtl_score, tune_au_thresholds
 from edge_affect.models import create_model, save_checkpoint
 from edge_affect.models.checkpoint import read_checkpoint
 from edge_affect.schema import MISSING_AU, MISSING_VA, TASKS
@@ -161,7 +161,9 @@ def init_weights(model: torch.nn.Module, checkpoint: str | Path, *, partial: boo
     shape = sorted(k for k in own.keys() & sd.keys() if tuple(own[k].shape) != tuple(sd[k].shape))
     bad = [k for k, v in sd.items() if k in own and v.dtype.is_floating_point and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ValueError(f"init_from: {path} has non-finite weights ({bad[:3]}), expected a checkpoint of finite weights")
+        raise ValueError(
+            f"init_from: {path} has non-finite weights ({bad[:3]}), expected a checkpoint of finite weights"
+        )
     if (missing or extra or shape) and not partial:
         what = (
             f"lacks {len(missing)} of the model's weights ({missing[:3]})"
@@ -229,8 +231,8 @@ def score_predictions(pred: dict[str, np.ndarray], cache, au_thresholds=None) ->
     th = np.full(pred["au"].shape[1], 0.5) if au_thresholds is None else np.asarray(au_thresholds)
     top1 = pred["expr"].argmax(1)
     scores = mtl_score(pred["va"], cache.va, top1, cache.expr, (pred["au"] >= th).astype(np.int64), cache.au)
-    labelled = cache.expr >= 0
-    scores["expr_acc"] = float((top1[labelled] == cache.expr[labelled]).mean()) if labelled.any() else 0.0
+    acc = expr_accuracy(top1, cache.expr)
+    scores["expr_acc"] = acc if acc is not None else 0.0
     return scores
 
 
@@ -275,6 +277,7 @@ RUN_LOCK = ".train.lock"
 #: ``artifact.atomic_write_*`` temp files of a run's outputs (``.last.pt.<random>.tmp``): removed under the lock.
 #: Files of a run that atomic writes replace (their temp siblings are ``fsutil.TEMP_NAME``).
 _RUN_FILES = frozenset({"last.pt", "best.pt", "best.json", "metrics.png", "metrics.jsonl"})
+
 
 def check_train_config(cfg: TrainConfig, where: str = "config") -> None:
     """Re-check every value of ``cfg`` against the schema (``TrainConfig``: types, ranges, sections); a wrong

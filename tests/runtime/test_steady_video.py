@@ -197,8 +197,10 @@ def test_shipped_model_under_landmark_noise_on_many_faces(default_predictor: Any
     detected landmarks moved by N(0, 1 px), 8 draws each; the share of draws whose expression is unchanged.
     The shipped v3 model (trained for it: landmark jitter and alignment consistency): 95.9 % here; 94.4 % on
     517 faces at 60 px and 96.6 % on 579 at 120 px (``benchmarks/bench_landmark_noise.py --faces``), below the
-    issue's 95 % / 98 % clip bars in the large samples. v2 scored 91.6 % here (93.8 % / 95.8 %). Asserted: no
-    worse than 93 %, so a model that follows the landmarks as closely as v2 did fails here."""
+    issue's 95 % / 98 % clip bars in the large samples. v2 scored 91.6 % here (93.8 % / 95.8 %). These are FER+
+    valid faces, the split that chose v3's checkpoint (not for this agreement, which chose nothing), so not an
+    unseen-data figure; the floor, set after v3 was measured, is a regression guard. Asserted: no worse than
+    93 %, so a model that follows the landmarks as closely as v2 did fails here."""
     from edge_affect.data.fer import ferplus_majority
     from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
 
