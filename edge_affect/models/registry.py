@@ -209,6 +209,26 @@ def edge_resnet() -> ModelConfig:
 
 
 @register_model
+def edge_regnet() -> ModelConfig:
+    """Candidate for ``edge`` (issue 22): the ``edge`` layout (112×112, stride 16, 7×7 tokens) on RegNetX-400MF
+    stages 1-3 (timm ``regnetx_004``: ReLU, 1×1 / grouped 3×3 (16 channels a group) / 1×1 blocks, no SE, so every
+    convolution reads a ReLU output): 1.32 M parameters, 62 M MACs."""
+    cfg = _edge_layout("regnetx_004")
+    cfg.backbone_kwargs = {"feature_index": 3}
+    return cfg
+
+
+@register_model
+def edge_mnv4() -> ModelConfig:
+    """Candidate for ``edge`` (issue 22): the ``edge`` layout (112×112, stride 16, 7×7 tokens) on MobileNetV4-conv-small
+    stages 1-3 (timm ``mobilenetv4_conv_small``: ReLU, fused and universal inverted bottlenecks, no SE): 1.07 M
+    parameters, 48 M MACs."""
+    cfg = _edge_layout("mobilenetv4_conv_small")
+    cfg.backbone_kwargs = {"feature_index": 3}
+    return cfg
+
+
+@register_model
 def edge_silu() -> ModelConfig:
     """Opt-in, ``edge`` before v3: EfficientNet-B0 stages up to stride 16 at 112×112 (7×7 = 49 image tokens), 1.6 M parameters.
 
