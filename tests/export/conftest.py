@@ -47,3 +47,13 @@ def exported(trained_ckpt, calib_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "tiny"
     rep = export_all(ExportRequest(trained_ckpt, out, fp16=True, int8=True, calib=calib_dir, engine=True, triton=True))
     return out, rep
+
+
+@pytest.fixture(scope="session")
+def cpu_export(trained_ckpt, tmp_path_factory):
+    """(folder, report) of the tiny model exported with the CPU INT8 target only (no ModelOpt needed) and no
+    ``--calib``: its calibration frames are sampled from the checkpoint's own training data (``calib_source``)."""
+    from edge_affect.export.pipeline import ExportRequest, export_all
+
+    out = tmp_path_factory.mktemp("cpu-int8") / "tiny"
+    return out, export_all(ExportRequest(trained_ckpt, out, int8_cpu=True))

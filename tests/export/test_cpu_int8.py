@@ -15,15 +15,6 @@ from edge_affect.export.formats import FORMATS, REPORT_JSON
 from edge_affect.runtime.backends.onnxruntime_runner import CPU_INT8_ONNX
 
 
-@pytest.fixture(scope="module")
-def cpu_export(trained_ckpt, calib_dir, tmp_path_factory):
-    """(folder, report) of the tiny model exported with the CPU INT8 target only (no ModelOpt needed)."""
-    from edge_affect.export.pipeline import ExportRequest, export_all
-
-    out = tmp_path_factory.mktemp("cpu-int8") / "tiny"
-    return out, export_all(ExportRequest(trained_ckpt, out, int8_cpu=True, calib=calib_dir))
-
-
 def test_cpu_int8_is_written_with_its_own_gates(cpu_export):
     from edge_affect.export.onnx_export import read_onnx_meta
 

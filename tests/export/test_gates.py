@@ -141,19 +141,21 @@ def test_eval_data_gates_and_calibration_overlap_is_dropped(trained_ckpt, calib_
         select_gate_frames(calib_dir, m, x, meta.preprocess, eval_data=tmp_path / "all_seen.npz")
 
 
-def test_int8_that_flips_held_out_predictions_fails_the_gate(trained_ckpt, calib_dir, tmp_path, monkeypatch):
+def test_int8_that_flips_held_out_predictions_fails_the_gate(trained_ckpt, calib_dir, cpu_export, tmp_path, monkeypatch):
     """A real export whose INT8 model is tampered (expression head's int8 weights rolled by one class) right
-    after quantization: the gate on the held-out frames fails, the flips are counted, and ``parity`` agrees."""
+    after quantization: the gate on the held-out frames fails, the flips are counted, and ``parity`` agrees.
+    The quantizer's output is the one ``quantize_cpu_int8`` wrote for the same checkpoint in ``cpu_export``
+    (calibrated on its training frames; copied, then tampered), so the quantizer does not run a second time."""
     import edge_affect.export.cpu_int8 as cpu_int8
     from edge_affect.cli import main
     from edge_affect.export.pipeline import ExportRequest, export_all
 
-    real = cpu_int8.quantize_cpu_int8
+    quantized = cpu_export[0] / CPU_INT8_ONNX
 
     def tampered(src, dst, *a, **kw):
-        p = real(src, dst, *a, **kw)
+        shutil.copyfile(quantized, dst)
         _roll_expr_head(Path(dst))
-        return p
+        return Path(dst)
 
     monkeypatch.setattr(cpu_int8, "quantize_cpu_int8", tampered)
     out = tmp_path / "bad"

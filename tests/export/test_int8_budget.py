@@ -29,15 +29,13 @@ def _with_data_root(ckpt: Path, root: str | None, dst: Path) -> Path:
     return save_checkpoint(dst, model, au_thresholds=meta.au_thresholds, extra=extra)
 
 
-def test_export_calibrates_on_the_checkpoints_training_data(trained_ckpt, synth_root, tmp_path):
-    """No ``--calib``: the frames come from the training split of the data the checkpoint was trained on, stay
-    in the export folder, and the report says where they came from."""
+def test_export_calibrates_on_the_checkpoints_training_data(cpu_export, synth_root):
+    """No ``--calib`` (``cpu_export``): the frames come from the training split of the data the checkpoint was
+    trained on, stay in the export folder, and the report says where they came from."""
     from edge_affect.calibration import read_manifest
     from edge_affect.data.abaw import load_split
-    from edge_affect.export.pipeline import ExportRequest, export_all
 
-    out = tmp_path / "exp"
-    rep = export_all(ExportRequest(trained_ckpt, out, int8_cpu=True))
+    out, rep = cpu_export
     assert rep.calibration["source"] == SOURCE_TRAINING
     assert Path(rep.calibration["data_root"]) == synth_root and rep.calibration["split"] == "train"
     assert Path(rep.calibration["dir"]) == (out / SAMPLED_DIR).resolve()
@@ -50,7 +48,7 @@ def test_export_calibrates_on_the_checkpoints_training_data(trained_ckpt, synth_
     assert saved["calibration"]["source"] == SOURCE_TRAINING
     assert saved["gate_frames"]["dir"] == str((out / SAMPLED_DIR).resolve())  # parity re-reads its gate frames
     assert f"{SOURCE_TRAINING} {synth_root}" in (out / "export_report.md").read_text()
-    assert not list(tmp_path.glob(".exp.*"))  # no scratch folder left
+    assert not list(out.parent.glob(f".{out.name}.*"))  # no scratch folder left
 
 
 def test_calib_flag_and_shipped_model_keep_their_frames(trained_ckpt, calib_dir, tmp_path):
