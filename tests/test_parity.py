@@ -79,6 +79,25 @@ def test_int8_gates_pass_on_small_noise_and_fail_each_break():
     assert not _gates(res)["va_ccc_min"] and stats["va_ccc_min"] < 0.98
 
 
+def test_flips_are_counted_apart_on_near_ties():
+    """Frames whose two most probable reference expressions lie within NEAR_TIE_GAP are near ties: the stats count
+    them, and count apart the flips on the frames the reference decides."""
+    from edge_affect.export.compare import NEAR_TIE_GAP, near_ties
+
+    ref = _ref()
+    ref["expr"][:100] = 0.0
+    ref["expr"][:100, :2] = [1.0, 1.0 - NEAR_TIE_GAP]  # top-two probabilities within NEAR_TIE_GAP / 2: near ties
+    ties = near_ties(ref["expr"])
+    assert ties[:100].all() and (~ties[100:]).sum() >= 250  # the random rows (logits at scale 3): 276 of 300 decided
+    got = {k: v.copy() for k, v in ref.items()}
+    got["expr"][:10, 1] += 0.1  # 10 near ties flip
+    decided = np.flatnonzero(~ties)[:3]
+    got["expr"][decided] = np.roll(got["expr"][decided], 1, axis=1)  # 3 decided frames flip
+    _, stats = compare_outputs(ref, got, "int8", AU_THR)
+    assert stats["expr_top1_flipped"] == 13 and stats["expr_top1_flipped_decided"] == 3
+    assert stats["expr_near_ties"] == ties.sum()
+
+
 def test_int8_p_score_drop_with_labels():
     ref = _ref()
     labels = Labels(

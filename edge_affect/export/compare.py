@@ -98,6 +98,18 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+#: A frame is a near tie for a model when its two most probable expressions lie within this of each other
+#: (softmax probabilities): INT8 rounding noise flips such frames at random, so briefly trained models, which
+#: leave many of them, lose top-1 agreement without moving any frame they do decide (docs/export.md).
+NEAR_TIE_GAP = 0.05
+
+
+def near_ties(expr_logits: np.ndarray, gap: float = NEAR_TIE_GAP) -> np.ndarray:
+    """Per frame: whether its two most probable expressions (softmax of ``expr_logits``) are within ``gap``."""
+    top = np.sort(softmax(expr_logits), axis=1)
+    return top[:, -1] - top[:, -2] < gap
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
@@ -156,7 +168,9 @@ def compare_outputs(
     p_ref = {"va": ref["va"].astype(np.float64), "expr": softmax(ref["expr"]), "au": sigmoid(ref["au"])}
     p_got = {"va": got["va"].astype(np.float64), "expr": softmax(got["expr"]), "au": sigmoid(got["au"])}
     prob = {k: float(np.nan_to_num(np.abs(p_ref[k] - p_got[k]), nan=np.inf).max(initial=0.0)) for k in OUTPUT_NAMES}
-    expr_agree = float((ref["expr"].argmax(1) == got["expr"].argmax(1)).mean())
+    expr_flips = ref["expr"].argmax(1) != got["expr"].argmax(1)
+    expr_agree = float((~expr_flips).mean())
+    ties = near_ties(ref["expr"])
     au_agree = float(((p_ref["au"] >= thr) == (p_got["au"] >= thr)).mean())
     va_ccc = min(ccc(ref["va"][:, 0], got["va"][:, 0]), ccc(ref["va"][:, 1], got["va"][:, 1]))
     va_ccc = va_ccc if np.isfinite(va_ccc) else float("-inf")
@@ -164,7 +178,10 @@ def compare_outputs(
         **{f"max_abs_{k}": v for k, v in raw.items()},
         **{f"max_abs_prob_{k}": v for k, v in prob.items()},
         "expr_top1_agreement": expr_agree,
-        "expr_top1_flipped": float((ref["expr"].argmax(1) != got["expr"].argmax(1)).sum()),
+        "expr_top1_flipped": float(expr_flips.sum()),
+        # how many frames the reference barely decides, and how many of the flips are among the frames it decides
+        "expr_near_ties": float(ties.sum()),
+        "expr_top1_flipped_decided": float((expr_flips & ~ties).sum()),
         "au_decision_agreement": au_agree,
         "au_decisions_flipped": float(((p_ref["au"] >= thr) != (p_got["au"] >= thr)).sum()),
         "va_ccc_min": va_ccc,

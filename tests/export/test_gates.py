@@ -165,6 +165,10 @@ def test_int8_that_flips_held_out_predictions_fails_the_gate(trained_ckpt, calib
     gate = next(g for g in c.gates if g.name == "expr_top1_agreement")
     assert not gate.passed and gate.value < 0.97
     assert c.n == rep.gate_frames["count"] and c.stats["expr_top1_flipped"] >= 1
+    # the report tells flips of frames FP32 barely decides (near ties) from the others
+    assert 0 <= c.stats["expr_top1_flipped_decided"] <= c.stats["expr_top1_flipped"]
+    assert 0 <= c.stats["expr_near_ties"] <= c.n
+    assert "near ties for FP32" in (out / REPORT_MD).read_text()
     assert next(x for x in rep.comparisons if x.artifact == "model.onnx").passed
     assert main(["parity", str(out)]) == 1  # re-judged on the recorded held-out frames
     d = json.loads((out / "parity_report.json").read_text())

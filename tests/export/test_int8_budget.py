@@ -129,7 +129,8 @@ def test_int8_max_drop_budget_is_met_and_reported(trained_ckpt, calib_dir, tmp_p
     assert "- INT8 budget (--int8-max-drop 0): top-1 disagreement" in md
 
 
-def _fresh_tiny(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+@pytest.fixture(scope="module")
+def fresh_tiny(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
     """A freshly initialised ``tiny`` (seed 0) as FP32 ONNX, with 64 calibration and 256 gate frames of noise."""
     import torch
 
@@ -139,19 +140,19 @@ def _fresh_tiny(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
 
     torch.manual_seed(0)
     model = create_model("tiny").eval()
-    fp32 = export_onnx(model, model_meta(model), tmp_path / "model.onnx")
+    fp32 = export_onnx(model, model_meta(model), tmp_path_factory.mktemp("fresh-tiny") / "model.onnx")
     rng = np.random.default_rng(0)
     calib, gate = (rng.normal(0, 1, (n, 3, 64, 64)).astype(np.float32) for n in (64, 256))
     return fp32, calib, gate
 
 
-def test_unreachable_budget_is_one_line_and_writes_nothing(tmp_path):
+def test_unreachable_budget_is_one_line_and_writes_nothing(fresh_tiny, tmp_path):
     """A freshly initialised ``tiny`` has near-tied expression logits, so int8 rounding flips many top-1
     predictions; with no op allowed back in FP32 a zero budget cannot be met."""
     from edge_affect.export.nncf_int8 import quantize_cpu_nncf
 
     pytest.importorskip("nncf", reason="--int8-max-drop needs NNCF (the export extra)")
-    fp32, calib, gate = _fresh_tiny(tmp_path)
+    fp32, calib, gate = fresh_tiny
     dst = tmp_path / "int8.onnx"
     with pytest.raises(ValueError, match=r"^--int8-max-drop 0: unreachable, .* points of the 256 gate frames") as e:
         quantize_cpu_nncf(fp32, dst, calib, gate, 0.0, max_groups=0)
@@ -173,13 +174,13 @@ def test_max_drop_is_checked(trained_ckpt, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_tensorrt_budget_unreachable_is_one_line(tmp_path):
+def test_tensorrt_budget_unreachable_is_one_line(fresh_tiny, tmp_path):
     """A freshly initialised ``tiny`` has near-tied expression logits, so PTQ flips many top-1 predictions; with
     no node allowed in FP16 a zero budget cannot be met: one line naming the budget and the measured drop."""
     from edge_affect.export.tensorrt_int8.ptq import quantize_int8
     from edge_affect.export.tensorrt_int8.steps import fallback_for_budget
 
-    fp32, calib, gate = _fresh_tiny(tmp_path)
+    fp32, calib, gate = fresh_tiny
     int8 = tmp_path / "model.int8.onnx"
 
     def quantize(exclude):
