@@ -100,7 +100,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 #: A frame is a near tie for a model when its two most probable expressions lie within this of each other
 #: (softmax probabilities): INT8 rounding noise flips such frames at random, so briefly trained models, which
-#: leave many of them, lose top-1 agreement without moving any frame they do decide (docs/export.md).
+#: leave many of them, lose top-1 agreement even when INT8 moves none of the frames they do decide (docs/export.md).
 NEAR_TIE_GAP = 0.05
 
 
