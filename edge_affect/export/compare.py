@@ -301,6 +301,30 @@ def comparisons_markdown(comps: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
+def flips_markdown(comps: list[Comparison], frames: str = "gate frames") -> list[str]:
+    """Lines saying how many expression predictions each artifact flipped on ``frames`` and, for the INT8 ones, how
+    many of those frames are near ties for the reference (``NEAR_TIE_GAP``) and how many flips fall outside them."""
+    flips = [c for c in comps if "expr_top1_flipped" in c.stats]
+    if not flips:
+        return []
+    lines = [
+        f"Expression predictions flipped vs PyTorch on the {frames}: "
+        + ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped'])} of {c.n}" for c in flips)
+        + "."
+    ]
+    ties = [c for c in flips if c.precision == "int8" and "expr_near_ties" in c.stats]
+    if ties:  # every comparison judges the same frames against the same reference
+        lines += [
+            "",
+            f"Of the {ties[0].n} {frames}, {int(ties[0].stats['expr_near_ties'])} are near ties for FP32 (its two most "
+            f"probable expressions within {NEAR_TIE_GAP} of each other), which INT8 rounding flips at random; flips "
+            "outside them: "
+            + ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped_decided'])}" for c in ties)
+            + ". Many near ties mean a briefly trained model (train longer, or see `--int8-max-drop`).",
+        ]
+    return [*lines, ""]
+
+
 @dataclass
 class ParityReport:
     """Comparisons of all artifacts of one export folder on one evaluation set."""
@@ -325,7 +349,8 @@ class ParityReport:
 
     def to_markdown(self) -> str:
         head = f"# Parity: {self.export_dir}\n\nData: {self.data}\n\nResult: {'PASS' if self.passed else 'FAIL'}\n\n"
-        return head + comparisons_markdown(self.comparisons) + "\n"
+        flips = flips_markdown(self.comparisons, "frames")
+        return head + "\n".join([comparisons_markdown(self.comparisons), *([""] + flips if flips else [])]) + "\n"
 
     def save(self, folder: str | Path, stem: str = "parity_report") -> tuple[Path, Path]:
         d = Path(folder)

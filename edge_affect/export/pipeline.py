@@ -23,11 +23,11 @@ from edge_affect.artifact import atomic_write_text, sha256_file
 from edge_affect.export.calib_source import SAMPLED_DIR, choose_calibration
 from edge_affect.export.compare import (
     INT8_CPU_BACKEND,
-    NEAR_TIE_GAP,
     Comparison,
     Gates,
     compare_artifact,
     comparisons_markdown,
+    flips_markdown,
     onnx_cpu_runner,
 )
 from edge_affect.export.folder import CARRY_OVER as CARRY_OVER  # public names, kept here too
@@ -163,21 +163,7 @@ class ExportReport:
         lines += [f"| {k} | {v:.2f} |" for k, v in self.timings_s.items()]
         lines += ["", "## Parity gates (vs PyTorch FP32, on the gate frames)", ""]
         lines += [comparisons_markdown(self.comparisons), ""]
-        flips = [c for c in self.comparisons if "expr_top1_flipped" in c.stats]
-        if flips:
-            lines += ["Expression predictions flipped vs PyTorch on the gate frames: "]
-            lines[-1] += ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped'])} of {c.n}" for c in flips) + "."
-            ties = [c for c in flips if c.precision == "int8" and "expr_near_ties" in c.stats]
-            if ties:  # every comparison judges the same gate frames against the same reference
-                lines += [
-                    "",
-                    f"Of the {ties[0].n} gate frames, {int(ties[0].stats['expr_near_ties'])} are near ties for FP32 "
-                    f"(its two most probable expressions within {NEAR_TIE_GAP} of each other), which INT8 rounding "
-                    "flips at random; flips outside them: "
-                    + ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped_decided'])}" for c in ties)
-                    + ". Many near ties mean a briefly trained model (train longer, or see `--int8-max-drop`).",
-                ]
-            lines += [""]
+        lines += flips_markdown(self.comparisons)
         lines += sensitivity_markdown(self.int8_fallback)
         lines += budget_markdown(self.int8_budget)
         if self.calibration_figures:

@@ -173,3 +173,4 @@ def test_int8_that_flips_held_out_predictions_fails_the_gate(trained_ckpt, calib
     assert main(["parity", str(out)]) == 1  # re-judged on the recorded held-out frames
     d = json.loads((out / "parity_report.json").read_text())
     assert "held-out" in d["data"] and not d["passed"]
+    assert "near ties for FP32" in (out / "parity_report.md").read_text()  # parity tells them apart too
