@@ -333,7 +333,8 @@ def main() -> int:
             raise SystemExit(f"bench_int8_backbones: {given} does not exist")
     train_root = args.train_data or _synth(args.work / "data-train", args.n_train, 0)
     test_root = args.test_data or _synth(args.work / f"data-test-s{args.test_seed}", args.n_test, args.test_seed)
-    rows = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
+    before = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    rows = before.get("rows", [])
     from edge_affect.models.registry import get_config
 
     def key(r: dict) -> tuple:
@@ -359,6 +360,8 @@ def main() -> int:
                 ),
                 "calib_n": args.calib_n,
                 "config": _shown(args.config),
+                # the last side-by-side timing (--latency) stays until --latency runs again
+                **({"latency": before["latency"]} if "latency" in before else {}),
             }
             args.json.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
