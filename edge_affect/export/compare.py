@@ -106,7 +106,11 @@ NEAR_TIE_GAP = 0.05
 
 def near_ties(expr_logits: np.ndarray, gap: float = NEAR_TIE_GAP) -> np.ndarray:
     """Per frame: whether its two most probable expressions (softmax of ``expr_logits``) are within ``gap``."""
-    top = np.sort(softmax(expr_logits), axis=1)
+    return _near_ties_of_probs(softmax(expr_logits), gap)
+
+
+def _near_ties_of_probs(expr_probs: np.ndarray, gap: float = NEAR_TIE_GAP) -> np.ndarray:
+    top = np.sort(expr_probs, axis=1)
     return top[:, -1] - top[:, -2] < gap
 
 
@@ -170,7 +174,7 @@ def compare_outputs(
     prob = {k: float(np.nan_to_num(np.abs(p_ref[k] - p_got[k]), nan=np.inf).max(initial=0.0)) for k in OUTPUT_NAMES}
     expr_flips = ref["expr"].argmax(1) != got["expr"].argmax(1)
     expr_agree = float((~expr_flips).mean())
-    ties = near_ties(ref["expr"])
+    ties = _near_ties_of_probs(p_ref["expr"])  # the reference's probabilities, computed once above
     au_agree = float(((p_ref["au"] >= thr) == (p_got["au"] >= thr)).mean())
     va_ccc = min(ccc(ref["va"][:, 0], got["va"][:, 0]), ccc(ref["va"][:, 1], got["va"][:, 1]))
     va_ccc = va_ccc if np.isfinite(va_ccc) else float("-inf")
