@@ -98,13 +98,15 @@ def read_onnx_meta(model_or_path: Any) -> ArtifactMeta:
 def _export_once(model: Any, x: Any, path: Path, opset: int, exporter: str) -> None:
     import torch
 
+    from edge_affect.models.task_token import folded_gray_stems
+
     wrapped = _tuple_outputs(model)
     kw: dict[str, Any] = dict(
         input_names=[INPUT_NAME],
         output_names=list(OUTPUT_NAMES),
         opset_version=opset,
     )
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), folded_gray_stems(model):
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             axes = {INPUT_NAME: {0: "N"}, **{k: {0: "N"} for k in OUTPUT_NAMES}}
@@ -363,11 +365,12 @@ def export_onnx(
 
 
 def stem_nodes(model: Any) -> list[str]:
-    """Names of the Conv nodes that read the graph input directly (through Cast/Identity at most)."""
+    """Names of the Conv nodes that read the graph input directly (through Cast/Identity at most, or the sum of
+    its channels a grayscale model's stem reads, ``models.task_token.GrayStemConv2d``)."""
     feeds = {i.name for i in model.graph.input}
     found = []
     for node in model.graph.node:  # topological order: pass-through nodes extend the input's names
-        if node.op_type in ("Cast", "Identity") and set(node.input) & feeds:
+        if node.op_type in ("Cast", "Identity", "ReduceSum") and set(node.input) & feeds:
             feeds |= set(node.output)
         elif node.op_type == "Conv" and node.input and node.input[0] in feeds:
             found.append(node.name)

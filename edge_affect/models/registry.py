@@ -237,7 +237,8 @@ def edge_silu() -> ModelConfig:
 @register_model
 def edge_gray48() -> ModelConfig:
     """Edge config for 48×48 grayscale crops (FER2013-style), v1 of the shipped default model:
-    ResNet-18 stages 1-3 (stride 16 → 3×3 = 9 image tokens), 3.5 M parameters, 69 M MACs.
+    ResNet-18 stages 1-3 (stride 16 → 3×3 = 9 image tokens), 3.5 M parameters, 65 M MACs (69 M before its stem
+    read one channel: ``GrayStemConv2d``).
 
     Dense 3×3 convolutions train ~1.6× faster per MAC than depthwise EfficientNet blocks on a CPU and
     quantize to INT8 with little loss."""
@@ -258,7 +259,8 @@ def edge_gray48() -> ModelConfig:
 @register_model
 def edge_gray48_slim() -> ModelConfig:
     """The shipped default model's layout since v2 (FER+): ``edge_gray48`` at half the convolution width,
-    ResNet-18 stages 1-3 with 32/64/128 channels (3×3 = 9 image tokens), 1.5 M parameters, 26 M MACs.
+    ResNet-18 stages 1-3 with 32/64/128 channels (3×3 = 9 image tokens), 1.5 M parameters, 22 M MACs (26 M
+    before its stem read one channel).
 
     Chosen by measurement against the ``fer`` peer (ONNX Runtime FP32, one thread, same run, 2-core EPYC):
     ``edge_gray48`` ran at 2.9× the peer's time per face at batch 64 and 5.1× at batch 1, this one at
@@ -272,7 +274,7 @@ def edge_gray48_slim() -> ModelConfig:
 @register_model
 def edge_gray48_mid() -> ModelConfig:
     """Planned for the v3 default model (issue 19), not used: ``edge_gray48`` at three quarters of the convolution width,
-    ResNet-18 stages 1-3 with 48/96/192 channels (3×3 = 9 image tokens), 2.3 M parameters, 44 M MACs.
+    ResNet-18 stages 1-3 with 48/96/192 channels (3×3 = 9 image tokens), 2.3 M parameters, 40 M MACs.
 
     Chosen against the ``fer`` peer's per-face time (ONNX Runtime FP32, one thread, same run,
     ``benchmarks/bench_peer_fer.py``; the bar: ≤ 4× at batch 1, ≤ 3× at batch 64) among untrained candidates on

@@ -9,6 +9,8 @@ ONNX (opset 17, ``LayerNormalization``) and builds in TensorRT.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -138,6 +140,49 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
     return backbone
 
 
+class GrayStemConv2d(nn.Conv2d):
+    """The stem convolution of a grayscale model: its input's three channels are one luma plane replicated
+    (``runtime.preprocess`` and the data loaders make them so, normalised alike), so it convolves their sum with
+    the kernel averaged over the input channels, which is exactly the three-channel convolution on such input at a
+    third of the multiply-accumulates. Same parameters and state-dict keys as the ``nn.Conv2d`` it replaces; the
+    exported graph reads one channel (``ReduceSum`` → a 1-channel ``Conv``, see ``folded_gray_stems``), which
+    the CPU INT8 kernels run far faster than a 3-channel one (``benchmarks/bench_cpu_int8.py``). A sum, not a
+    mean, because opset 17's ``ReduceMean`` has no axes input for the dynamo exporter to convert to."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        folded = self._parameters.get("folded")  # the averaged kernel, only inside ``folded_gray_stems``
+        weight = folded if folded is not None else self.weight.mean(1, keepdim=True)
+        return self._conv_forward(x.sum(1, keepdim=True), weight, self.bias)
+
+
+@contextmanager
+def folded_gray_stems(model: nn.Module) -> Iterator[None]:
+    """While exporting: each ``GrayStemConv2d`` of ``model`` convolves with its averaged kernel held as a
+    parameter, so the exporter writes it as a weight (and folds the BatchNorm after it) instead of a per-call mean."""
+    stems = [m for m in model.modules() if isinstance(m, GrayStemConv2d)]
+    try:
+        for m in stems:
+            m.register_parameter("folded", nn.Parameter(m.weight.detach().mean(1, keepdim=True), requires_grad=False))
+        yield
+    finally:
+        for m in stems:
+            m._parameters.pop("folded", None)
+
+
+def fold_gray_stem(backbone: nn.Module, where: str) -> None:
+    """Make the first convolution of ``backbone`` that reads the 3-channel image a ``GrayStemConv2d``."""
+    for module in backbone.modules():
+        if isinstance(module, nn.Conv2d):
+            if module.in_channels != 3 or module.groups != 1:
+                raise ValueError(
+                    f"{where}: the first convolution reads {module.in_channels} channels in "
+                    f"{module.groups} group(s), expected the image's 3 in one group"
+                )
+            module.__class__ = GrayStemConv2d
+            return
+    raise ValueError(f"{where}: no convolution to read the image")
+
+
 class TaskTokenTransformer(nn.Module):
     """Multi-task affect model. ``forward(x) -> {"va": N×2 (tanh), "expr": N×8 logits, "au": N×12 logits}``."""
 
@@ -147,6 +192,8 @@ class TaskTokenTransformer(nn.Module):
         self.model_name = model_name
         c = config
         self.backbone = _build_backbone(c)
+        if c.color == "gray" and len(set(c.mean)) == 1 and len(set(c.std)) == 1:
+            fold_gray_stem(self.backbone, f"backbone {c.backbone!r}")
         with torch.no_grad():
             was_training = self.backbone.training
             self.backbone.eval()

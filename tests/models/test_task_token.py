@@ -8,6 +8,7 @@ import torch
 from edge_affect.config import ModelConfig
 from edge_affect.models import (
     TaskTokenTransformer,
+    count_macs,
     count_params,
     create_model,
     get_config,
@@ -147,3 +148,48 @@ def test_test_time_flip_is_mirror_invariant_and_exports(tmp_path) -> None:
     export_onnx(flip, model_meta(flip), path, sample=x.numpy())
     ref, got = run_torch(flip, x.numpy()), run_onnx(path, x.numpy())
     assert all(float(abs(ref[k] - got[k]).max()) <= 1e-4 for k in ref)
+
+
+def test_gray_stem_reads_one_channel(tmp_path) -> None:
+    """A grayscale model's stem convolves the channel sum with the kernel averaged over channels: on the
+    replicated luma the runtime feeds it equals the 3-channel convolution (1e-5), its state dict is unchanged,
+    and the exported graph, from either exporter, reads one channel (a 1-channel Conv weight, BatchNorm folded,
+    no per-call kernel mean) and matches PyTorch to 1e-4; ``stem_nodes`` still finds that convolution (kept FP16
+    in TensorRT INT8)."""
+    import copy
+
+    pytest.importorskip("onnx", reason="ONNX export needs the export extra")
+    import onnx
+    from torch import nn
+
+    from edge_affect.export.onnx_export import export_onnx, run_onnx, run_torch, stem_nodes
+    from edge_affect.models.checkpoint import model_meta
+    from edge_affect.models.task_token import GrayStemConv2d
+
+    torch.manual_seed(0)
+    gray = create_model("edge_gray48_slim").eval()
+    stems = [m for m in gray.modules() if isinstance(m, GrayStemConv2d)]
+    assert len(stems) == 1 and stems[0].in_channels == 3
+    plain = copy.deepcopy(gray)
+    next(m for m in plain.modules() if isinstance(m, GrayStemConv2d)).__class__ = nn.Conv2d
+    assert list(gray.state_dict()) == list(plain.state_dict())
+    x = torch.rand(4, 1, 48, 48).mul(2).sub(1).repeat(1, 3, 1, 1)  # normalised luma, replicated
+    with torch.no_grad():
+        a, b = gray(x), plain(x)
+    for k in a:
+        assert float((a[k] - b[k]).abs().max()) <= 1e-5, k
+    assert count_macs(gray) < count_macs(plain)
+    assert not any(isinstance(m, GrayStemConv2d) for m in create_model("tiny").modules())  # RGB: 3 channels
+
+    for exporter in ("torchscript", "dynamo"):
+        path = tmp_path / f"gray-{exporter}.onnx"
+        export_onnx(gray, model_meta(gray), path, exporter=exporter, sample=x.numpy())
+        assert "folded" not in str(list(gray.state_dict()))  # the export-time parameter is gone again
+        graph = onnx.load(str(path)).graph
+        stem = [n for n in graph.node if n.name in stem_nodes(onnx.load(str(path)))]
+        assert len(stem) == 1, exporter
+        weights = {t.name: list(t.dims) for t in graph.initializer}
+        assert weights[stem[0].input[1]][1] == 1, exporter
+        assert not any(n.op_type in ("ReduceMean", "BatchNormalization") for n in graph.node), exporter
+        ref, got = run_torch(gray, x.numpy()), run_onnx(path, x.numpy())
+        assert all(float(abs(ref[k] - got[k]).max()) <= 1e-4 for k in ref), exporter
