@@ -167,19 +167,20 @@ def test_gray_stem_reads_one_channel(tmp_path) -> None:
     from edge_affect.models.task_token import GrayStemConv2d
 
     torch.manual_seed(0)
-    gray = create_model("edge_gray48_slim").eval()
+    gray = create_model("tiny", color="gray").eval()
     stems = [m for m in gray.modules() if isinstance(m, GrayStemConv2d)]
     assert len(stems) == 1 and stems[0].in_channels == 3
     plain = copy.deepcopy(gray)
     next(m for m in plain.modules() if isinstance(m, GrayStemConv2d)).__class__ = nn.Conv2d
     assert list(gray.state_dict()) == list(plain.state_dict())
-    x = torch.rand(4, 1, 48, 48).mul(2).sub(1).repeat(1, 3, 1, 1)  # normalised luma, replicated
+    x = torch.rand(4, 1, 64, 64).mul(2).sub(1).repeat(1, 3, 1, 1)  # normalised luma, replicated
     with torch.no_grad():
         a, b = gray(x), plain(x)
     for k in a:
         assert float((a[k] - b[k]).abs().max()) <= 1e-5, k
     assert count_macs(gray) < count_macs(plain)
     assert not any(isinstance(m, GrayStemConv2d) for m in create_model("tiny").modules())  # RGB: 3 channels
+    assert any(isinstance(m, GrayStemConv2d) for m in create_model("edge_gray48_slim").modules())  # the default
 
     for exporter in ("torchscript", "dynamo"):
         path = tmp_path / f"gray-{exporter}.onnx"
