@@ -164,7 +164,7 @@ def test_gray_stem_reads_one_channel(tmp_path) -> None:
 
     from edge_affect.export.onnx_export import export_onnx, run_onnx, run_torch, stem_nodes
     from edge_affect.models.checkpoint import model_meta
-    from edge_affect.models.task_token import GrayStemConv2d
+    from edge_affect.models.task_token import GrayStemConv2d, fold_gray_stem
 
     torch.manual_seed(0)
     gray = create_model("tiny", color="gray").eval()
@@ -181,6 +181,8 @@ def test_gray_stem_reads_one_channel(tmp_path) -> None:
     assert count_macs(gray) < count_macs(plain)
     assert not any(isinstance(m, GrayStemConv2d) for m in create_model("tiny").modules())  # RGB: 3 channels
     assert any(isinstance(m, GrayStemConv2d) for m in create_model("edge_gray48_slim").modules())  # the default
+    other = nn.Sequential(nn.Conv2d(3, 9, 3, groups=3))  # a first layer that is not a plain stem
+    assert not fold_gray_stem(other) and type(other[0]) is nn.Conv2d
 
     for exporter in ("torchscript", "dynamo"):
         path = tmp_path / f"gray-{exporter}.onnx"
