@@ -203,7 +203,8 @@ def edge_resnet() -> ModelConfig:
     docs/export.md) the same: 0.985 / 0.984 INT8 agreement against Lite0's 0.966 / 0.965, ~4× Lite0's training
     speed per image on a CPU, but 41.9 % held-out accuracy against 52.3 %. Trained for the same time as Lite0's
     epoch (2 epochs): 52.4 % held-out, 50.9 % FER+ valid (Lite0 49.9 %), INT8 0.968 / 0.972 (Lite0 0.966 / 0.965),
-    one point short of the 97 % the rule set before the run asked of it, so it did not replace ``edge``. Synthetic
+    0.2 point short of the 97 % the rule set before the run asked of its TensorRT-shaped model, so it did not
+    replace ``edge``. Synthetic
     faces, seed 1: 0.962 / 0.943 (a model that learned little: most faces near ties, docs/export.md); with seed 2
     it did not learn the synthetic set in 6 epochs."""
     cfg = _edge_layout("resnet18")
@@ -282,8 +283,10 @@ def edge_gray48_mid() -> ModelConfig:
     5.74× / 3.26× (over), ``edge_gray48_slim`` with test-time flip 4.64× / 2.70×, 40/80/160 channels 3.96× /
     1.59×, ``edge_gray48_slim`` 3.00× / 1.45×. Measured again on the idle machine before the student trained
     (two runs of 15 rounds): this one 4.5-5.4× / 1.6-1.9×, over the batch-1 bar, so v3 kept
-    ``edge_gray48_slim`` (2.9-3.6× / 1.0-1.4×) and took its capacity from the teachers; kept registered for
-    users with a looser latency budget."""
+    ``edge_gray48_slim`` (2.9-3.6× / 1.0-1.4×) and took its capacity from the teachers. Since its stem reads one
+    channel (``GrayStemConv2d``, 2026-12-02), idle, one run with the peer and v3, untrained weights: 3.07× / 2.21×,
+    inside the bar (``benchmarks/results/default_model_width_latency.json``); not trained here (~5 h of fp32
+    epochs on the 2-core CPU, over a 2.5 h stage)."""
     cfg = edge_gray48()
     cfg.backbone_kwargs = {"feature_index": 3, "channels": [48, 96, 192, 256]}
     return cfg

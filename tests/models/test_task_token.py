@@ -126,7 +126,6 @@ def test_test_time_flip_is_mirror_invariant_and_exports(tmp_path) -> None:
     training path is untouched, MACs double, and the ONNX graph (a Gather) matches PyTorch to 1e-4."""
     pytest.importorskip("onnx", reason="ONNX export needs the export extra")
     from edge_affect.export.onnx_export import export_onnx, run_onnx, run_torch
-    from edge_affect.models import count_macs, create_model
     from edge_affect.models.checkpoint import model_meta
 
     torch.manual_seed(0)
