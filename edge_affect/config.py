@@ -256,6 +256,9 @@ class TrainConfig(Settings):
     stop_after_epochs: _ranged(_Int, ge=0) = 0  # > 0: stop after this many epochs, keeping the LR schedule of `epochs`
     init_from: StrictStr | None = None  # checkpoint whose weights start the model (fine-tuning a trained model)
     init_from_partial: StrictBool = False  # take only the init_from weights that match (else a partial match is refused)
+    # grow init_from (a narrower ResNet-family model of the same config) into this model's wider backbone
+    # channels, computing the same function (Net2WiderNet: edge_affect/models/widen.py)
+    init_widen: StrictBool = False
     loss: LossConfig = Field(default_factory=LossConfig)
     # weight of the alignment-consistency term (stability training, Zheng et al. 2016): each face is also seen
     # re-aligned from landmarks moved by the detector's noise (augment_params.landmark_jitter), and the KL

@@ -32,6 +32,7 @@ from edge_affect.losses import MultiTaskLoss, consistency_kl
 from edge_affect.metrics import expr_accuracy, mtl_score, tune_au_thresholds
 from edge_affect.models import create_model, save_checkpoint
 from edge_affect.models.checkpoint import read_checkpoint
+from edge_affect.models.widen import widen_state_dict
 from edge_affect.schema import MISSING_AU, MISSING_VA, TASKS
 from edge_affect.train import distributed as dist_utils
 
@@ -144,18 +145,30 @@ def predict_cache(
     return {k: v.cpu()[order][keep].numpy() for k, v in res.items() if k != "index"}
 
 
-def init_weights(model: torch.nn.Module, checkpoint: str | Path, *, partial: bool = False) -> None:
+def init_weights(model: torch.nn.Module, checkpoint: str | Path, *, partial: bool = False, widen: bool = False) -> None:
     """Start ``model`` from the weights of ``checkpoint`` (same architecture), e.g. to fine-tune a trained model.
 
     Only weights are taken (no optimizer state, task weights or schedule). A checkpoint that lacks some of the
     model's weights, holds weights the model has no place for (a deeper model: layers would be dropped) or
     other shapes is refused in one line, unless ``partial``: then the weights that match are taken and the
-    rest is reported."""
+    rest is reported. ``widen``: the checkpoint is a narrower model of the same config (ResNet stage widths)
+    and is grown into ``model`` computing the same function (:func:`edge_affect.models.widen.widen_state_dict`)."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"init_from: checkpoint {path} does not exist")
-    _, sd, _ = read_checkpoint(path)
+    meta, sd, _ = read_checkpoint(path)
     own = model.state_dict()
+    if widen:
+        if partial:
+            raise ValueError("init_widen and init_from_partial exclude each other, expected at most one of them true")
+        sd = widen_state_dict(
+            sd,
+            meta.get("model_config") or {},
+            model.config.to_dict(),
+            {k: v.shape for k, v in own.items()},
+            where=f"init_widen {path}",
+        )
+        log.info("init_widen: grew %s (%s) into this model's channels", path, meta.get("model_name"))
     missing = sorted(set(own) - set(sd))
     extra = sorted(set(sd) - set(own))
     shape = sorted(k for k in own.keys() & sd.keys() if tuple(own[k].shape) != tuple(sd[k].shape))
@@ -426,7 +439,7 @@ def _train(
 
     check_select_on(cfg.select_on, val_cache)
     if cfg.init_from:
-        init_weights(model, cfg.init_from, partial=cfg.init_from_partial)
+        init_weights(model, cfg.init_from, partial=cfg.init_from_partial, widen=cfg.init_widen)
     model.to(info.device)
     precision = train_precision(info.device, cfg.amp)
     channels_last = cfg.channels_last and (info.device.type == "cuda" or precision == "bf16")
