@@ -278,6 +278,14 @@ class TrainConfig(Settings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _widen_needs_init(self) -> TrainConfig:
+        if self.init_widen and (not self.init_from or self.init_from_partial):
+            raise ValueError(
+                "init_widen = true needs init_from (the narrower checkpoint to grow) and init_from_partial = false"
+            )
+        return self
+
     @field_serializer("augment_params")
     def _given_only(self, v: AugmentParams) -> dict[str, Any]:
         return {k: list(x) if isinstance(x, tuple) else x for k, x in v.kwargs().items()}

@@ -43,8 +43,7 @@ def check_widenable(old_cfg: dict[str, Any], new_cfg: dict[str, Any], where: str
         )
     if len(old_ch) != len(new_ch) or any(n < o for o, n in zip(old_ch, new_ch, strict=True)):
         raise ValueError(
-            f"{where}: channels {list(old_ch)} cannot grow into {list(new_ch)}, expected as many stages, "
-            "none narrower"
+            f"{where}: channels {list(old_ch)} cannot grow into {list(new_ch)}, expected as many stages, none narrower"
         )
     a, b = _comparable(old_cfg), _comparable(new_cfg)
     diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
@@ -116,9 +115,7 @@ def widen_state_dict(
             stage, block, part, leaf = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
             if stage not in stream or part not in _BLOCK_PARTS:
                 raise ValueError(f"{where}: {key!r} is not part of a widenable BasicBlock stage")
-            mid = inner.setdefault(
-                (stage, block), _Map(old_ch[stage - 1], new_ch[stage - 1], gen, noise)
-            )
+            mid = inner.setdefault((stage, block), _Map(old_ch[stage - 1], new_ch[stage - 1], gen, noise))
             src_in = stream.get(stage - 1) if block == 0 else stream[stage]
             out_map = mid if part in ("conv1", "bn1") else stream[stage]
             in_map = {"conv1": src_in, "conv2": mid, "downsample.0": stream.get(stage - 1)}.get(part)

@@ -134,3 +134,21 @@ def test_init_from_refuses_non_finite_weights(tmp_path: Path) -> None:
     bad = save_checkpoint(tmp_path / "inf.pt", m)
     with pytest.raises(ValueError, match="has non-finite weights .* expected a checkpoint of finite weights"):
         init_weights(create_model("tiny"), bad)
+
+
+def test_init_widen_grows_a_checkpoint_or_refuses_in_one_line(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    narrow = create_model("edge_gray48_slim").eval()
+    ckpt = save_checkpoint(tmp_path / "slim.pt", narrow)
+    wide = create_model("edge_gray48_mid")
+    init_weights(wide, ckpt, widen=True)
+    x = torch.rand(3, 1, 48, 48).expand(3, 3, 48, 48).contiguous()
+    with torch.no_grad():
+        assert torch.allclose(narrow(x)["expr"], wide.eval()(x)["expr"], atol=2e-5)
+    narrower = create_model("edge_gray48_slim", backbone_kwargs={"feature_index": 3, "channels": [16, 64, 128, 256]})
+    before = {k: v.clone() for k, v in narrower.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"^init_widen {ckpt}: channels \[32, 64, 128, 256\] cannot grow into \[16, "):
+        init_weights(narrower, ckpt, widen=True)
+    assert all(torch.equal(before[k], v) for k, v in narrower.state_dict().items())  # untouched when refused
+    with pytest.raises(ValueError, match="init_widen = true needs init_from"):
+        TrainConfig(**BASE, init_widen=True)
