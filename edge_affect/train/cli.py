@@ -29,6 +29,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="where the packed image cache lives (default: OUT/cache)")
     p.add_argument("--seed", type=seed_int, help="random seed (default: the config's)")
     p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning; same model config)")
+    p.add_argument(
+        "--init-widen",
+        action="store_true",
+        help="grow --init-from, a narrower ResNet-family model of the same config, into this model's wider "
+        "channels, computing the same function (Net2WiderNet)",
+    )
     p.set_defaults(func=_train)
     declare(p, reads=("data", "images", "config", "init_from"), folders=("out", "cache_dir"), plain=("model",))
 
@@ -81,6 +87,8 @@ def _train(args: argparse.Namespace) -> int:
     ):
         if getattr(args, flag) is not None:
             setattr(cfg, key, getattr(args, flag))
+    if args.init_widen:
+        cfg.init_widen = True
     check_train_config(cfg, where)
     logging.getLogger("edge_affect").setLevel(logging.INFO)
     best = train(

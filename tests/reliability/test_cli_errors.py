@@ -280,6 +280,7 @@ def test_error_on_a_temp_file_names_the_users_file() -> None:
         ("c.json", '{"amp": "yes"}', r"{p}: amp .*'yes'"),
         ("c.json", '{"augment_params": [1]}', r"{p}: augment_params .*\[1\]"),
         ("c.toml", "epochs = 1.5", r"{p}: epochs .*1\.5"),
+        ("c.json", '{"init_widen": true}', r"{p}: .*init_widen = true needs init_from"),
         (
             "c.json",
             "{",
@@ -298,6 +299,15 @@ def test_malformed_train_configs_are_one_line(
         assert re.fullmatch(f"edge-affect: error: {line.format(p=re.escape(str(p)))}[^\n]*\n", err), err
     else:
         assert err == f"edge-affect: error: {line.format(p=p)}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_init_widen_without_init_from_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "d").mkdir()
+    assert main(["train", "--data", str(tmp_path / "d"), "--init-widen", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-affect: error: ") and err.count("\n") == 1, err
+    assert "init_widen = true needs init_from (the narrower checkpoint to grow)" in err
     assert not (tmp_path / "r").exists()
 
 
