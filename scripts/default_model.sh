@@ -7,6 +7,7 @@
 #   STAGE=student bash scripts/default_model.sh      # 3b. the shipped v3: v2 fine-tuned with landmark jitter and
 #                                                    #     alignment consistency on the votes (configs/ferplus-v3c.toml)
 #   STAGE=after-train bash scripts/default_model.sh  # 4. rare-class check, package, peer comparison, INT8, noise
+#   CONFIG=configs/ferplus-v3w.toml RUN=runs/ferplus-v3w STAGE=width ...  # 3c: v3 grown to edge_gray48_mid (~1.8 h)
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers
@@ -31,6 +32,7 @@ TEACHER_RUN=${TEACHER_RUN:-runs/teacher-g48}
 TEACHER=teachers/ferplus-teacher-edge_gray48.npz
 TAU=${TAU:-0}
 V2_COMMIT=2e1e0aa  # "Default model v2: edge_gray48_slim trained on FER+ vote distributions ..."
+V3_COMMIT=6fd39cd  # v3 as last shipped (edge_gray48_slim, one-channel stem export)
 py=.venv/bin/python
 ea=.venv/bin/edge-affect
 
@@ -55,6 +57,17 @@ v2_weights() {  # v2's shipped weights, from git history, written whole or not a
   git show "$V2_COMMIT:edge_affect/assets/models/default/model.safetensors" > runs/v2-weights/.model.safetensors.tmp
   mv runs/v2-weights/.model.safetensors.tmp runs/v2-weights/model.safetensors
 }
+v3_weights() {  # v3's shipped weights (the width stage grows them), written whole or not at all
+  [ -f runs/v3-weights/model.safetensors ] && return
+  mkdir -p runs/v3-weights
+  git show "$V3_COMMIT:edge_affect/assets/models/default/model.safetensors" > runs/v3-weights/.model.safetensors.tmp
+  mv runs/v3-weights/.model.safetensors.tmp runs/v3-weights/model.safetensors
+}
+if [ "$STAGE" = width ]; then  # v3 grown into edge_gray48_mid's channels (init_widen), then trained on the votes
+  v3_weights
+  train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
+  exit 0
+fi
 if stage ablation && [ "$STAGE" != all ]; then  # the student's recipe on the votes alone
   v2_weights
   train "$CONFIG" runs/ferplus "${RUN}-nokd" runs/cache-ferplus
