@@ -274,7 +274,7 @@ def edge_gray48_slim() -> ModelConfig:
 
 @register_model
 def edge_gray48_mid() -> ModelConfig:
-    """Planned for the v3 default model (issue 19), not used: ``edge_gray48`` at three quarters of the convolution width,
+    """The width step after v3 (issue 19): ``edge_gray48`` at three quarters of the convolution width,
     ResNet-18 stages 1-3 with 48/96/192 channels (3×3 = 9 image tokens), 2.3 M parameters, 40 M MACs.
 
     Chosen against the ``fer`` peer's per-face time (ONNX Runtime FP32, one thread, same run,
@@ -285,8 +285,10 @@ def edge_gray48_mid() -> ModelConfig:
     (two runs of 15 rounds): this one 4.5-5.4× / 1.6-1.9×, over the batch-1 bar, so v3 kept
     ``edge_gray48_slim`` (2.9-3.6× / 1.0-1.4×) and took its capacity from the teachers. Since its stem reads one
     channel (``GrayStemConv2d``, 2026-12-02), idle, one run with the peer and v3, untrained weights: 3.07× / 2.21×,
-    inside the bar (``benchmarks/results/default_model_width_latency.json``); not trained here (~5 h of fp32
-    epochs on the 2-core CPU, over a 2.5 h stage)."""
+    inside the bar (``benchmarks/results/default_model_width_latency.json``). From scratch it needs ~5 h of fp32
+    epochs on the 2-core CPU (over a 2.5 h stage), so ``configs/ferplus-v3w.toml`` grows v3 into it
+    (``init_widen``: v3's function to start from) and trains 36 epochs (~2.3 h); its CPU INT8 runs 1.68× its FP32 at
+    batch 32 on the AVX2 CPU (v3: 1.46×, same window, ``benchmarks/results/width_cpu_int8/``)."""
     cfg = edge_gray48()
     cfg.backbone_kwargs = {"feature_index": 3, "channels": [48, 96, 192, 256]}
     return cfg
