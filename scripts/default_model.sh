@@ -52,18 +52,15 @@ fi
 if kd_stage teach; then
   $ea distill teach "$TEACHER_RUN/best.pt" --data runs/ferplus --out "$TEACHER"
 fi
-v2_weights() {  # v2's shipped weights, from git history, written whole or not at all
-  [ -f runs/v2-weights/model.safetensors ] && return
-  mkdir -p runs/v2-weights
-  git show "$V2_COMMIT:edge_affect/assets/models/default/model.safetensors" > runs/v2-weights/.model.safetensors.tmp
-  mv runs/v2-weights/.model.safetensors.tmp runs/v2-weights/model.safetensors
+shipped_weights() {  # shipped_weights COMMIT DIR: the default model's weights as shipped at COMMIT, from git
+  # history into DIR/model.safetensors, written whole or not at all
+  [ -f "$2/model.safetensors" ] && return
+  mkdir -p "$2"
+  git show "$1:edge_affect/assets/models/default/model.safetensors" > "$2/.model.safetensors.tmp"
+  mv "$2/.model.safetensors.tmp" "$2/model.safetensors"
 }
-v3_weights() {  # v3's shipped weights (the width stage grows them), written whole or not at all
-  [ -f runs/v3-weights/model.safetensors ] && return
-  mkdir -p runs/v3-weights
-  git show "$V3_COMMIT:edge_affect/assets/models/default/model.safetensors" > runs/v3-weights/.model.safetensors.tmp
-  mv runs/v3-weights/.model.safetensors.tmp runs/v3-weights/model.safetensors
-}
+v2_weights() { shipped_weights "$V2_COMMIT" runs/v2-weights; }
+v3_weights() { shipped_weights "$V3_COMMIT" runs/v3-weights; }  # the width stage grows them
 if [ "$STAGE" = width ]; then  # v3 grown into edge_gray48_mid's channels (init_widen), then trained on the votes
   v3_weights
   train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
