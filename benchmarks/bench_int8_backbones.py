@@ -55,9 +55,22 @@ def _run(args: list[str], ok: tuple[int, ...] = (0,)) -> None:
 
 
 def _synth(out: Path, n: int, seed: int) -> Path:
+    """A synthetic set of ``n`` faces of ``seed`` in ``out``: made once, reused only when its ``synth.json`` agrees."""
     if not out.exists():
         _run([*EA, "data", "synth", str(out), "--n", str(n), "--seed", str(seed)])
+    made = json.loads((out / "synth.json").read_text()) if (out / "synth.json").is_file() else {}
+    if (made.get("n"), made.get("seed")) != (n, seed):
+        raise SystemExit(
+            f"bench_int8_backbones: {out} holds n={made.get('n')} seed={made.get('seed')} (synth.json), asked for "
+            f"n={n} seed={seed}: give another --work or the set's own --n-train/--n-test"
+        )
     return out
+
+
+def _split_sizes(root: Path) -> dict:
+    """Faces per split of a synthetic set as written (``synth.json``): what the rows were trained and judged on."""
+    made = json.loads((root / "synth.json").read_text())
+    return {k: made[k] for k in ("n", "seed", "train", "val", "videos")}
 
 
 def _test_frames(root: Path, pp, synthetic: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -354,7 +367,13 @@ def main() -> int:
                 "rows": rows,
                 "machine": platform.processor() or platform.machine(),
                 **(
-                    {"n_train": args.n_train, "n_test": args.n_test, "test_seed": args.test_seed}
+                    {
+                        "n_train": args.n_train,
+                        "n_test": args.n_test,
+                        "test_seed": args.test_seed,
+                        "train_set": _split_sizes(train_root),
+                        "test_set": _split_sizes(test_root),
+                    }
                     if args.train_data is None
                     else {"train_data": str(args.train_data), "test_data": str(args.test_data)}
                 ),
