@@ -346,6 +346,9 @@ def main() -> int:
             raise SystemExit(f"bench_int8_backbones: {given} does not exist")
     train_root = args.train_data or _synth(args.work / "data-train", args.n_train, 0)
     test_root = args.test_data or _synth(args.work / f"data-test-s{args.test_seed}", args.n_test, args.test_seed)
+    sets = (
+        {"train_set": _split_sizes(train_root), "test_set": _split_sizes(test_root)} if args.train_data is None else {}
+    )
     before = json.loads(args.json.read_text()) if args.json.is_file() else {}
     rows = before.get("rows", [])
     from edge_affect.models.registry import get_config
@@ -371,8 +374,7 @@ def main() -> int:
                         "n_train": args.n_train,
                         "n_test": args.n_test,
                         "test_seed": args.test_seed,
-                        "train_set": _split_sizes(train_root),
-                        "test_set": _split_sizes(test_root),
+                        **sets,
                     }
                     if args.train_data is None
                     else {"train_data": str(args.train_data), "test_data": str(args.test_data)}
