@@ -57,6 +57,24 @@ def test_qdq_graph_runs_the_int8_graph(exported):
         assert np.array_equal(back[t.name], numpy_helper.to_array(t)), t.name  # scales reproduced exactly
 
 
+def test_fp16_write_back_converts_as_modelopt_does():
+    """FP16 initializers go back as ModelOpt's AutoCast wrote them: magnitudes below FP16's smallest subnormal
+    become +2^-24 (a plain cast gives 0: a weight of 8e-9 once made the write-back differ from the graph), values
+    past 65504 are clamped, the rest round to nearest; the forward pass sees the same values."""
+    import torch
+
+    from edge_affect.export.tensorrt_int8.qdq_torch import _fp16_round, to_fp16
+
+    x = np.array([8.35e-9, -1e-9, 0.0, 1e5, -1e6, 0.1, 3e-5], dtype=np.float32)
+    want = np.array([2.0**-24, 2.0**-24, 0.0, 65504.0, -65504.0, 0.1, 3e-5], dtype=np.float32).astype(np.float16)
+    assert np.array_equal(to_fp16(x), want) and to_fp16(x).dtype == np.float16
+    t = torch.tensor(x, requires_grad=True)
+    y = _fp16_round(t)
+    assert np.array_equal(y.detach().numpy(), want.astype(np.float32))
+    y.sum().backward()
+    assert np.array_equal(t.grad.numpy(), np.ones_like(x))  # straight through, the clamped and tiny ones included
+
+
 def test_qat_export_tiny(qat_export):
     import onnx
 

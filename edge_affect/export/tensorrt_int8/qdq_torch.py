@@ -58,8 +58,27 @@ def fake_quant(x: Any, scale: Any, axis: int | None) -> Any:
     return (v + (torch.round(v) - v).detach()) * scale
 
 
+#: FP16's largest finite value and smallest subnormal (2^-24).
+_FP16_MAX, _FP16_TINY = 65504.0, 2.0**-24
+
+
+def to_fp16(a: np.ndarray) -> np.ndarray:
+    """FP32 → FP16 as ModelOpt's AutoCast converts an initializer (``PrecisionConverter._convert_initializer_data``):
+    clamped to ±65504, every non-zero magnitude below FP16's smallest subnormal replaced by +2^-24 (the sign is
+    not kept, as there), then rounded to nearest. A plain cast would give 0 for those, so a written-back FP16
+    weight would differ from the one the graph was made with."""
+    a = np.clip(np.asarray(a, dtype=np.float32), -_FP16_MAX, _FP16_MAX)
+    return np.where((a != 0) & (np.abs(a) < _FP16_TINY), np.float32(_FP16_TINY), a).astype(np.float16)
+
+
 def _fp16_round(x: Any) -> Any:
-    return x.half().float()
+    """``to_fp16`` in torch, back in FP32, with a straight-through gradient."""
+    import torch
+
+    with torch.no_grad():
+        y = x.clamp(-_FP16_MAX, _FP16_MAX)
+        y = torch.where((y != 0) & (y.abs() < _FP16_TINY), torch.full_like(y, _FP16_TINY), y).half().float()
+    return y + (x - x.detach())  # exactly y; the gradient reaches x unchanged
 
 
 class QdqGraph:
@@ -220,8 +239,8 @@ class QdqGraph:
                 new[name] = s
         for t in m.graph.initializer:
             if t.name in new:
-                dt = np.float16 if t.data_type == 10 else np.float32
-                arr = new[t.name].astype(dt).reshape(numpy_helper.to_array(t).shape)
+                arr = to_fp16(new[t.name]) if t.data_type == 10 else new[t.name].astype(np.float32)
+                arr = arr.reshape(numpy_helper.to_array(t).shape)
                 t.CopyFrom(numpy_helper.from_array(arr, t.name))
         return m
 
