@@ -42,7 +42,7 @@ def test_quantizers_bypassed_give_the_float_graph(exported):
 
 
 @pytest.mark.slow  # 10-26 s each: the default run stays under ~5 min on 2 cores
-def test_export_with_fallback(trained_ckpt, calib_dir, tmp_path):
+def test_export_with_fallback(trained_ckpt, calib_dir, tmp_path, exported):
     """K = 2: the two nodes ranked first on the calibration frames end up reading float tensors, the metadata and
     the report name them, and the report carries the ranking (sorted, shares removed ≤ 100 %)."""
     import onnx
@@ -62,7 +62,15 @@ def test_export_with_fallback(trained_ckpt, calib_dir, tmp_path):
     assert fb["kept_fp16"] == [r["node"] for r in rank if r["gain"] > 0][:2] and len(fb["kept_fp16"]) == 2
     m = onnx.load(str(out / "model.int8.onnx"))
     left = quantized_inputs(m)
-    assert not set(fb["kept_fp16"]) & set(left) and len(left) >= 50  # those two float, the rest still INT8
+    # those two read float tensors; the rest of what the plain INT8 graph of the same checkpoint quantizes stays
+    # INT8, but for a few neighbours (at most as many as the kept nodes) that ModelOpt, placing its Q/DQ again
+    # without them, leaves float too (seen: the residual Add and the LayerNorm after a kept attention projection,
+    # none beside a kept convolution). Not a fixed count:
+    # which nodes rank first depends on the trained weights, which vary with the thread count.
+    plain = quantized_inputs(onnx.load(str(exported[0] / "model.int8.onnx")))
+    kept = set(fb["kept_fp16"])
+    assert kept <= set(plain) and not kept & set(left) and set(left) <= set(plain)
+    assert len(plain) - len(left) <= 2 * len(kept) and len(plain) >= 50
     meta = json.loads(next(p.value for p in m.metadata_props if p.key == "edge_affect"))
     assert set(fb["kept_fp16"]) <= set(meta["extra"]["excluded"])
     md = (out / "export_report.md").read_text()
