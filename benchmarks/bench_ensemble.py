@@ -15,23 +15,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+from bench_peer_fer import Ours, SetupError, load_data  # the same runtime loader and .npz reader, and their errors
 
 
-def expression_probs(artifact: Path, images: np.ndarray, flip: bool = False) -> np.ndarray:
-    """N×8 expression probabilities of ``artifact`` (a model file the runtime loads) on 48×48 crops."""
-    from edge_affect.runtime import load
-    from edge_affect.schema import EXPRESSIONS
-
+def expression_probs(model: Ours, images: np.ndarray, flip: bool = False, batch: int = 256) -> np.ndarray:
+    """N×8 expression probabilities of ``model`` on 48×48 crops (their mirror images with ``flip``)."""
     faces = images[:, :, ::-1] if flip else images
-    out: list[list[float]] = []
-    with load(artifact) as p:
-        for i in range(0, len(faces), 256):
-            out += [[r["expression_probs"][e] for e in EXPRESSIONS] for r in p.predict(list(faces[i : i + 256]))]
-    return np.asarray(out, dtype=np.float64)
+    return np.concatenate([model.predict_probs(faces[i : i + batch])[1] for i in range(0, len(faces), batch)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,22 +35,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from edge_affect.data.fer import ferplus_majority
+    from edge_affect.fsutil import check_not_inputs
 
-    for p in [*args.models, args.data]:
-        if not p.exists():
-            raise SystemExit(f"{p} does not exist")
-    images, labels, dropped = ferplus_majority(args.data, where=str(args.data))
-    probs = {str(m): expression_probs(m, images) for m in args.models}
-    flipped = {str(m): expression_probs(m, images, flip=True) for m in args.models}
+    models: list[Ours] = []
+    try:  # one line (SystemExit) for a missing or unreadable input, and before any work for --json over one
+        check_not_inputs({"--json": args.json}, [("--data", args.data), *(("MODEL", m) for m in args.models)])
+        images, labels, facts = load_data(args.data)
+        for m in args.models:
+            if not m.is_file():
+                raise SetupError(f"{m} does not exist")
+            models.append(Ours(m, str(m), threads=0))
+    except (SetupError, ValueError) as e:
+        for m in models:
+            m.close()
+        raise SystemExit(str(e)) from None
+    probs = {m.name: expression_probs(m, images) for m in models}
+    flipped = {m.name: expression_probs(m, images, flip=True) for m in models}
+    for m in models:
+        m.close()
+    dropped = int(facts.get("left_out_unknown_or_nf", 0))
 
     def acc(p: np.ndarray) -> float:
         return float((p.argmax(1) == labels).mean())
 
     rows = []
-    for k in range(1, len(args.models) + 1):
-        for combo in itertools.combinations([str(m) for m in args.models], k):
+    for k in range(1, len(models) + 1):
+        for combo in itertools.combinations([m.name for m in models], k):
             mean = np.mean([probs[m] for m in combo], axis=0)
             mean_f = np.mean([probs[m] + flipped[m] for m in combo], axis=0) / 2
             rows.append({"models": list(combo), "accuracy": acc(mean), "accuracy_flip_averaged": acc(mean_f)})
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data),
         "split": args.split_note,
         "faces": int(len(labels)),
-        "dropped": int(dropped),
+        "dropped": dropped,
         "rows": rows,
     }
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import bench_ensemble as bench
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_ensemble", ROOT / "benchmarks" / "bench_ensemble.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_ensemble"] = bench
-_spec.loader.exec_module(bench)
 
 MODEL = ROOT / "edge_affect" / "assets" / "models" / "default" / "model.onnx"
 CALIB = ROOT / "edge_affect" / "assets" / "calibration" / "default"
@@ -51,8 +46,10 @@ def test_accuracy_alone_and_averaged(tmp_path: Path, runtime_accuracy) -> None:
     # a model averaged with itself is the model; its flip average differs from it on some faces or none
     assert rows[2]["accuracy"] == rows[0]["accuracy"] == rows[1]["accuracy"]
     assert rows[2]["accuracy_flip_averaged"] == rows[0]["accuracy_flip_averaged"]
-    flipped = bench.expression_probs(MODEL, images, flip=True)
-    alone = bench.expression_probs(MODEL, images)
+    model = bench.Ours(MODEL, "default")
+    flipped = bench.expression_probs(model, images, flip=True)
+    alone = bench.expression_probs(model, images)
+    model.close()
     want_f = float((((alone + flipped) / 2).argmax(1) == labels).mean())
     assert rows[0]["accuracy_flip_averaged"] == pytest.approx(want_f)
 
@@ -63,3 +60,17 @@ def test_a_missing_model_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as err:
         bench.main([str(MODEL), str(tmp_path / "nope.onnx"), "--data", str(data)])
     assert str(err.value) == f"{tmp_path / 'nope.onnx'} does not exist"
+
+
+def test_bad_data_and_json_over_an_input_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "faces.npz"
+    _ferplus_like(data, 4)
+    before = data.read_bytes()
+    with pytest.raises(SystemExit) as err:  # --json naming the data: refused before any work
+        bench.main([str(MODEL), "--data", str(data), "--json", str(data)])
+    assert "\n" not in str(err.value) and "--json" in str(err.value) and data.read_bytes() == before
+    bad = tmp_path / "not.npz"
+    bad.write_text("not an npz")
+    with pytest.raises(SystemExit) as err:
+        bench.main([str(MODEL), "--data", str(bad)])
+    assert "\n" not in str(err.value) and str(bad) in str(err.value)

@@ -6,18 +6,11 @@ earlier ``--n-train``; the benchmark now reads the set's own ``synth.json`` befo
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import bench_int8_backbones as bench
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_int8_backbones", ROOT / "benchmarks" / "bench_int8_backbones.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_int8_backbones"] = bench
-_spec.loader.exec_module(bench)
 
 
 def _kept(root: Path, n: int, seed: int) -> Path:

@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+import bench_peer_fer as bench
+import bench_rare_classes as rare
 import numpy as np
 import pytest
 
@@ -19,10 +21,6 @@ from edge_affect.metrics import expr_f1
 from edge_affect.schema import EXPRESSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_peer_fer", ROOT / "benchmarks" / "bench_peer_fer.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_peer_fer"] = bench
-_spec.loader.exec_module(bench)
 
 
 def test_fer_class_order_maps_to_abaw_by_name() -> None:
@@ -151,11 +149,6 @@ def test_ferplus_data_scores_the_majority_vote_over_8_classes(tmp_path: Path) ->
     assert bench.latency_ratios([peer, ours], peer) == {
         "m": {"batch": pytest.approx(1.2), "single": pytest.approx(2.5)}
     }
-
-
-_rare_spec = importlib.util.spec_from_file_location("bench_rare_classes", ROOT / "benchmarks" / "bench_rare_classes.py")
-rare = importlib.util.module_from_spec(_rare_spec)
-_rare_spec.loader.exec_module(rare)
 
 
 def test_outputs_never_replace_the_data_and_bad_inputs_are_one_line(tmp_path: Path, capsys) -> None:

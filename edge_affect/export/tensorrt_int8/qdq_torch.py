@@ -72,10 +72,11 @@ def to_fp16(a: np.ndarray) -> np.ndarray:
 
 
 def _fp16_round(x: Any) -> Any:
-    """``to_fp16`` in torch, back in FP32, with a straight-through gradient."""
+    """``to_fp16`` in torch, back in FP32, with a straight-through gradient (both are checked against the same
+    values in tests/export/test_qat.py)."""
     import torch
 
-    with torch.no_grad():
+    with torch.no_grad():  # on the weights' own device: this runs for every FP16 parameter at every QAT step
         y = x.clamp(-_FP16_MAX, _FP16_MAX)
         y = torch.where((y != 0) & (y.abs() < _FP16_TINY), torch.full_like(y, _FP16_TINY), y).half().float()
     return y + (x - x.detach())  # exactly y; the gradient reaches x unchanged
