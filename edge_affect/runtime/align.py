@@ -44,13 +44,84 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int, template: np.ndarray | None = None) -> np.ndarray:
-    """Warp the face whose 5 landmarks are given onto the template scaled to ``size``×``size``."""
+def warp_scale(m: np.ndarray) -> float:
+    """The uniform scale of a 2×3 similarity matrix (output px per input px; < 1 shrinks)."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(m, dtype=np.float64)[:, :2]))))
+
+
+#: Levels of 2x area shrinking kept below the output's resolution: 1 = the patch stays at least twice as fine as
+#: the crop, so what the cheap box shrink folds lands where the Gaussian that follows removes it.
+_FINER_LEVELS = 1
+
+
+def antialiased_source(img: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``img`` a ``size``×``size`` warp by ``m`` reads, low-passed for the warp's shrink, and the
+    matrix that warps it to the same crop: ``cv2.warpAffine(*antialiased_source(img, m, size), (size, size))``.
+
+    A bilinear warp that shrinks reads 4 input pixels per output pixel and skips the rest, so detail finer than
+    the output grid (skin, hair, compression noise) aliases: moving the landmarks by a fraction of an output
+    pixel picks other input pixels and changes the crop far more than the move does. Here the footprint of the
+    crop (plus the filter's reach) is cut out, halved by 2×2 area averaging while it stays at least twice as fine
+    as the crop (cheap: a box of ``k`` = 2^levels px), then blurred by the Gaussian that brings the total blur to
+    σ = 0.5·√(1/s² − 1) input px for a warp of scale ``s`` (the usual low-pass for an input itself sharp to
+    0.5 px; the box's variance (k² − 1)/12 counts towards it, so the blur grows smoothly with the shrink), and
+    the matrix is moved onto that patch. A warp that does not shrink (``s ≥ 1``) gets ``img`` and ``m`` back.
+    """
+    import cv2
+
+    m = np.asarray(m, dtype=np.float64)
+    s = warp_scale(m)
+    if not np.isfinite(s) or s >= 1.0 or s <= 0.0:
+        return img, m
+    levels = max(0, int(np.floor(np.log2(1.0 / s))) - _FINER_LEVELS)
+    k = 2**levels
+    var = 0.25 * (1.0 / s**2 - 1.0) - (k * k - 1) / 12.0  # input px², left for the Gaussian
+    sigma = float(np.sqrt(max(0.0, var))) / k  # in patch px
+    pad = k * (int(np.ceil(3.0 * sigma)) + 2)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+    src = corners @ cv2.invertAffineTransform(m).T
+    h, w = img.shape[:2]
+    x0 = max(0, int(np.floor(src[:, 0].min())) - pad)
+    y0 = max(0, int(np.floor(src[:, 1].min())) - pad)
+    x1 = min(w, int(np.ceil(src[:, 0].max())) + pad + 1)
+    y1 = min(h, int(np.ceil(src[:, 1].max())) + pad + 1)
+    if x1 - x0 < k or y1 - y0 < k:  # the crop lies outside the frame: the border fill is all there is
+        return img, m
+    patch = img[y0:y1, x0:x1]
+    if k > 1:
+        # Extend to whole k×k cells with the frame's own edge (what the warp's BORDER_REPLICATE would read).
+        ph, pw = -(y1 - y0) % k, -(x1 - x0) % k
+        if ph or pw:
+            patch = cv2.copyMakeBorder(patch, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+        for _ in range(levels):  # OpenCV's 2x INTER_AREA is a fast exact 2×2 mean; repeated, a k×k box
+            patch = cv2.resize(patch, (patch.shape[1] // 2, patch.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if sigma > 0.05:
+        patch = cv2.GaussianBlur(patch, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    # Cell (u, v) of the patch is centred on input pixel (x0 + k·u + (k-1)/2, y0 + k·v + (k-1)/2).
+    cell = np.array([[k, 0, x0 + (k - 1) / 2.0], [0, k, y0 + (k - 1) / 2.0], [0, 0, 1.0]])
+    return patch, (np.vstack([m, [0.0, 0.0, 1.0]]) @ cell)[:2]
+
+
+def align_face(
+    rgb: np.ndarray,
+    landmarks: np.ndarray,
+    size: int,
+    template: np.ndarray | None = None,
+    antialias: bool = True,
+) -> np.ndarray:
+    """Warp the face whose 5 landmarks are given onto the template scaled to ``size``×``size``.
+
+    ``antialias`` (default): low-pass the face for the warp's shrink first (``antialiased_source``), so a
+    detector's sub-pixel landmark noise moves the crop as little as it moves the face; ``False`` is the plain
+    bilinear warp (what the runtime did before 2026-12-03, kept for comparison)."""
     import cv2
 
     tpl = (ARCFACE_TEMPLATE_112 if template is None else np.asarray(template, dtype=np.float64)) * (size / 112.0)
     m = similarity_transform(landmarks, tpl)
-    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    src = rgb
+    if antialias:
+        src, m = antialiased_source(rgb, m, size)
+    return cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def measure_align_template(
