@@ -8,6 +8,7 @@
 #                                                    #     alignment consistency on the votes (configs/ferplus-v3c.toml)
 #   STAGE=after-train bash scripts/default_model.sh  # 4. rare-class check, package, peer comparison, INT8, noise
 #   STAGE=width bash scripts/default_model.sh        # 3d: v3 grown to edge_gray48_mid (configs/ferplus-v3w.toml, 2.6 h; not shipped)
+#   STAGE=blur bash scripts/default_model.sh         # 3e: v3 fine-tuned with blur augmentation (configs/ferplus-v3e.toml)
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers
@@ -26,6 +27,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 STAGE=${STAGE:-all}
 if [ "$STAGE" = width ]; then CONFIG=${CONFIG:-configs/ferplus-v3w.toml}; RUN=${RUN:-runs/ferplus-v3w}; fi
+if [ "$STAGE" = blur ]; then CONFIG=${CONFIG:-configs/ferplus-v3e.toml}; RUN=${RUN:-runs/ferplus-v3e}; fi
 CONFIG=${CONFIG:-configs/ferplus-v3c.toml}
 RUN=${RUN:-runs/ferplus-v3c}
 KD=${KD:-0}
@@ -61,7 +63,7 @@ shipped_weights() {  # shipped_weights COMMIT DIR: the default model's weights a
 }
 v2_weights() { shipped_weights "$V2_COMMIT" runs/v2-weights; }
 v3_weights() { shipped_weights "$V3_COMMIT" runs/v3-weights; }  # the width stage grows them
-if [ "$STAGE" = width ]; then  # v3 grown into edge_gray48_mid's channels (init_widen), then trained on the votes
+if [ "$STAGE" = width ] || [ "$STAGE" = blur ]; then  # from v3's weights: grown (3d) or as they are (3e)
   v3_weights
   train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
   exit 0

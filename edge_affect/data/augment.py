@@ -4,7 +4,8 @@
 rotation, horizontal flip; one ``affine_grid``/``grid_sample``), brightness/contrast jitter and
 random grayscale, and optionally the misalignment a detector's landmark noise causes (``landmark_jitter``: the
 5 landmarks moved by Gaussian noise and the crop re-aligned by the least-squares similarity, as the runtime's
-alignment would cut it). ``to_input``: the eval path, normalisation only, equal to
+alignment would cut it) and the low-pass of a face shrunk onto the crop (``blur``: a Gaussian of random σ, as the
+runtime's anti-aliased alignment applies to a large face). ``to_input``: the eval path, normalisation only, equal to
 ``edge_affect.runtime.preprocess.normalize`` (tested to 1e-6). A horizontal flip keeps every label
 valid here: valence/arousal and expressions are symmetric, and the 12 ABAW AUs are scored bilaterally.
 """
@@ -92,6 +93,7 @@ class GpuAugment:
         erase_prob: float = 0.0,
         erase_area: tuple[float, float] = (0.02, 0.2),
         landmark_jitter: float = 0.0,
+        blur: float = 0.0,
         seed: int | None = None,
     ) -> None:
         lo, hi = scale
@@ -113,6 +115,8 @@ class GpuAugment:
             raise ValueError(f"erase_prob={erase_prob}, expected a probability in [0, 1]")
         if not 0 <= landmark_jitter <= 0.1:
             raise ValueError(f"landmark_jitter={landmark_jitter}, expected a fraction of the crop in [0, 0.1]")
+        if not 0 <= blur <= 1:
+            raise ValueError(f"blur={blur}, expected the largest Gaussian σ in crop pixels, in [0, 1]")
         if not 0 < erase_area[0] <= erase_area[1] < 1:
             raise ValueError(f"erase_area={erase_area}, expected 0 < low <= high < 1 (fractions of the image)")
         self.pp = pp
@@ -126,6 +130,7 @@ class GpuAugment:
         self.erase_prob = float(erase_prob)
         self.erase_area = (float(erase_area[0]), float(erase_area[1]))
         self.landmark_jitter = float(landmark_jitter)
+        self.blur = float(blur)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.geometric = (
             self.scale != (1.0, 1.0)
@@ -191,6 +196,8 @@ class GpuAugment:
             grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         reps = 2 if pair else 1
+        if self.blur:
+            x = self._blur(x, reps)
         if self.brightness or self.contrast or self.gray_prob:
             x = self._color(x, reps)
         mean, std = _mean_std(self.pp, dev)
@@ -198,6 +205,22 @@ class GpuAugment:
         if self.erase_prob:
             x = x * self.erase_mask(n, x.shape[-2], x.shape[-1]).repeat(reps, 1, 1, 1).to(dev)
         return x.contiguous()
+
+    def _blur(self, x: torch.Tensor, reps: int = 1) -> torch.Tensor:
+        """A separable Gaussian blur per sample, σ ~ U(0, ``blur``) crop pixels (the same for the ``reps`` views of
+        a face): the low-pass ``edge_affect.runtime.align.antialiased_source`` gives a face the warp shrinks by s,
+        0.5·√(1 − s²) crop px, so ``blur = 0.5`` covers every face size. Edges reflect, as the warp does."""
+        b, c, h, w = x.shape
+        n = b // reps
+        sigma = (self._rand(n) * self.blur).repeat(reps)
+        r = max(1, math.ceil(3 * self.blur))
+        t = torch.arange(-r, r + 1, dtype=torch.float32)
+        k = torch.exp(-(t[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+        k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0).to(x.device)  # (b·c)×(2r+1)
+        y = F.pad(x.reshape(1, b * c, h, w), (r, r, r, r), mode="reflect")
+        y = F.conv2d(y, k[:, None, :, None], groups=b * c)  # along H
+        y = F.conv2d(y, k[:, None, None, :], groups=b * c)  # along W
+        return y.reshape(b, c, h, w)
 
     def erase_mask(self, n: int, h: int, w: int) -> torch.Tensor:
         """Random erasing (Zhong et al. 2020): with ``erase_prob`` per sample, a rectangle covering a

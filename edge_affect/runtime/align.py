@@ -107,13 +107,13 @@ def align_face(
     landmarks: np.ndarray,
     size: int,
     template: np.ndarray | None = None,
-    antialias: bool = True,
+    antialias: bool = False,
 ) -> np.ndarray:
     """Warp the face whose 5 landmarks are given onto the template scaled to ``size``×``size``.
 
-    ``antialias`` (default): low-pass the face for the warp's shrink first (``antialiased_source``), so a
-    detector's sub-pixel landmark noise moves the crop as little as it moves the face; ``False`` is the plain
-    bilinear warp (what the runtime did before 2026-12-03, kept for comparison)."""
+    ``antialias``: low-pass the face for the warp's shrink first (``antialiased_source``), so a detector's
+    sub-pixel landmark noise moves the crop about as little as it moves the face. Not the runtime's default: the
+    shipped model v3 loses 1.3-1.7 points of accuracy on low-passed crops (``benchmarks/bench_align.py``)."""
     import cv2
 
     tpl = (ARCFACE_TEMPLATE_112 if template is None else np.asarray(template, dtype=np.float64)) * (size / 112.0)

@@ -193,3 +193,26 @@ def test_pair_views_differ_by_landmark_noise_only() -> None:
     assert bool((d > 1e-3).all()) and float(d.mean()) < float((a - a.roll(1, 0)).abs().mean())
     with pytest.raises(ValueError, match="landmark_jitter > 0"):
         GpuAugment(pp, seed=0).pair(_batch())
+
+
+def test_blur_is_a_gaussian_of_random_sigma_per_face() -> None:
+    """``blur``: each face blurred by its own σ ~ U(0, blur) crop px, equal to OpenCV's Gaussian of that σ away
+    from the edges; the mean is kept, and both views of a ``pair`` get the same σ."""
+    import cv2
+
+    pp = Preprocess(input_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    still = dict(scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=False, brightness=0, contrast=0, gray_prob=0)
+    x = _batch()
+    aug = GpuAugment(pp, blur=0.5, seed=5, **still)
+    sigma = (torch.rand(16, generator=torch.Generator().manual_seed(5)) * 0.5).numpy()
+    y = aug(x).numpy()
+    src = to_input(x, pp).numpy()
+    for i in range(16):
+        ref = np.stack([cv2.GaussianBlur(src[i, c], (5, 5), float(sigma[i])) for c in range(3)])
+        assert np.abs(y[i, :, 3:-3, 3:-3] - ref[:, 3:-3, 3:-3]).max() < 1e-5, (i, sigma[i])
+    assert abs(float(y.mean()) - float(src.mean())) < 2e-3
+    assert y.std() < src.std()  # random pixels lose contrast under any blur
+    a, b = GpuAugment(pp, blur=0.5, landmark_jitter=1e-7, seed=5, **still).pair(x)
+    assert float((a - b).abs().max()) < 1e-3
+    with pytest.raises(ValueError, match="blur=2"):
+        GpuAugment(pp, blur=2)

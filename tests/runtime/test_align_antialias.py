@@ -1,4 +1,4 @@
-"""The anti-aliased face alignment (``align_face(..., antialias=True)``, the runtime's default): same geometry as
+"""The anti-aliased face alignment (``align_face(..., antialias=True)``; not yet the runtime's default): same geometry as
 the plain bilinear warp, and a crop that sub-pixel landmark noise moves less on a real photo."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_antialias_keeps_the_plain_warps_geometry(half_eye_dist):
     m = similarity_transform(lm, ARCFACE_TEMPLATE_112 * 48 / 112)
     assert warp_scale(m) < 0.5  # every case shrinks, the largest by ~14x
     plain = align_face(ramp, lm, 48, antialias=False)
-    smooth = align_face(ramp, lm, 48)
+    smooth = align_face(ramp, lm, 48, antialias=True)
     assert smooth.shape == plain.shape == (48, 48, 2)
     # warpAffine places its samples to 1/32 px, so each warp may be off by 1/64 px per axis: in frame px that is
     # 1/64 for the plain warp and k/64 on the patch of k-px cells; the ramps rise by at most 3 + 2 per px of x + y.
@@ -46,7 +46,7 @@ def test_a_warp_that_does_not_shrink_is_the_plain_warp():
     img = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     lm = _face((80.0, 60.0), 6.0, 0.1)  # a 20-px face enlarged to 48 px
     assert warp_scale(similarity_transform(lm, ARCFACE_TEMPLATE_112 * 48 / 112)) > 1
-    assert np.array_equal(align_face(img, lm, 48), align_face(img, lm, 48, antialias=False))
+    assert np.array_equal(align_face(img, lm, 48, antialias=True), align_face(img, lm, 48))
 
 
 def test_a_face_cut_by_the_frame_edge_aligns_like_the_plain_warp_on_smooth_content():
@@ -55,14 +55,14 @@ def test_a_face_cut_by_the_frame_edge_aligns_like_the_plain_warp_on_smooth_conte
     img = np.dstack([128 + 100 * np.sin(xx / 90.0) * np.cos(yy / 70.0)] * 3).astype(np.uint8)
     for centre in [(10.0, 200.0), (590.0, 5.0), (300.0, 398.0)]:
         lm = _face(centre, 60.0, -0.3)
-        smooth = align_face(img, lm, 48)
+        smooth = align_face(img, lm, 48, antialias=True)
         assert smooth.dtype == np.uint8 and smooth.shape == (48, 48, 3)
         assert np.abs(smooth.astype(int) - align_face(img, lm, 48, antialias=False)).mean() < 2.0
 
 
 def test_a_crop_entirely_outside_the_frame_is_the_border_fill():
     img = np.full((100, 100, 3), 77, np.uint8)
-    crop = align_face(img, _face((5000.0, 5000.0), 40.0, 0.0), 48)
+    crop = align_face(img, _face((5000.0, 5000.0), 40.0, 0.0), 48, antialias=True)
     assert crop.shape == (48, 48, 3) and (crop == 77).all()
 
 
