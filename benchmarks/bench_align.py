@@ -18,12 +18,20 @@ itself does. ``align_face(..., antialias=True)`` low-passes the face for the shr
    accuracy and no steadiness, not the gain.
 3. **Cost** of one alignment (ms, one thread) per face size.
 
-Rule (written here before part 2 was run; the two real clips were watched while the warp was designed, so
-they are development footage): the anti-aliased warp stays the runtime's default if, on the FER+ faces at
-every size measured, its accuracy is at least the plain warp's minus 0.5 point and its expression agreement
-under N(0, 1 px) at least the plain warp's minus 0.3 point, and on the real clips at their own size the mean
-probability change under N(0, 1 px) is lower than the plain warp's. Otherwise ``antialias=False`` becomes the
-default again and this benchmark says so.
+The first rule (written here before part 2 was first run; the two real clips were watched while the warp was
+designed, so they are development footage): the anti-aliased warp stays the runtime's default if, on the FER+
+faces at every size measured, its accuracy is at least the plain warp's minus 0.5 point and its expression
+agreement under N(0, 1 px) at least the plain warp's minus 0.3 point, and on the real clips at their own size the
+mean probability change under N(0, 1 px) is lower than the plain warp's. **Result (2026-12-02, shipped v3,
+``benchmarks/results/align_antialias_gauss.json``): not met.** The real clips got steadier (probability change
+0.40-0.45x at 221-332 px faces, every draw keeping its expression against 98.1-98.6 %), agreement on FER+ faces
+held or rose, but accuracy fell by 1.7 and 1.3 points at 120 and 240 px (84.6 -> 82.9 %, 84.4 -> 83.1 %): v3
+relies on detail near the 48-px crop's Nyquist limit, which an upscaled FER face keeps under the plain warp and
+loses under any low-pass. So the runtime kept the plain warp; those 600 faces are now development faces too.
+
+``--b-artifact`` compares the plain warp with the shipped model (A) against the anti-aliased warp with another
+model (B), e.g. one trained with ``augment_params.blur``; ``--faces-offset 0.5`` takes the 600 faces halfway
+between the development ones (stage 3e's rule in ``configs/ferplus-v3e.toml`` is judged on those).
 
     python benchmarks/bench_align.py --faces ../shared/data/ferplus/ferplus_valid.npz \\
         --json benchmarks/results/align_antialias.json --png docs/img/align_antialias.png   # ~6 min on 2 cores
@@ -47,15 +55,17 @@ WARPS = {"plain": False, "antialiased": True}
 
 
 def noise_figures(
-    predictor: Any, rgb: np.ndarray, lm: np.ndarray, template: np.ndarray | None, noise: np.ndarray
+    predictors: dict[str, Any], rgb: np.ndarray, lm: np.ndarray, templates: dict[str, Any], noise: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """For each warp: the un-moved expression and probabilities, and under the landmark moves ``noise``
-    (draws×5×2, px): mean crop RMS change, mean L1 change of the probabilities, share with the same expression."""
+    """For each warp (with its model): the un-moved expression and probabilities, and under the landmark moves
+    ``noise`` (draws×5×2, px): mean crop RMS change, mean L1 change of the probabilities, share with the same
+    expression."""
     from edge_affect.runtime.align import align_face
 
-    size = predictor.input_size
     out = {}
     for name, aa in WARPS.items():
+        predictor, template = predictors[name], templates[name]
+        size = predictor.input_size
         crops = [align_face(rgb, lm + n, size, template, antialias=aa) for n in [np.zeros_like(lm), *noise]]
         preds = predictor.predict(np.stack(crops))
         probs = np.array([[r["expression_probs"][e] for e in predictor.expressions] for r in preds])
@@ -102,10 +112,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "video"), help="folder of real clips")
     ap.add_argument("--faces", default=None, help="FER+ .npz (images + votes), e.g. ferplus_valid.npz")
     ap.add_argument("--faces-limit", type=int, default=600, help="faces taken from --faces (evenly spaced)")
+    ap.add_argument(
+        "--faces-offset", type=float, default=0.0, help="shift the evenly spaced faces by this fraction of a step"
+    )
+    ap.add_argument(
+        "--b-artifact",
+        default=None,
+        help="model run with the anti-aliased warp (default: the shipped model, as with the plain warp)",
+    )
     ap.add_argument("--face-px", type=float, nargs="+", default=[60.0, 120.0, 240.0], help="face heights (px)")
     ap.add_argument("--sigma", type=float, default=1.0, help="landmark noise σ in px (default 1)")
     ap.add_argument("--draws", type=int, default=16, help="noisy alignments per face (default 16)")
     ap.add_argument("--every", type=int, default=2, help="frames between measured clip frames (default 2)")
+    ap.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.5,
+        help="the rule's accuracy margin in points (0.5: the first rule; stage 3e's rule: 0.3)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--png", default=None, help="plot the probability change per face size here")
@@ -132,10 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     if not clips and not args.faces:
         print(f"bench_align: error: no clips in {folder} and no --faces: nothing to measure", file=sys.stderr)
         return 2
+    if not 0 <= args.faces_offset < 1:
+        print(f"bench_align: error: --faces-offset {args.faces_offset}, expected a fraction in [0, 1)", file=sys.stderr)
+        return 2
+    for path in [args.b_artifact, args.faces]:
+        if path and not Path(path).exists():
+            print(f"bench_align: error: {path}: no such file", file=sys.stderr)
+            return 2
     rng = np.random.default_rng(args.seed)
     results: dict[str, Any] = {
         "machine": machine_info(),
         "artifact": str(default_model("onnx")),
+        "artifact_antialiased": args.b_artifact or str(default_model("onnx")),
+        "faces_offset": args.faces_offset,
         "sigma_px": args.sigma,
         "draws": args.draws,
         "clips": {},
@@ -160,10 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
 
-    with load(results["artifact"]) as predictor:
+    with load(results["artifact"]) as pred_a, load(results["artifact_antialiased"]) as pred_b:
+        predictors = {"plain": pred_a, "antialiased": pred_b}
+        templates = {}
+        for name, p in predictors.items():
+            tpl = p.meta.extra.get("align_template")
+            templates[name] = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+        template = templates["plain"]
         detector = YuNetDetector()
-        tpl = predictor.meta.extra.get("align_template")
-        template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
         probe = None
         for clip in clips:
             with open_source(str(clip), prefetch=2) as src:
@@ -187,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                     heights.append(float(dets[0].box[3]))
                     noise = rng.normal(0.0, args.sigma, (args.draws, 5, 2))
                     per_face.append(
-                        noise_figures(predictor, img, dets[0].landmarks.astype(np.float64), template, noise)
+                        noise_figures(predictors, img, dets[0].landmarks.astype(np.float64), templates, noise)
                     )
                 if not per_face:
                     continue
@@ -200,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             from edge_affect.data.fer import ferplus_majority
 
             images, labels, _ = ferplus_majority(args.faces)
-            idx = np.linspace(0, len(images) - 1, min(args.faces_limit, len(images))).round().astype(int)
+            n_faces = min(args.faces_limit, len(images))
+            step = (len(images) - 1) / max(1, n_faces - 1)
+            idx = np.minimum(np.linspace(0, len(images) - 1, n_faces) + args.faces_offset * step, len(images) - 1)
+            idx = idx.round().astype(int)
             for face_px in args.face_px:
                 per_face, truth, missed, n = [], [], 0, 0
                 for i in idx:
@@ -211,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     noise = rng.normal(0.0, args.sigma, (args.draws, 5, 2))
                     per_face.append(
-                        noise_figures(predictor, frame, dets[0].landmarks.astype(np.float64), template, noise)
+                        noise_figures(predictors, frame, dets[0].landmarks.astype(np.float64), templates, noise)
                     )
                     truth.append(EXPRESSIONS[int(labels[i])])
                     n += 1
@@ -228,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             for face_px in [own_px, *(px for px in args.face_px if px < own_px)]:
                 s = face_px / own_px
                 img = cv2.resize(frame, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else frame
-                cost = align_cost(img, d.landmarks.astype(np.float64) * s, predictor.input_size, template, 300)
+                cost = align_cost(img, d.landmarks.astype(np.float64) * s, pred_a.input_size, template, 300)
                 results["align_ms"][f"{face_px:.0f}px"] = cost
         detector.close()
     header = [
@@ -249,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if cost_rows:
         print(format_table(["face", "plain ms", "anti-aliased ms", "ratio"], cost_rows))
-    verdict = rule_verdict(results)
+    verdict = rule_verdict(results, args.max_accuracy_drop / 100.0)
     results["rule"] = verdict
     print(f"rule: {verdict['text']}")
     if args.json:
@@ -261,11 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def rule_verdict(results: dict[str, Any]) -> dict[str, Any]:
-    """The module docstring's rule, applied to what was measured (``None`` parts were not measured)."""
+def rule_verdict(results: dict[str, Any], max_accuracy_drop: float = 0.005) -> dict[str, Any]:
+    """The module docstring's rule, applied to what was measured (``None`` parts were not measured); the accuracy
+    margin is a fraction (0.005 = 0.5 point)."""
     sets = results["face_sets"].values()
     own = [r for k, r in results["clips"].items() if " x" not in k]
-    acc = all(r["antialiased"]["accuracy"] >= r["plain"]["accuracy"] - 0.005 for r in sets) if sets else None
+    drop = max_accuracy_drop
+    acc = all(r["antialiased"]["accuracy"] >= r["plain"]["accuracy"] - drop for r in sets) if sets else None
     agree = all(r["antialiased"]["agree"] >= r["plain"]["agree"] - 0.003 for r in sets) if sets else None
     clips = all(r["antialiased"]["prob_l1"] < r["plain"]["prob_l1"] for r in own) if own else None
     keep = acc is not False and agree is not False and clips is not False and None not in (acc, agree, clips)
