@@ -82,9 +82,11 @@ def face_set_noise(
     sigmas: list[float],
     draws: int,
     rng: np.random.Generator,
+    antialias: bool = False,
 ) -> dict[str, Any]:
     """Re-detection spread and expression agreement under landmark noise on ``limit`` FER+ faces of ``npz``
-    (evenly spaced), each at ``face_px``; faces YuNet does not find are counted, not measured."""
+    (evenly spaced), each at ``face_px``, aligned with the warp ``antialias`` names (the model's:
+    ``edge_affect.artifact.align_antialias``); faces YuNet does not find are counted, not measured."""
     from edge_affect.data.fer import ferplus_majority
     from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
 
@@ -100,7 +102,8 @@ def face_set_noise(
         spreads.append(got[0])
         heights.append(got[1])
         lm = detector.detect(frame, max_side=max(frame.shape[:2]))[0].landmarks.astype(np.float64)
-        for s, v in expression_under_noise(predictor, frame, lm, template, sigmas, draws, rng).items():
+        noise = expression_under_noise(predictor, frame, lm, template, sigmas, draws, rng, antialias)
+        for s, v in noise.items():
             agree[s].append(v)
     if not spreads:
         return {"faces": len(idx), "faces_measured": 0}
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", default=None, help="plot expression agreement against σ here")
     args = ap.parse_args(argv)
 
-    from edge_affect.artifact import atomic_write_text
+    from edge_affect.artifact import align_antialias, atomic_write_text
     from edge_affect.default import default_model
     from edge_affect.runtime.bench import format_table, machine_info
     from edge_affect.runtime.detect import YuNetDetector
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         detector = YuNetDetector()
         tpl = predictor.meta.extra.get("align_template")
         template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+        antialias = align_antialias(predictor.meta.extra)
+        results["align_antialias"] = antialias
         for clip, face_px in [(c, px) for c in clips for px in [None, *args.face_px]]:
             with open_source(str(clip), prefetch=2) as src:
                 frames = [f.image for f in src if f.image is not None]
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 heights.append(got[1])
                 lm = detector.detect(frames[i], max_side=args.det_size)[0].landmarks.astype(np.float64)
                 for s, v in expression_under_noise(
-                    predictor, frames[i], lm, template, args.sigma, args.draws, rng
+                    predictor, frames[i], lm, template, args.sigma, args.draws, rng, antialias
                 ).items():
                     agree[s].append(v)
             if not spreads:
@@ -223,7 +228,16 @@ def main(argv: list[str] | None = None) -> int:
             if not args.faces:
                 break
             res = face_set_noise(
-                predictor, detector, Path(args.faces), args.faces_limit, face_px, template, args.sigma, args.draws, rng
+                predictor,
+                detector,
+                Path(args.faces),
+                args.faces_limit,
+                face_px,
+                template,
+                args.sigma,
+                args.draws,
+                rng,
+                antialias,
             )
             label = f"{Path(args.faces).name} @{face_px:g}px"
             results.setdefault("face_sets", {})[label] = res

@@ -122,6 +122,23 @@ def check_align_template(value: Any) -> list[list[float]]:
     return [list(p) for p in pts]
 
 
+def align_antialias(extra: dict[str, Any]) -> bool:
+    """Whether the runtime should align faces for this model with the anti-aliased warp
+    (``edge_affect.runtime.align.align_face(..., antialias=True)``): ``align_antialias`` in its metadata when
+    given, else whether it was trained with blur augmentation (``augment_params.blur`` > 0 in the recorded
+    ``train_config``), i.e. on the low-passed crops that warp cuts from a large face. Otherwise the plain warp,
+    which keeps the detail near the crop's resolution limit a model trained on sharp crops (FER2013's) relies on.
+    """
+    if "align_antialias" in extra:
+        return bool(extra["align_antialias"])
+    tc = extra.get("train_config")
+    if not isinstance(tc, dict) or not tc.get("augment"):
+        return False
+    params = tc.get("augment_params")
+    blur = params.get("blur") if isinstance(params, dict) else None
+    return _is_number(blur) and float(blur) > 0
+
+
 @dataclass
 class ArtifactMeta:
     """Metadata shared by all artifacts of one model."""
@@ -164,6 +181,8 @@ class ArtifactMeta:
         self.extra = dict(self.extra)
         if self.extra.get("align_template") is not None:
             self.extra["align_template"] = check_align_template(self.extra["align_template"])
+        if "align_antialias" in self.extra and not isinstance(self.extra["align_antialias"], bool):
+            raise ValueError(f"align_antialias must be true or false, got {_short(self.extra['align_antialias'])}")
 
     def to_dict(self) -> dict[str, Any]:
         s = self.preprocess.input_size

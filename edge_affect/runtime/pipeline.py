@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_affect.artifact import align_antialias
 from edge_affect.runtime.align import align_face
 from edge_affect.runtime.detect import YuNetDetector, min_face_px, yunet_runner
 from edge_affect.runtime.finder import (
@@ -195,6 +196,7 @@ class FacePipeline:
         )
         tpl = self.predictor.meta.extra.get("align_template")
         self.template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+        self.antialias = align_antialias(self.predictor.meta.extra)  # the crops the model was trained on
         self._lock = threading.Lock()
         onnx_only = self.predictor.backend == "onnxruntime" and self.detector.runner.backend == "onnxruntime"
         self._serial = self.track or not onnx_only
@@ -261,7 +263,7 @@ class FacePipeline:
         crops, slots = [], []
         for d in dets:
             try:
-                crops.append(align_face(rgb, d.landmarks, self.predictor.input_size, self.template))
+                crops.append(align_face(rgb, d.landmarks, self.predictor.input_size, self.template, self.antialias))
                 slots.append(None)
             except ValueError as e:
                 slots.append(failed_record(STATUS_BAD_CROP, str(e)))

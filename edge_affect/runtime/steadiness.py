@@ -91,14 +91,17 @@ def expression_under_noise(
     sigmas: Sequence[float],
     draws: int,
     rng: np.random.Generator,
+    antialias: bool = False,
 ) -> dict[float, float]:
     """Per σ (px), the share of ``draws`` alignments of the face with its 5 ``landmarks`` moved by N(0, σ) whose
-    expression matches the one without noise (``template``: the model's alignment template, 112-px units)."""
-    ref = predictor.predict(align_face(rgb, landmarks, predictor.input_size, template))[0]["expression"]
+    expression matches the one without noise (``template``: the model's alignment template, 112-px units;
+    ``antialias``: the warp the runtime uses for the model, ``edge_affect.artifact.align_antialias``)."""
+    size = predictor.input_size
+    ref = predictor.predict(align_face(rgb, landmarks, size, template, antialias))[0]["expression"]
     out = {}
     for s in sigmas:
         crops = [
-            align_face(rgb, landmarks + rng.normal(0, s, np.shape(landmarks)), predictor.input_size, template)
+            align_face(rgb, landmarks + rng.normal(0, s, np.shape(landmarks)), size, template, antialias)
             for _ in range(draws)
         ]
         out[float(s)] = float(np.mean([r["expression"] == ref for r in predictor.predict(np.stack(crops))]))

@@ -78,3 +78,44 @@ def test_landmark_noise_moves_the_antialiased_crop_less_on_a_real_photo():
             [np.sqrt(np.mean((align_face(img, ASTRONAUT_LM + n, 48, antialias=antialias) - ref) ** 2)) for n in noise]
         )
     assert change[True] < 0.75 * change[False], change
+
+
+def test_the_model_decides_the_warp(default_predictor) -> None:
+    """``align_antialias``: a model trained with blur augmentation gets the anti-aliased warp, others the plain
+    one; an explicit ``align_antialias`` in the metadata wins; a non-boolean one is refused when loading."""
+    from edge_affect.artifact import ArtifactMeta, align_antialias
+
+    blur = {"augment": True, "augment_params": {"blur": 0.5}}
+    assert align_antialias({}) is False
+    assert align_antialias({"train_config": blur}) is True
+    assert align_antialias({"train_config": {**blur, "augment": False}}) is False
+    assert align_antialias({"train_config": {"augment": True, "augment_params": {"blur": 0.0}}}) is False
+    assert align_antialias({"train_config": {"augment": True, "augment_params": {"landmark_jitter": 0.01}}}) is False
+    assert align_antialias({"train_config": blur, "align_antialias": False}) is False
+    assert align_antialias({"align_antialias": True}) is True
+    with pytest.raises(ValueError, match="align_antialias must be true or false"):
+        ArtifactMeta(**{**default_predictor.meta.__dict__, "extra": {"align_antialias": "yes"}})
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_the_pipeline_aligns_with_the_models_warp(antialias: bool, default_predictor, detector, monkeypatch) -> None:
+    """A still photo through ``FacePipeline`` gives what the model predicts on the crop of the warp its metadata
+    names, and not what it predicts on the other warp's crop."""
+    from edge_affect.runtime.pipeline import FacePipeline
+
+    img = cv2.cvtColor(cv2.imread(str(SAMPLES / "astronaut.png")), cv2.COLOR_BGR2RGB)
+    monkeypatch.setitem(default_predictor.meta.extra, "align_antialias", antialias)
+    pipe = FacePipeline(default_predictor, detector, track=False)
+    assert pipe.antialias is antialias
+    (rec,) = pipe.process(img)
+    lm = detector.detect(img)[0].landmarks
+    want, other = (
+        default_predictor.predict(align_face(img, lm, default_predictor.input_size, pipe.template, aa))[0]
+        for aa in (antialias, not antialias)
+    )
+    got, want, other = (
+        np.array([r["expression_probs"][e] for e in default_predictor.expressions]) for r in (rec, want, other)
+    )
+    # A confident smile: the two crops move its probabilities by ~1e-4, the pipeline matches its own warp far closer.
+    assert np.abs(want - other).max() > 2e-5
+    assert np.abs(got - want).max() < 0.1 * np.abs(want - other).max()
