@@ -163,6 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         if path and not Path(path).exists():
             print(f"bench_align: error: {path}: no such file", file=sys.stderr)
             return 2
+    from edge_affect.fsutil import check_not_inputs
+
+    try:
+        check_not_inputs(
+            {"--json": args.json, "--png": args.png}, {"--faces": args.faces, "--b-artifact": args.b_artifact}
+        )
+    except ValueError as e:
+        print(f"bench_align: error: {e}", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
     results: dict[str, Any] = {
         "machine": machine_info(),

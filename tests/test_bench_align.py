@@ -70,12 +70,17 @@ def test_rule_needs_every_part() -> None:
     [
         (["--faces-offset", "1.5"], "--faces-offset 1.5"),
         (["--b-artifact", "missing.onnx"], "missing.onnx: no such file"),
+        (["--faces", "{faces}", "--json", "{faces}"], "never writes over its inputs"),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / CLIP.name).write_bytes(CLIP.read_bytes())
+    faces = tmp_path / "faces.npz"
+    faces.write_bytes(b"kept")
+    extra = [a.replace("{faces}", str(faces)) for a in extra]
     assert bench.main(["--videos", str(videos), *extra]) == 2
+    assert faces.read_bytes() == b"kept"
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
