@@ -125,8 +125,8 @@ def check_align_template(value: Any) -> list[list[float]]:
 def align_antialias(extra: dict[str, Any]) -> bool:
     """Whether the runtime should align faces for this model with the anti-aliased warp
     (``edge_affect.runtime.align.align_face(..., antialias=True)``): ``align_antialias`` in its metadata when
-    given, else whether it was trained with blur augmentation (``augment_params.blur`` > 0 in the recorded
-    ``train_config``), i.e. on the low-passed crops that warp cuts from a large face. Otherwise the plain warp,
+    given, else whether it was trained with blur augmentation (``augment_params.blur`` > 0, and ``blur_prob`` > 0
+    when given, in the recorded ``train_config``), i.e. on the low-passed crops that warp cuts from a large face. Otherwise the plain warp,
     which keeps the detail near the crop's resolution limit a model trained on sharp crops (FER2013's) relies on.
     """
     if "align_antialias" in extra:
@@ -135,8 +135,10 @@ def align_antialias(extra: dict[str, Any]) -> bool:
     if not isinstance(tc, dict) or not tc.get("augment"):
         return False
     params = tc.get("augment_params")
-    blur = params.get("blur") if isinstance(params, dict) else None
-    return _is_number(blur) and float(blur) > 0
+    if not isinstance(params, dict):
+        return False
+    blur, prob = params.get("blur"), params.get("blur_prob", 1.0)
+    return _is_number(blur) and float(blur) > 0 and _is_number(prob) and float(prob) > 0
 
 
 @dataclass

@@ -220,6 +220,7 @@ class AugmentParams(Settings):
     erase_area: tuple[_ranged(_Num, gt=0, le=1), _ranged(_Num, gt=0, le=1)] | None = None
     landmark_jitter: _ranged(_Num, ge=0, le=0.1) | None = None
     blur: _ranged(_Num, ge=0, le=1) | None = None
+    blur_prob: _ranged(_Num, ge=0, le=1) | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> AugmentParams:

@@ -9,6 +9,7 @@
 #   STAGE=after-train bash scripts/default_model.sh  # 4. rare-class check, package, peer comparison, INT8, noise
 #   STAGE=width bash scripts/default_model.sh        # 3d: v3 grown to edge_gray48_mid (configs/ferplus-v3w.toml, 2.6 h; not shipped)
 #   STAGE=blur bash scripts/default_model.sh         # 3e: v3 fine-tuned with blur augmentation (configs/ferplus-v3e.toml)
+#   CONFIG=configs/ferplus-v3f.toml RUN=runs/ferplus-v3f STAGE=blur ...  # 3f: blur on half the faces
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers

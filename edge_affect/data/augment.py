@@ -94,6 +94,7 @@ class GpuAugment:
         erase_area: tuple[float, float] = (0.02, 0.2),
         landmark_jitter: float = 0.0,
         blur: float = 0.0,
+        blur_prob: float = 1.0,
         seed: int | None = None,
     ) -> None:
         lo, hi = scale
@@ -117,6 +118,8 @@ class GpuAugment:
             raise ValueError(f"landmark_jitter={landmark_jitter}, expected a fraction of the crop in [0, 0.1]")
         if not 0 <= blur <= 1:
             raise ValueError(f"blur={blur}, expected the largest Gaussian σ in crop pixels, in [0, 1]")
+        if not 0 <= blur_prob <= 1:
+            raise ValueError(f"blur_prob={blur_prob}, expected a probability in [0, 1]")
         if not 0 < erase_area[0] <= erase_area[1] < 1:
             raise ValueError(f"erase_area={erase_area}, expected 0 < low <= high < 1 (fractions of the image)")
         self.pp = pp
@@ -131,6 +134,7 @@ class GpuAugment:
         self.erase_area = (float(erase_area[0]), float(erase_area[1]))
         self.landmark_jitter = float(landmark_jitter)
         self.blur = float(blur)
+        self.blur_prob = float(blur_prob)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.geometric = (
             self.scale != (1.0, 1.0)
@@ -196,7 +200,7 @@ class GpuAugment:
             grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         reps = 2 if pair else 1
-        if self.blur:
+        if self.blur and self.blur_prob:
             x = self._blur(x, reps)
         if self.brightness or self.contrast or self.gray_prob:
             x = self._color(x, reps)
@@ -209,10 +213,14 @@ class GpuAugment:
     def _blur(self, x: torch.Tensor, reps: int = 1) -> torch.Tensor:
         """A separable Gaussian blur per sample, σ ~ U(0, ``blur``) crop pixels (the same for the ``reps`` views of
         a face): the low-pass ``edge_affect.runtime.align.antialiased_source`` gives a face the warp shrinks by s,
-        0.5·√(1 − s²) crop px, so ``blur = 0.5`` covers every face size. Edges reflect, as the warp does."""
+        0.5·√(1 − s²) crop px, so ``blur = 0.5`` covers every face size. With ``blur_prob`` < 1 only that share of
+        the faces is blurred (the rest stay sharp, as small faces reach the crop). Edges reflect, as the warp does."""
         b, c, h, w = x.shape
         n = b // reps
-        sigma = (self._rand(n) * self.blur).repeat(reps)
+        sigma = self._rand(n) * self.blur
+        if self.blur_prob < 1:  # drawn only then: blur_prob = 1 keeps the random stream of a blur-only run
+            sigma = torch.where(self._rand(n) < self.blur_prob, sigma, torch.zeros_like(sigma))
+        sigma = sigma.repeat(reps)
         r = max(1, math.ceil(3 * self.blur))
         t = torch.arange(-r, r + 1, dtype=torch.float32)
         k = torch.exp(-(t[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))

@@ -216,3 +216,27 @@ def test_blur_is_a_gaussian_of_random_sigma_per_face() -> None:
     assert float((a - b).abs().max()) < 1e-3
     with pytest.raises(ValueError, match="blur=2"):
         GpuAugment(pp, blur=2)
+
+
+def test_blur_prob_blurs_only_that_share_of_the_faces() -> None:
+    """``blur_prob``: each face is blurred (by the σ it would get with ``blur`` alone) with that probability and
+    otherwise left exactly as it was; both views of a ``pair`` agree on it; 0 blurs nothing."""
+    pp = Preprocess(input_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    still = dict(scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=False, brightness=0, contrast=0, gray_prob=0)
+    x = _batch()
+    src = to_input(x, pp).numpy()
+    full = GpuAugment(pp, blur=0.5, seed=5, **still)(x).numpy()
+    y = GpuAugment(pp, blur=0.5, blur_prob=0.5, seed=5, **still)(x).numpy()
+    g = torch.Generator().manual_seed(5)
+    torch.rand(16, generator=g)  # the σ draws
+    blurred = (torch.rand(16, generator=g) < 0.5).numpy()
+    assert 0 < blurred.sum() < 16  # this seed gives both kinds
+    for i in range(16):
+        ref = full[i] if blurred[i] else src[i]
+        assert np.abs(y[i] - ref).max() < 1e-5, (i, bool(blurred[i]))
+    a, b = GpuAugment(pp, blur=0.5, blur_prob=0.5, landmark_jitter=1e-7, seed=5, **still).pair(x)
+    assert float((a - b).abs().max()) < 1e-3
+    none = GpuAugment(pp, blur=0.5, blur_prob=0.0, seed=5, **still)(x).numpy()
+    assert np.abs(none - src).max() < 1e-6
+    with pytest.raises(ValueError, match="blur_prob=1.5"):
+        GpuAugment(pp, blur=0.5, blur_prob=1.5)
