@@ -92,7 +92,8 @@ def test_the_model_decides_the_warp(default_predictor) -> None:
     assert align_antialias({"train_config": {"augment": True, "augment_params": {"blur": 0.0}}}) is False
     part = {"augment": True, "augment_params": {"blur": 0.5, "blur_prob": 0.5}}  # a share of the faces blurred
     assert align_antialias({"train_config": part}) is True
-    assert align_antialias({"train_config": {"augment": True, "augment_params": {"blur": 0.5, "blur_prob": 0}}}) is False
+    never = {"augment": True, "augment_params": {"blur": 0.5, "blur_prob": 0}}  # blur asked on no face
+    assert align_antialias({"train_config": never}) is False
     assert align_antialias({"train_config": {"augment": True, "augment_params": {"landmark_jitter": 0.01}}}) is False
     assert align_antialias({"train_config": blur, "align_antialias": False}) is False
     assert align_antialias({"align_antialias": True}) is True
