@@ -126,8 +126,9 @@ def align_antialias(extra: dict[str, Any]) -> bool:
     """Whether the runtime should align faces for this model with the anti-aliased warp
     (``edge_affect.runtime.align.align_face(..., antialias=True)``): ``align_antialias`` in its metadata when
     given, else whether it was trained with blur augmentation (``augment_params.blur`` > 0, and ``blur_prob`` > 0
-    when given, in the recorded ``train_config``), i.e. on the low-passed crops that warp cuts from a large face. Otherwise the plain warp,
-    which keeps the detail near the crop's resolution limit a model trained on sharp crops (FER2013's) relies on.
+    when given, in the recorded ``train_config``), i.e. on the low-passed crops that warp cuts from a large face.
+    Otherwise the plain warp, which keeps the detail near the crop's resolution limit a model trained on sharp
+    crops (FER2013's) relies on.
     """
     if "align_antialias" in extra:
         return bool(extra["align_antialias"])

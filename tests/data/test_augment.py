@@ -195,13 +195,19 @@ def test_pair_views_differ_by_landmark_noise_only() -> None:
         GpuAugment(pp, seed=0).pair(_batch())
 
 
+def _blur_only() -> tuple[Preprocess, dict]:
+    """An identity normalisation and every other augmentation off, so that only the blur changes a face."""
+    pp = Preprocess(input_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    still = dict(scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=False, brightness=0, contrast=0, gray_prob=0)
+    return pp, still
+
+
 def test_blur_is_a_gaussian_of_random_sigma_per_face() -> None:
     """``blur``: each face blurred by its own σ ~ U(0, blur) crop px, equal to OpenCV's Gaussian of that σ away
     from the edges; the mean is kept, and both views of a ``pair`` get the same σ."""
     import cv2
 
-    pp = Preprocess(input_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    still = dict(scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=False, brightness=0, contrast=0, gray_prob=0)
+    pp, still = _blur_only()
     x = _batch()
     aug = GpuAugment(pp, blur=0.5, seed=5, **still)
     sigma = (torch.rand(16, generator=torch.Generator().manual_seed(5)) * 0.5).numpy()
@@ -221,8 +227,7 @@ def test_blur_is_a_gaussian_of_random_sigma_per_face() -> None:
 def test_blur_prob_blurs_only_that_share_of_the_faces() -> None:
     """``blur_prob``: each face is blurred (by the σ it would get with ``blur`` alone) with that probability and
     otherwise left exactly as it was; both views of a ``pair`` agree on it; 0 blurs nothing."""
-    pp = Preprocess(input_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    still = dict(scale=(1.0, 1.0), max_shift=0, max_rotate_deg=0, flip=False, brightness=0, contrast=0, gray_prob=0)
+    pp, still = _blur_only()
     x = _batch()
     src = to_input(x, pp).numpy()
     full = GpuAugment(pp, blur=0.5, seed=5, **still)(x).numpy()
