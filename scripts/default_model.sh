@@ -10,6 +10,7 @@
 #   STAGE=width bash scripts/default_model.sh        # 3d: v3 grown to edge_gray48_mid (configs/ferplus-v3w.toml, 2.6 h; not shipped)
 #   STAGE=blur bash scripts/default_model.sh         # 3e: v3 fine-tuned with blur augmentation (configs/ferplus-v3e.toml)
 #   CONFIG=configs/ferplus-v3f.toml RUN=runs/ferplus-v3f STAGE=blur ...  # 3f: blur on half the faces
+#   STAGE=scratch bash scripts/default_model.sh      # 5a: edge_gray48_mid from scratch (configs/ferplus-mid.toml, ~2.3 h)
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers
@@ -29,6 +30,7 @@ DATA=${DATA:-../shared/data}
 STAGE=${STAGE:-all}
 if [ "$STAGE" = width ]; then CONFIG=${CONFIG:-configs/ferplus-v3w.toml}; RUN=${RUN:-runs/ferplus-v3w}; fi
 if [ "$STAGE" = blur ]; then CONFIG=${CONFIG:-configs/ferplus-v3e.toml}; RUN=${RUN:-runs/ferplus-v3e}; fi
+if [ "$STAGE" = scratch ]; then CONFIG=${CONFIG:-configs/ferplus-mid.toml}; RUN=${RUN:-runs/ferplus-mid}; fi
 CONFIG=${CONFIG:-configs/ferplus-v3c.toml}
 RUN=${RUN:-runs/ferplus-v3c}
 KD=${KD:-0}
@@ -66,6 +68,10 @@ v2_weights() { shipped_weights "$V2_COMMIT" runs/v2-weights; }
 v3_weights() { shipped_weights "$V3_COMMIT" runs/v3-weights; }  # the width stage grows them
 if [ "$STAGE" = width ] || [ "$STAGE" = blur ]; then  # from v3's weights: grown (3d) or as they are (3e)
   v3_weights
+  train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
+  exit 0
+fi
+if [ "$STAGE" = scratch ]; then  # from scratch: no weights to fetch
   train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
   exit 0
 fi
