@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_affect.artifact import atomic_write_text
     from edge_affect.default import default_model
+    from edge_affect.runtime.align import model_template
     from edge_affect.runtime.bench import format_table, machine_info
     from edge_affect.runtime.detect import YuNetDetector
     from edge_affect.runtime.predictor import load
@@ -204,10 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with load(results["artifact"]) as pred_a, load(results["artifact_antialiased"]) as pred_b:
         predictors = {"plain": pred_a, "antialiased": pred_b}
-        templates = {}
-        for name, p in predictors.items():
-            tpl = p.meta.extra.get("align_template")
-            templates[name] = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+        templates = {name: model_template(p.meta.extra) for name, p in predictors.items()}
         template = templates["plain"]
         detector = YuNetDetector()
         probe = None

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_affect.artifact import align_antialias, atomic_write_text
     from edge_affect.default import default_model
+    from edge_affect.runtime.align import model_template
     from edge_affect.runtime.bench import format_table, machine_info
     from edge_affect.runtime.detect import YuNetDetector
     from edge_affect.runtime.pipeline import FacePipeline
@@ -167,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with load(artifact) as predictor:
         detector = YuNetDetector()
-        tpl = predictor.meta.extra.get("align_template")
-        template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+        template = model_template(predictor.meta.extra)
         antialias = align_antialias(predictor.meta.extra)
         results["align_antialias"] = antialias
         for clip, face_px in [(c, px) for c in clips for px in [None, *args.face_px]]:

@@ -102,6 +102,13 @@ def antialiased_source(img: np.ndarray, m: np.ndarray, size: int) -> tuple[np.nd
     return patch, (np.vstack([m, [0.0, 0.0, 1.0]]) @ cell)[:2]
 
 
+def model_template(extra: dict[str, Any]) -> np.ndarray | None:
+    """The alignment template a model's metadata names (``align_template``: fractions of the crop), in the 112-px
+    units :func:`align_face` takes, or None for the ArcFace default."""
+    tpl = extra.get("align_template")
+    return np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+
+
 def align_face(
     rgb: np.ndarray,
     landmarks: np.ndarray,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge_affect.artifact import align_antialias
-from edge_affect.runtime.align import align_face
+from edge_affect.runtime.align import align_face, model_template
 from edge_affect.runtime.detect import YuNetDetector, min_face_px, yunet_runner
 from edge_affect.runtime.finder import (
     DEFAULT_DET_SIZE,
@@ -194,8 +194,7 @@ class FacePipeline:
             if self.smooth and self.track
             else None
         )
-        tpl = self.predictor.meta.extra.get("align_template")
-        self.template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+        self.template = model_template(self.predictor.meta.extra)
         self.antialias = align_antialias(self.predictor.meta.extra)  # the crops the model was trained on
         self._lock = threading.Lock()
         onnx_only = self.predictor.backend == "onnxruntime" and self.detector.runner.backend == "onnxruntime"

@@ -50,3 +50,11 @@ def test_dataset_template_roundtrip_and_bad_values(tmp_path: Path) -> None:
     (tmp_path / "import.json").write_text("{not json")
     with pytest.raises(ValueError, match="import.json: not readable JSON"):
         dataset_align_template(tmp_path)
+
+
+def test_model_template_is_the_metadata_template_in_112_px_units() -> None:
+    from edge_affect.runtime.align import model_template
+
+    frac = (ARCFACE_TEMPLATE_112 / 112.0).tolist()
+    np.testing.assert_allclose(model_template({"align_template": frac}), ARCFACE_TEMPLATE_112)
+    assert model_template({}) is None  # no template recorded: align_face's ArcFace default

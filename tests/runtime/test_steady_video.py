@@ -172,13 +172,13 @@ def test_shipped_model_under_landmark_noise(name: str, default_predictor: Any, d
     (v2: 99.5 % and 100 %; 97.9 % and 96.9 % on every 6th frame: a few borderline faces decide it; the issue
     measured 95.6 % on a clip with smaller faces, against its 98 % bar for v3). Asserted: no worse than 95 %."""
     from edge_affect.artifact import align_antialias
+    from edge_affect.runtime.align import model_template
     from edge_affect.runtime.steadiness import expression_under_noise
 
     path = VIDEO / name
     if not path.is_file():
         pytest.skip(f"needs the real clip {path} (../shared/data/video beside the checkout)")
-    tpl = default_predictor.meta.extra.get("align_template")
-    template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+    template = model_template(default_predictor.meta.extra)
     aa = align_antialias(default_predictor.meta.extra)  # the warp the runtime uses for this model
     rng = np.random.default_rng(0)
     agree = []
@@ -205,13 +205,13 @@ def test_shipped_model_under_landmark_noise_on_many_faces(default_predictor: Any
     93 %, so a model that follows the landmarks as closely as v2 did fails here."""
     from edge_affect.artifact import align_antialias
     from edge_affect.data.fer import ferplus_majority
+    from edge_affect.runtime.align import model_template
     from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
 
     if not FERPLUS_VALID.is_file():
         pytest.skip(f"needs {FERPLUS_VALID} (../shared/data/ferplus beside the checkout)")
     images, _, _ = ferplus_majority(FERPLUS_VALID)
-    tpl = default_predictor.meta.extra.get("align_template")
-    template = np.asarray(tpl, dtype=np.float64) * 112.0 if tpl is not None else None
+    template = model_template(default_predictor.meta.extra)
     aa = align_antialias(default_predictor.meta.extra)  # the warp the runtime uses for this model
     rng = np.random.default_rng(0)
     agree = []
