@@ -54,3 +54,24 @@ def _runtime_accuracy(artifact: Path, images: np.ndarray, labels: np.ndarray) ->
 @pytest.fixture(scope="session")
 def runtime_accuracy() -> Callable[[Path, np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
     return _runtime_accuracy
+
+
+def _ferplus_like(path: Path, n: int) -> None:
+    """Shipped FER2013 calibration crops with ten FER+ votes on their label's column, as a FER+ .npz."""
+    from edge_affect.calibration.manifest import load_frames, read_manifest
+    from edge_affect.data.fer import FERPLUS_COLUMNS, FERPLUS_TO_ABAW
+
+    calib = Path(__file__).resolve().parents[1] / "edge_affect" / "assets" / "calibration" / "default"
+    m = read_manifest(calib)
+    frames = load_frames(calib, m, n)
+    images = np.stack([f if f.ndim == 2 else f[..., 0] for f in frames]).astype(np.uint8)
+    votes = np.zeros((n, len(FERPLUS_COLUMNS)), np.uint8)
+    for i, f in enumerate(m["files"][:n]):
+        votes[i, FERPLUS_TO_ABAW.index(int(f["label"]))] = 10
+    np.savez(path, images=images, votes=votes)
+
+
+@pytest.fixture
+def ferplus_like() -> Callable[[Path, int], None]:
+    """Writes ``n`` real faces with FER+-style votes to an .npz (``ferplus_like(path, n)``) for the face-set benchmarks."""
+    return _ferplus_like

@@ -6,34 +6,18 @@ import json
 from pathlib import Path
 
 import bench_align as bench
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CALIB = ROOT / "edge_affect" / "assets" / "calibration" / "default"
 CLIP = ROOT / "edge_affect" / "assets" / "samples" / "astronaut_clip.mp4"
 
 
-def _ferplus_like(path: Path, n: int) -> None:
-    """Shipped FER2013 calibration crops with ten FER+ votes on their label's column."""
-    from edge_affect.calibration.manifest import load_frames, read_manifest
-    from edge_affect.data.fer import FERPLUS_COLUMNS, FERPLUS_TO_ABAW
-
-    m = read_manifest(CALIB)
-    frames = load_frames(CALIB, m, n)
-    images = np.stack([f if f.ndim == 2 else f[..., 0] for f in frames]).astype(np.uint8)
-    votes = np.zeros((n, len(FERPLUS_COLUMNS)), np.uint8)
-    for i, f in enumerate(m["files"][:n]):
-        votes[i, FERPLUS_TO_ABAW.index(int(f["label"]))] = 10
-    np.savez(path, images=images, votes=votes)
-
-
-def test_both_warps_on_a_clip_and_on_faces(tmp_path: Path) -> None:
+def test_both_warps_on_a_clip_and_on_faces(tmp_path: Path, ferplus_like) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / CLIP.name).write_bytes(CLIP.read_bytes())
     faces = tmp_path / "faces.npz"
-    _ferplus_like(faces, 8)
+    ferplus_like(faces, 8)
     out = tmp_path / "align.json"
     args = ["--videos", str(videos), "--faces", str(faces), "--faces-limit", "8", "--face-px", "120"]
     assert bench.main([*args, "--draws", "4", "--every", "8", "--json", str(out)]) == 0
