@@ -69,7 +69,15 @@ def scheme_label(predictor: Any, crops: np.ndarray, names: list[str]) -> int:
 
 
 def measure(
-    predictor: Any, detector: Any, npz: Path, limit: int, face_px: float, sigma: float, draws: int, seed: int
+    predictor: Any,
+    detector: Any,
+    npz: Path,
+    limit: int,
+    face_px: float,
+    sigma: float,
+    draws: int,
+    seed: int,
+    offset: float = 0.0,
 ) -> dict[str, Any]:
     from edge_affect.artifact import align_antialias
     from edge_affect.data.fer import ferplus_majority
@@ -83,7 +91,9 @@ def measure(
     antialias = align_antialias(predictor.meta.extra)
     names = list(EXPRESSIONS)
     images, labels, _ = ferplus_majority(npz)
-    idx = np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int)
+    n = min(limit, len(images))
+    step = (len(images) - 1) / max(1, n - 1)
+    idx = np.minimum(np.linspace(0, len(images) - 1, n) + offset * step, len(images) - 1).round().astype(int)
     rng = np.random.default_rng(seed)
     agree: dict[str, list[float]] = {k: [] for k in SCHEMES}
     right: dict[str, list[bool]] = {k: [] for k in SCHEMES}
@@ -128,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifact", default=None, help="model (default: the shipped default model's ONNX)")
     ap.add_argument("--faces", required=True, help="FER+ .npz (images + votes)")
     ap.add_argument("--faces-limit", type=int, default=600)
+    ap.add_argument(
+        "--faces-offset", type=float, default=0.0, help="shift the evenly spaced faces by this fraction of a step"
+    )
     ap.add_argument("--face-px", type=float, nargs="+", default=[60.0, 120.0])
     ap.add_argument("--sigma", type=float, default=1.0, help="landmark noise, px")
     ap.add_argument("--draws", type=int, default=8)
@@ -148,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"bench_align_views: error: {flag} {path}: no such file", file=sys.stderr)
             return 2
+    if not 0 <= args.faces_offset < 1:
+        print(
+            f"bench_align_views: error: --faces-offset {args.faces_offset}, expected a fraction in [0, 1)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         check_not_inputs({"--json": args.json}, {"--faces": args.faces, "--artifact": artifact})
     except ValueError as e:
@@ -157,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "artifact": artifact,
         "faces": str(faces),
+        "faces_offset": args.faces_offset,
         "sigma_px": args.sigma,
         "draws": args.draws,
         "view_shift_crop_px": _Q,
@@ -168,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     with load(artifact) as predictor:
         detector = YuNetDetector()
         for px in args.face_px:
-            res = measure(predictor, detector, faces, args.faces_limit, px, args.sigma, args.draws, args.seed)
+            res = measure(
+                predictor, detector, faces, args.faces_limit, px, args.sigma, args.draws, args.seed, args.faces_offset
+            )
             results["sizes"].append(res)
             for k, r in res["schemes"].items():
                 rows.append(
