@@ -16,7 +16,7 @@ draws (the same draws for every scheme): the share of draws whose expression mat
 noise, and the majority-vote accuracy. A scheme of K views costs K model runs per face.
 
     python benchmarks/bench_align_views.py --faces ../shared/data/ferplus/ferplus_valid.npz \\
-        --json benchmarks/results/align_views.json   # ~70 min beside a training run on 2 cores
+        --json benchmarks/results/align_views.json   # ~7 min on 2 idle cores
 
 Chooses nothing: no scheme becomes a default here. FER+ valid chose the shipped model's checkpoint, so its
 accuracies are selection-split figures.
