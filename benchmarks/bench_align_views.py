@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_align import face_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,18 +49,14 @@ def view_crops(
     rgb: np.ndarray, m: np.ndarray, size: int, scheme: list[tuple[float, float]] | str, antialias: bool
 ) -> np.ndarray:
     """The crops of ``scheme`` for the face that the 2×3 similarity ``m`` maps onto a ``size`` crop."""
-    import cv2
-
-    from edge_affect.runtime.align import antialiased_source
-
-    def warp(mat: np.ndarray) -> np.ndarray:
-        src, mat = antialiased_source(rgb, mat, size) if antialias else (rgb, mat)
-        return cv2.warpAffine(src, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    from edge_affect.runtime.align import warp_face
 
     if scheme == "mirror":
-        crop = warp(m)
+        crop = warp_face(rgb, m, size, antialias)
         return np.stack([crop, np.ascontiguousarray(crop[:, ::-1])])
-    return np.stack([warp(m + np.array([[0.0, 0.0, dx], [0.0, 0.0, dy]])) for dx, dy in scheme])
+    return np.stack(
+        [warp_face(rgb, m + np.array([[0.0, 0.0, dx], [0.0, 0.0, dy]]), size, antialias) for dx, dy in scheme]
+    )
 
 
 def scheme_label(predictor: Any, crops: np.ndarray, names: list[str]) -> int:
@@ -81,19 +78,16 @@ def measure(
 ) -> dict[str, Any]:
     from edge_affect.artifact import align_antialias
     from edge_affect.data.fer import ferplus_majority
-    from edge_affect.runtime.align import ARCFACE_TEMPLATE_112, model_template, similarity_transform
+    from edge_affect.runtime.align import align_matrix, model_template
     from edge_affect.runtime.steadiness import face_in_frame
     from edge_affect.schema import EXPRESSIONS
 
     size = predictor.input_size
     tpl = model_template(predictor.meta.extra)
-    dst = (ARCFACE_TEMPLATE_112 if tpl is None else tpl) * (size / 112.0)
     antialias = align_antialias(predictor.meta.extra)
     names = list(EXPRESSIONS)
     images, labels, _ = ferplus_majority(npz)
-    n = min(limit, len(images))
-    step = (len(images) - 1) / max(1, n - 1)
-    idx = np.minimum(np.linspace(0, len(images) - 1, n) + offset * step, len(images) - 1).round().astype(int)
+    idx = face_indices(len(images), limit, offset)
     rng = np.random.default_rng(seed)
     agree: dict[str, list[float]] = {k: [] for k in SCHEMES}
     right: dict[str, list[bool]] = {k: [] for k in SCHEMES}
@@ -103,8 +97,8 @@ def measure(
         if not found:
             continue
         lm = found[0].landmarks.astype(np.float64)
-        m = similarity_transform(lm, dst)
-        noisy = [similarity_transform(lm + rng.normal(0.0, sigma, lm.shape), dst) for _ in range(draws)]
+        m = align_matrix(lm, size, tpl)
+        noisy = [align_matrix(lm + rng.normal(0.0, sigma, lm.shape), size, tpl) for _ in range(draws)]
         for k, scheme in SCHEMES.items():
             ref = scheme_label(predictor, view_crops(frame, m, size, scheme, antialias), names)
             right[k].append(ref == int(labels[i]))

@@ -121,10 +121,21 @@ def align_face(
     ``antialias``: low-pass the face for the warp's shrink first (``antialiased_source``), so a detector's
     sub-pixel landmark noise moves the crop about as little as it moves the face. Not the runtime's default: the
     shipped model v3 loses 1.3-1.7 points of accuracy on low-passed crops (``benchmarks/bench_align.py``)."""
+    return warp_face(rgb, align_matrix(landmarks, size, template), size, antialias)
+
+
+def align_matrix(landmarks: np.ndarray, size: int, template: np.ndarray | None = None) -> np.ndarray:
+    """The 2×3 similarity :func:`align_face` warps with: the 5 ``landmarks`` onto ``template`` (112-px units; None:
+    ArcFace's) scaled to a ``size``×``size`` crop."""
+    tpl = (ARCFACE_TEMPLATE_112 if template is None else np.asarray(template, dtype=np.float64)) * (size / 112.0)
+    return similarity_transform(landmarks, tpl)
+
+
+def warp_face(rgb: np.ndarray, m: np.ndarray, size: int, antialias: bool = False) -> np.ndarray:
+    """The ``size``×``size`` crop the 2×3 matrix ``m`` cuts from ``rgb`` (bilinear, edges replicated), low-passed
+    for the shrink first when ``antialias`` (:func:`antialiased_source`)."""
     import cv2
 
-    tpl = (ARCFACE_TEMPLATE_112 if template is None else np.asarray(template, dtype=np.float64)) * (size / 112.0)
-    m = similarity_transform(landmarks, tpl)
     src = rgb
     if antialias:
         src, m = antialiased_source(rgb, m, size)
