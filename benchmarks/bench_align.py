@@ -115,6 +115,20 @@ def face_indices(total: int, limit: int, offset: float = 0.0) -> np.ndarray:
     return np.minimum(np.linspace(0, total - 1, n) + offset * step, total - 1).round().astype(int)
 
 
+#: The offsets whose face sets the alignment benchmarks have measured on (``--faces-offset``).
+MEASURED_OFFSETS = (0.0, 0.25, 0.5, 0.75)
+
+
+def rest_indices(total: int, limit: int) -> np.ndarray:
+    """``limit`` face indices, evenly spaced, among the faces that none of :data:`MEASURED_OFFSETS`' sets of
+    ``limit`` faces takes: faces no alignment measurement has looked at (``--faces-rest``)."""
+    used = np.unique(np.concatenate([face_indices(total, limit, o) for o in MEASURED_OFFSETS]))
+    rest = np.setdiff1d(np.arange(total), used)
+    if len(rest) <= limit:
+        return rest
+    return rest[np.linspace(0, len(rest) - 1, limit).round().astype(int)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "video"), help="folder of real clips")

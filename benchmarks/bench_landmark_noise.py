@@ -83,10 +83,12 @@ def face_set_noise(
     draws: int,
     rng: np.random.Generator,
     antialias: bool = False,
+    views: int = 1,
 ) -> dict[str, Any]:
     """Re-detection spread and expression agreement under landmark noise on ``limit`` FER+ faces of ``npz``
     (evenly spaced), each at ``face_px``, aligned with the warp ``antialias`` names (the model's:
-    ``edge_affect.artifact.align_antialias``); faces YuNet does not find are counted, not measured."""
+    ``edge_affect.artifact.align_antialias``) and averaged over ``views`` views (the model's:
+    ``edge_affect.artifact.align_views``); faces YuNet does not find are counted, not measured."""
     from edge_affect.data.fer import ferplus_majority
     from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
 
@@ -102,7 +104,7 @@ def face_set_noise(
         spreads.append(got[0])
         heights.append(got[1])
         lm = detector.detect(frame, max_side=max(frame.shape[:2]))[0].landmarks.astype(np.float64)
-        noise = expression_under_noise(predictor, frame, lm, template, sigmas, draws, rng, antialias)
+        noise = expression_under_noise(predictor, frame, lm, template, sigmas, draws, rng, antialias, views)
         for s, v in noise.items():
             agree[s].append(v)
     if not spreads:
@@ -142,12 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         "expressions, each upscaled so the face is --face-px high (default 60, 120) and padded into a frame",
     )
     ap.add_argument("--faces-limit", type=int, default=600, help="faces taken from --faces (evenly spaced)")
+    ap.add_argument(
+        "--views",
+        type=int,
+        choices=(1, 2, 4),
+        default=None,
+        help="views of each alignment averaged per face (default: the model's align_views, as the runtime does)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--png", default=None, help="plot expression agreement against σ here")
     args = ap.parse_args(argv)
 
-    from edge_affect.artifact import align_antialias, atomic_write_text
+    from edge_affect.artifact import align_antialias, align_views, atomic_write_text
     from edge_affect.default import default_model
     from edge_affect.runtime.align import model_template
     from edge_affect.runtime.bench import format_table, machine_info
@@ -171,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         template = model_template(predictor.meta.extra)
         antialias = align_antialias(predictor.meta.extra)
         results["align_antialias"] = antialias
+        views = args.views or align_views(predictor.meta.extra)
+        results["views"] = views
         for clip, face_px in [(c, px) for c in clips for px in [None, *args.face_px]]:
             with open_source(str(clip), prefetch=2) as src:
                 frames = [f.image for f in src if f.image is not None]
@@ -189,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 heights.append(got[1])
                 lm = detector.detect(frames[i], max_side=args.det_size)[0].landmarks.astype(np.float64)
                 for s, v in expression_under_noise(
-                    predictor, frames[i], lm, template, args.sigma, args.draws, rng, antialias
+                    predictor, frames[i], lm, template, args.sigma, args.draws, rng, antialias, views
                 ).items():
                     agree[s].append(v)
             if not spreads:
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             runs = {}
             for name, kw in (("raw", {"filter_landmarks": False, "hold": False, "detect_every": 1}), ("pipeline", {})):
-                pipe = FacePipeline(predictor, detector, smooth=False, **kw)
+                pipe = FacePipeline(predictor, detector, smooth=False, views=views, **kw)
                 runs[name] = landmark_jitter([[r for r in pipe.process(f) if r["box"]] for f in frames])
             spread = float(np.mean(spreads))
             h = float(np.median(heights))
@@ -238,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.draws,
                 rng,
                 antialias,
+                views,
             )
             label = f"{Path(args.faces).name} @{face_px:g}px"
             results.setdefault("face_sets", {})[label] = res

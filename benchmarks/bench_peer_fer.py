@@ -306,7 +306,7 @@ class Ours:
 
     kind = "ours"
 
-    def __init__(self, path: Path, name: str, threads: int = 1) -> None:
+    def __init__(self, path: Path, name: str, threads: int = 1, views: int | None = None) -> None:
         from edge_affect.runtime import detect_backend, load
 
         self.name, self.path = name, path
@@ -325,11 +325,20 @@ class Ours:
             self.pred = load(path, providers="cpu")  # .onnx, .pt or .safetensors
         except (ValueError, RuntimeError, OSError) as e:
             raise SetupError(f"--ours {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        from edge_affect.artifact import align_views
+
+        self.views = views or align_views(self.pred.meta.extra)  # as the runtime would average
         self.failed = 0
 
     def predict_probs(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N predicted ABAW ids from ``record["expression"]``, −1 where no prediction; N×8 probabilities)."""
-        recs = self.pred.predict(list(faces))
+        """(N predicted ABAW ids from ``record["expression"]``, −1 where no prediction; N×8 probabilities); with
+        ``views`` > 1 each face is averaged over its views (``crop_views``: the crop moved by ±¼ px)."""
+        if self.views > 1:
+            from edge_affect.runtime.align import crop_views
+
+            recs = self.pred.predict(np.concatenate([crop_views(f, self.views) for f in faces]), views=self.views)
+        else:
+            recs = self.pred.predict(list(faces))
         pred = np.full(len(recs), -1, dtype=np.int64)
         probs = np.zeros((len(recs), len(EXPRESSIONS)), dtype=np.float32)
         for i, r in enumerate(recs):
@@ -353,6 +362,7 @@ class Ours:
             "file_bytes": self.path.stat().st_size,
             "weight_elements": self._weight_elements(),
             "input": f"{self.pred.input_size}px {self.pred.preprocess_cfg.color}, from the artifact's metadata",
+            "views": self.views,
             "failed_faces": self.failed,
         }
 
@@ -560,6 +570,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ours-name", action="append", default=[], help="label for each --ours, in order (default: file name)"
     )
+    ap.add_argument(
+        "--ours-views",
+        action="append",
+        type=int,
+        choices=(1, 2, 4),
+        default=[],
+        help="views averaged per face for each --ours, in order (default: the artifact's align_views, else 1)",
+    )
     ap.add_argument("--no-peer", action="store_true", help="skip the fer peer (evaluate --ours only)")
     ap.add_argument("--batch", type=int, default=64, help="faces per timed batch in the accuracy pass (default 64)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads for every model (0 = library default)")
@@ -572,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(args.ours_name) > len(args.ours):
         ap.error("more --ours-name than --ours")
+    if len(args.ours_views) > len(args.ours):
+        ap.error("more --ours-views than --ours")
     if args.no_peer and not args.ours:
         ap.error("--no-peer needs at least one --ours")
     from edge_affect.fsutil import check_not_inputs
@@ -601,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise SetupError(f"--ours {path} does not exist")
             name = args.ours_name[i] if i < len(args.ours_name) else path.name
-            models.append(Ours(path, name, threads=args.threads))
+            views = args.ours_views[i] if i < len(args.ours_views) else None
+            models.append(Ours(path, name, threads=args.threads, views=views))
     except SetupError as e:
         for m in models:
             m.close()

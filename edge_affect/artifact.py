@@ -142,6 +142,17 @@ def align_antialias(extra: dict[str, Any]) -> bool:
     return _is_number(blur) and float(blur) > 0 and _is_number(prob) and float(prob) > 0
 
 
+#: How many views of one alignment the runtime may average per face (``align_views`` in a model's metadata;
+#: ``edge_affect.runtime.align.view_offsets`` places them).
+ALIGN_VIEWS = (1, 2, 4)
+
+
+def align_views(extra: dict[str, Any]) -> int:
+    """How many views of each face's alignment the runtime averages for this model: ``align_views`` in its
+    metadata (recorded by ``package --align-views``), else 1 (one crop)."""
+    return int(extra.get("align_views", 1))
+
+
 @dataclass
 class ArtifactMeta:
     """Metadata shared by all artifacts of one model."""
@@ -186,6 +197,9 @@ class ArtifactMeta:
             self.extra["align_template"] = check_align_template(self.extra["align_template"])
         if "align_antialias" in self.extra and not isinstance(self.extra["align_antialias"], bool):
             raise ValueError(f"align_antialias must be true or false, got {_short(self.extra['align_antialias'])}")
+        views = self.extra.get("align_views", 1)
+        if isinstance(views, bool) or not isinstance(views, int) or views not in ALIGN_VIEWS:
+            raise ValueError(f"align_views must be one of {list(ALIGN_VIEWS)}, got {_short(views)}")
 
     def to_dict(self) -> dict[str, Any]:
         s = self.preprocess.input_size

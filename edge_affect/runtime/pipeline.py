@@ -16,7 +16,9 @@ slides in through the frame edge is picked up on the frame it appears (a region 
 the whole frame is). Each track's box and landmarks then pass a One Euro filter (``filter_landmarks``): a
 still face's crop does not move with the detector's pixel of jitter, a moving one is followed with little
 lag. Per track, the predictions are smoothed over time with hysteresis on the reported expression
-(``smooth``, :class:`~edge_affect.runtime.track.EMASmoother`). All boxes and landmarks are in full-frame
+(``smooth``, :class:`~edge_affect.runtime.track.EMASmoother`). Each face is predicted from ``views`` views of
+its alignment, averaged (:func:`~edge_affect.runtime.align.align_views`; default: the model's ``align_views``,
+else one), so that a pixel of landmark noise moves the expression less. All boxes and landmarks are in full-frame
 pixels, so crops keep full detail. ``detect_every=1`` detects every frame; ``track=False`` treats every
 frame as an unrelated image (no tracks, no filtering, no smoothing).
 """
@@ -32,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_affect.artifact import align_antialias
-from edge_affect.runtime.align import align_face, model_template
+from edge_affect.artifact import align_antialias, align_views
+from edge_affect.runtime.align import align_views as view_crops
+from edge_affect.runtime.align import model_template, view_offsets
 from edge_affect.runtime.detect import YuNetDetector, min_face_px, yunet_runner
 from edge_affect.runtime.finder import (
     DEFAULT_DET_SIZE,
@@ -169,9 +172,16 @@ class FacePipeline:
     hold: bool = True
     filter_landmarks: bool = True
     fps: float = 30.0
+    views: int | None = None
 
     def __post_init__(self) -> None:
         check_pipeline_settings(self)  # types and ranges, one line naming the setting
+        if self.views is None:  # the model's own (package --align-views), else one crop
+            self.views = align_views(self.predictor.meta.extra)
+        try:
+            view_offsets(self.views)  # 1, 2 or 4
+        except ValueError as e:
+            raise ValueError(f"FacePipeline: {e}") from None
         if self.detector is None:
             backend = self.predictor.backend
             providers = getattr(self.predictor.runner, "providers", None) or None
@@ -203,7 +213,7 @@ class FacePipeline:
     def settings(self) -> dict[str, Any]:
         """The face-finding and smoothing settings, JSON-ready (for reports)."""
         smooth = {"alpha": self.alpha, "label_margin": self.label_margin} if self.smoother else None
-        return {**self.finder.settings(self.track), "smooth": smooth}
+        return {**self.finder.settings(self.track), "smooth": smooth, "views": self.views}
 
     def reset(self) -> None:
         """Forget tracks and smoothing state (call between unrelated sources)."""
@@ -262,12 +272,17 @@ class FacePipeline:
         crops, slots = [], []
         for d in dets:
             try:
-                crops.append(align_face(rgb, d.landmarks, self.predictor.input_size, self.template, self.antialias))
+                size, views = self.predictor.input_size, int(self.views)  # type: ignore[arg-type]
+                crops.append(view_crops(rgb, d.landmarks, size, self.template, self.antialias, views))
                 slots.append(None)
             except ValueError as e:
                 slots.append(failed_record(STATUS_BAD_CROP, str(e)))
         _add(timings, "align", time.perf_counter() - t1)
-        preds = iter(self.predictor.predict(np.stack(crops), timings=timings) if crops else [])
+        preds = iter(
+            self.predictor.predict(np.concatenate(crops), timings=timings, views=int(self.views))  # type: ignore[arg-type]
+            if crops
+            else []
+        )
         out = []
         for d, tid, slot in zip(dets, ids, slots, strict=True):
             rec = slot if slot is not None else next(preds)

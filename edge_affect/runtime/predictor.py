@@ -208,21 +208,31 @@ class Predictor:
             return outs[0]
         return {k: np.concatenate([o[k] for o in outs]) for k in OUTPUT_NAMES}
 
-    def postprocess(self, out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        """Raw outputs → one JSON-serialisable dict per face (softmax, sigmoid, AU decisions)."""
+    def postprocess(self, out: dict[str, np.ndarray], views: int = 1) -> list[dict[str, Any]]:
+        """Raw outputs → one JSON-serialisable dict per face (softmax, sigmoid, AU decisions).
+
+        ``views`` > 1: the rows come in runs of ``views`` views of one face; each face's valence/arousal,
+        expression and AU probabilities are the means over its views (a face any of whose views has a NaN/Inf
+        output gets a ``nonfinite_output`` record)."""
         va, expr, au = out["va"], out["expr"], out["au"]
-        finite = np.isfinite(va).all(1) & np.isfinite(expr).all(1) & np.isfinite(au).all(1)
+        n = va.shape[0] // views
+        if n * views != va.shape[0]:
+            raise ValueError(f"postprocess: {va.shape[0]} rows do not divide into runs of {views} views")
+        bad_out = {k: ~np.isfinite(np.asarray(out[k]).reshape(n, -1)).all(1) for k in OUTPUT_NAMES}
+        finite = ~(bad_out["va"] | bad_out["expr"] | bad_out["au"])
         with np.errstate(invalid="ignore", over="ignore"):
             va_c = np.clip(va, -1.0, 1.0)
             probs = _softmax(expr)
             au_p = _sigmoid(au)
+            if views > 1:
+                va_c, probs, au_p = (a.reshape(n, views, -1).mean(1) for a in (va_c, probs, au_p))
         top = probs.argmax(1)
         active = au_p >= self.au_thresholds[None, :]
         va_l, probs_l, au_l, act_l, top_l = va_c.tolist(), probs.tolist(), au_p.tolist(), active.tolist(), top.tolist()
         records: list[dict[str, Any]] = []
-        for i in range(va.shape[0]):
+        for i in range(n):
             if not finite[i]:
-                bad = [k for k, v in out.items() if k in OUTPUT_NAMES and not np.isfinite(v[i]).all()]
+                bad = [k for k in OUTPUT_NAMES if bad_out[k][i]]
                 records.append(failed_record(STATUS_NONFINITE, f"network output {', '.join(bad)} has NaN/Inf"))
                 continue
             p = probs_l[i]
@@ -241,8 +251,13 @@ class Predictor:
             )
         return records
 
-    def predict(self, faces: Any, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    def predict(self, faces: Any, timings: dict[str, float] | None = None, views: int = 1) -> list[dict[str, Any]]:
         """Already-cropped faces → one dict per face, in order.
+
+        ``views`` > 1: ``faces`` holds ``views`` consecutive crops of each face (views of one alignment:
+        :func:`~edge_affect.runtime.align.align_views` from a frame, :func:`~edge_affect.runtime.align.crop_views`
+        from a crop), and each face gets one record, its outputs averaged over its views (``postprocess``); a face
+        with a bad crop among its views gets that crop's ``bad_input`` record.
 
         ``faces``: one image (H×W gray or H×W×C, C = 1/3/4), one N×H×W×C batch, or a list/tuple of images;
         uint8, uint16 or float32/float64 in [0, 1]; any size up to ``MAX_IMAGE_PIXELS``. Anything else
@@ -259,6 +274,11 @@ class Predictor:
         predicts each face.
         """
         items = as_face_list(faces, "predict")
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1 or len(items) % views:
+            raise ValueError(
+                f"predict: views {views!r} for {len(items)} crops, expected a whole number of views per face "
+                "(a positive integer that divides the number of crops)"
+            )
         if not self._warned_not_crop:
             why = next((w for f in items if (w := not_a_face_crop(np.shape(f)))), "")
             if why:
@@ -266,13 +286,16 @@ class Predictor:
                 log.warning("%s: %s. %s", self.source, why, NOT_A_CROP_HINT)
         result: list[dict[str, Any]] = []
         t_pre = t_inf = t_post = 0.0
-        for start in range(0, len(items), self.max_batch):
+        step = max(1, self.max_batch // views) * views  # whole faces per chunk; run() splits further if needed
+        for start in range(0, len(items), step):
             t0 = time.perf_counter()
-            x, slots = self._preprocess_items(items[start : start + self.max_batch], offset=start)
+            x, slots = self._preprocess_items(items[start : start + step], offset=start)
             t1 = time.perf_counter()
+            if views > 1:
+                x, slots = _whole_faces(x, slots, views)
             out = self.run(x) if x is not None else None
             t2 = time.perf_counter()
-            good = iter(self.postprocess(out) if out is not None else [])
+            good = iter(self.postprocess(out, views) if out is not None else [])
             result += [slot if slot is not None else next(good) for slot in slots]
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + time.perf_counter() - t2
         if timings is not None:
@@ -280,6 +303,25 @@ class Predictor:
             timings["infer"] = timings.get("infer", 0.0) + t_inf
             timings["post"] = timings.get("post", 0.0) + t_post
         return result
+
+
+def _whole_faces(
+    x: np.ndarray | None, slots: list[dict[str, Any] | None], views: int
+) -> tuple[np.ndarray | None, list[dict[str, Any] | None]]:
+    """Per-crop (input, slots) → per-face: a face whose views all went in keeps their rows; one with a bad view
+    gets that view's failed record and its other rows are dropped."""
+    faces = [slots[i : i + views] for i in range(0, len(slots), views)]
+    keep, row, face_slots = [], 0, []
+    for group in faces:
+        rows = [row + j for j in range(sum(s is None for s in group))]
+        row += len(rows)
+        bad = next((s for s in group if s is not None), None)
+        face_slots.append(bad)
+        if bad is None:
+            keep += rows
+    if x is None or not keep:
+        return None, face_slots
+    return (x if len(keep) == x.shape[0] else x[keep]), face_slots
 
 
 # -- loading -------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class PipelineSettings(Settings):
     hold: StrictBool = True
     filter_landmarks: StrictBool = True
     fps: Annotated[StrictFloat, Field(gt=0)] = 30.0
+    views: Annotated[StrictInt, Field(ge=1, le=4)] | None = None
 
 
 def check_pipeline_settings(pipeline: Any, where: str = "FacePipeline") -> None:

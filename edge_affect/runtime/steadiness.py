@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_affect.runtime.align import align_face
+from edge_affect.runtime.align import align_views
 from edge_affect.runtime.track import EMASmoother
 
 #: Window of the centred majority the smoothed labels are compared with (frames, odd).
@@ -92,19 +92,22 @@ def expression_under_noise(
     draws: int,
     rng: np.random.Generator,
     antialias: bool = False,
+    views: int = 1,
 ) -> dict[float, float]:
     """Per σ (px), the share of ``draws`` alignments of the face with its 5 ``landmarks`` moved by N(0, σ) whose
     expression matches the one without noise (``template``: the model's alignment template, 112-px units;
-    ``antialias``: the warp the runtime uses for the model, ``edge_affect.artifact.align_antialias``)."""
+    ``antialias``: the warp the runtime uses for the model, ``edge_affect.artifact.align_antialias``; ``views``:
+    how many views of each alignment the runtime averages, ``edge_affect.artifact.align_views``)."""
     size = predictor.input_size
-    ref = predictor.predict(align_face(rgb, landmarks, size, template, antialias))[0]["expression"]
+    ref = predictor.predict(align_views(rgb, landmarks, size, template, antialias, views), views=views)[0]
     out = {}
     for s in sigmas:
         crops = [
-            align_face(rgb, landmarks + rng.normal(0, s, np.shape(landmarks)), size, template, antialias)
+            align_views(rgb, landmarks + rng.normal(0, s, np.shape(landmarks)), size, template, antialias, views)
             for _ in range(draws)
         ]
-        out[float(s)] = float(np.mean([r["expression"] == ref for r in predictor.predict(np.stack(crops))]))
+        recs = predictor.predict(np.concatenate(crops), views=views)
+        out[float(s)] = float(np.mean([r["expression"] == ref["expression"] for r in recs]))
     return out
 
 
