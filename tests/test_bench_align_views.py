@@ -42,3 +42,15 @@ def test_runs_on_faces_and_refuses_bad_paths(tmp_path: Path, capsys, ferplus_lik
     assert out.read_bytes() == kept
     err = capsys.readouterr().err.strip()
     assert "bench_align_views: error:" in err and "\n" not in err
+
+
+def test_rest_faces_are_the_ones_no_offset_set_takes() -> None:
+    from bench_align import MEASURED_OFFSETS, face_indices, rest_indices
+
+    used = set(np.concatenate([face_indices(3579, 600, o) for o in MEASURED_OFFSETS]).tolist())
+    rest = rest_indices(3579, 600)
+    assert len(rest) == 600 and len(set(rest.tolist())) == 600 and not set(rest.tolist()) & used
+    assert len(rest_indices(3579, 5000)) == 3579 - len(
+        set(np.concatenate([face_indices(3579, 5000, o) for o in MEASURED_OFFSETS]).tolist())
+    )
+    assert bench.SCHEMES["2"] == [(0.25, 0.25), (-0.25, -0.25)]  # the runtime's views

@@ -180,3 +180,40 @@ def test_outputs_never_replace_the_data_and_bad_inputs_are_one_line(tmp_path: Pa
     np.savez(bad, images=np.zeros((2, 48, 48), np.uint8), votes=np.zeros((2, 9), np.uint8))  # 9 columns
     with pytest.raises(bench.SetupError, match=r"data .*bad.npz: votes: shape \(2, 9\), expected N×10"):
         bench.load_data(bad)
+
+
+def test_ours_views_average_moved_crops_of_each_face(tmp_path: Path) -> None:
+    """--ours-views 2 predicts each face from two crops moved by ±1/4 px, averaged (the runtime's views)."""
+    import json
+
+    from edge_affect.default import default_model
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, images=rng.integers(0, 256, (6, 48, 48), dtype=np.uint8), labels=np.arange(6, dtype=np.int8))
+    m = str(default_model("onnx"))
+    out = tmp_path / "r.json"
+    args = ["--data", str(data), "--no-peer", "--latency-rounds", "0", "--batch", "3", "--json", str(out)]
+    args += ["--ours", m, "--ours-name", "one", "--ours", m, "--ours-name", "two", "--ours-views", "1"]
+    args += ["--ours-views", "2"]
+    assert bench.main(args) == 0
+    res = {r["name"]: r for r in json.loads(out.read_text())["models"]}
+    assert res["one"]["views"] == 1 and res["two"]["views"] == 2
+    two = bench.Ours(Path(m), "x", views=2)
+    try:
+        _, probs = two.predict_probs(np.asarray(np.load(data)["images"]))
+    finally:
+        two.close()
+    from edge_affect.runtime import load
+    from edge_affect.runtime.align import crop_views
+
+    with load(m) as p:
+        faces = np.load(data)["images"]
+        recs = p.predict(np.concatenate([crop_views(f, 2) for f in faces]))
+    want = np.array(
+        [
+            [(a["expression_probs"][n] + b["expression_probs"][n]) / 2 for n in a["expression_probs"]]
+            for a, b in zip(recs[::2], recs[1::2], strict=True)
+        ]
+    )
+    np.testing.assert_allclose(probs, want, atol=1e-6)

@@ -199,6 +199,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="average each face with its mirror image at inference (in the graph; 2× MACs)",
     )
     k.add_argument(
+        "--align-views",
+        type=int,
+        choices=(1, 2, 4),
+        default=None,
+        help="views of each face's alignment the runtime averages for this model by default (N model runs per "
+        "face; recorded in the metadata; run/serve --views overrides it; default: the checkpoint's, else 1)",
+    )
+    k.add_argument(
         "--expr-logit-adjust",
         type=float_range(0, 2),
         default=0.0,
@@ -483,6 +491,7 @@ def _package(args: argparse.Namespace) -> int:
         test_time_flip=args.test_time_flip,
         expr_logit_adjust=args.expr_logit_adjust,
         int8_keep_fp16=args.int8_keep_fp16,
+        align_views=args.align_views,
     )
     for name, f in card["files"].items():
         print(f"{args.out / name}  {f['bytes'] / 2**20:.1f} MiB  sha256 {f['sha256'][:16]}…")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_affect.artifact import atomic_write_text, sha256_file
+from edge_affect.artifact import ALIGN_VIEWS, atomic_write_text, sha256_file
 from edge_affect.config import check_evaluation
 from edge_affect.default import DEFAULT_FILES
 from edge_affect.fsutil import make_temp_dir, replace_dir
@@ -26,7 +26,7 @@ from edge_affect.schema import EXPRESSIONS
 log = logging.getLogger(__name__)
 
 #: Checkpoint ``extra`` keys kept in the shipped metadata (the rest is training bookkeeping).
-KEEP_EXTRA = ("align_template", "epoch", "val", "train_config")
+KEEP_EXTRA = ("align_template", "align_views", "epoch", "val", "train_config")
 #: ``extra`` key of a packaged model: ONNX node names its TensorRT-shaped INT8 model keeps in FP16
 INT8_KEEP_FP16 = "int8_keep_fp16"
 
@@ -148,6 +148,7 @@ def package_model(
     test_time_flip: bool | None = None,
     expr_logit_adjust: float = 0.0,
     int8_keep_fp16: list[str] | None = None,
+    align_views: int | None = None,
 ) -> dict[str, Any]:
     """Package ``checkpoint`` into ``out`` (must not exist or be empty); returns the ``model.json`` dict.
 
@@ -158,7 +159,9 @@ def package_model(
     TensorRT-shaped INT8 model of this package (recorded as ``extra["int8_keep_fp16"]``; checked here against the
     graph, so a name that is not one of its nodes is refused).
     ``expr_logit_adjust``: tau of a logit adjustment against the training prior of ``data`` (needs ``data``),
-    baked into the expression head (see ``benchmarks/bench_rare_classes.py`` for its measured effect)."""
+    baked into the expression head (see ``benchmarks/bench_rare_classes.py`` for its measured effect).
+    ``align_views``: how many views of each face's alignment the runtime averages for this model by default
+    (``extra["align_views"]``, 1, 2 or 4; None keeps the checkpoint's, else 1)."""
     import torch
 
     from edge_affect.data.fer import dataset_align_template
@@ -166,6 +169,8 @@ def package_model(
     from edge_affect.models import count_macs, count_params, load_checkpoint, save_safetensors
 
     checkpoint, out = Path(checkpoint), Path(out)
+    if align_views is not None and (isinstance(align_views, bool) or align_views not in ALIGN_VIEWS):
+        raise ValueError(f"--align-views {align_views!r}: expected one of {list(ALIGN_VIEWS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out}: exists and is not an empty folder, expected a new output folder")
     model, meta = load_checkpoint(checkpoint)
@@ -192,6 +197,8 @@ def package_model(
             )
         adjust_expression_logits(model, prior, expr_logit_adjust)
         extra["expr_logit_adjust"] = {"tau": float(expr_logit_adjust), "prior": [round(float(x), 6) for x in prior]}
+    if align_views is not None:
+        extra["align_views"] = int(align_views)
     extra["source_checkpoint_sha256"] = meta.checkpoint_sha256
     if int8_keep_fp16:
         extra[INT8_KEEP_FP16] = [str(n) for n in dict.fromkeys(int8_keep_fp16)]
@@ -216,6 +223,7 @@ def package_model(
             "input": {"size": st_meta.preprocess.input_size, "color": st_meta.preprocess.color},
             "test_time_flip": bool(st_meta.model_config.get("test_time_flip", False)),
             "align_template": extra.get("align_template"),
+            "align_views": extra.get("align_views", 1),
             "expr_logit_adjust": extra.get("expr_logit_adjust"),
             INT8_KEEP_FP16: extra.get(INT8_KEEP_FP16, []),
             "au_thresholds": list(st_meta.au_thresholds),

@@ -121,7 +121,7 @@ def view_offsets(views: int) -> list[tuple[float, float]]:
     from edge_affect.artifact import ALIGN_VIEWS
 
     q = VIEW_SHIFT_PX
-    if isinstance(views, bool) or views not in ALIGN_VIEWS:
+    if isinstance(views, bool) or not isinstance(views, int) or views not in ALIGN_VIEWS:
         raise ValueError(f"views {views!r}: expected one of {list(ALIGN_VIEWS)}")
     if views == 1:
         return [(0.0, 0.0)]

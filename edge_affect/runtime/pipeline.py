@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_affect.artifact import align_antialias, align_views
+from edge_affect.artifact import ALIGN_VIEWS, align_antialias, align_views
 from edge_affect.runtime.align import align_views as view_crops
 from edge_affect.runtime.align import model_template, view_offsets
 from edge_affect.runtime.detect import YuNetDetector, min_face_px, yunet_runner
@@ -124,6 +124,15 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         "its body (a whole frame when the change reaches the frame edge; default), none = wait for the next "
         "whole-frame detection",
     )
+    p.add_argument(
+        "--views",
+        type=int,
+        choices=ALIGN_VIEWS,
+        default=None,
+        help="average each face over N views of its alignment, ±1/4 crop px apart (N model runs per face): "
+        "steadier under a detector's pixel of landmark noise on small faces (default: the model's align_views, "
+        "else 1)",
+    )
 
 
 def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,6 +142,7 @@ def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
         "detect_every": args.detect_every,
         "track_policy": args.track_policy,
         "pickup": args.pickup,
+        "views": args.views,
     }
 
 

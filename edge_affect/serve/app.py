@@ -93,7 +93,7 @@ class Service:
             else None
         )
         # Still photos: no tracking, so one pipeline serves every request, in parallel on ONNX Runtime.
-        kwargs = {k: v for k, v in (pipeline_kwargs or {}).items() if k in ("det_size", "max_faces")}
+        kwargs = {k: v for k, v in (pipeline_kwargs or {}).items() if k in ("det_size", "max_faces", "views")}
         model = BatchedPredictor(predictor, self.batcher) if self.batcher else predictor
         self.photo_pipeline = FacePipeline(model, track=False, **kwargs)  # type: ignore[arg-type]
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predict")

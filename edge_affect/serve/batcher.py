@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 class _Job:
     """One caller's crops, waiting for their records."""
 
-    __slots__ = ("faces", "done", "records", "error", "timings", "queued_at")
+    __slots__ = ("faces", "views", "done", "records", "error", "timings", "queued_at")
 
-    def __init__(self, faces: list[Any]) -> None:
+    def __init__(self, faces: list[Any], views: int = 1) -> None:
         self.faces = faces
+        self.views = views
         self.done = threading.Event()
         self.records: list[dict[str, Any]] | None = None
         self.error: BaseException | None = None
@@ -65,15 +66,21 @@ class DynamicBatcher:
         self._closed = False
         self._thread.start()
 
-    def predict(self, faces: Any, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
-        """Records for ``faces`` (as ``Predictor.predict``), computed in a batch with other callers' faces.
+    def predict(self, faces: Any, timings: dict[str, float] | None = None, views: int = 1) -> list[dict[str, Any]]:
+        """Records for ``faces`` (as ``Predictor.predict``, ``views`` crops per face), computed in a batch with
+        other callers' faces (callers with another number of views share the wait, not the model call).
 
         ``timings`` receives ``batch_wait`` (queued until its batch ran) and the batch's ``preprocess``,
         ``infer`` and ``post`` seconds."""
         items = as_face_list(faces, "predict")
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1 or len(items) % views:
+            raise ValueError(
+                f"predict: views {views!r} for {len(items)} crops, expected a whole number of views per face "
+                "(a positive integer that divides the number of crops)"
+            )
         if self._closed:
             raise RuntimeError("the predict batcher is closed")
-        job = _Job(items)
+        job = _Job(items, views)
         self._queue.put(job)
         job.done.wait()
         if timings is not None:
@@ -107,14 +114,16 @@ class DynamicBatcher:
             if first is None:
                 return
             jobs = self._collect(first)
-            self._run(jobs)
+            for views in dict.fromkeys(j.views for j in jobs):  # one model call per number of views
+                self._run([j for j in jobs if j.views == views])
 
     def _run(self, jobs: list[_Job]) -> None:
         start = time.perf_counter()
         faces = [f for j in jobs for f in j.faces]
+        views = jobs[0].views
         timings: dict[str, float] = {}
         try:
-            records = self.predictor.predict(faces, timings=timings)
+            records = self.predictor.predict(faces, timings=timings, views=views)
         except Exception as e:  # noqa: BLE001 - one caller's bad crops must not fail the others: run them alone
             if len(jobs) > 1:
                 for j in jobs:
@@ -129,8 +138,9 @@ class DynamicBatcher:
         at = 0
         for j in jobs:
             j.timings = {"batch_wait": start - j.queued_at, **timings}
-            j.records = records[at : at + len(j.faces)]
-            at += len(j.faces)
+            n = len(j.faces) // views
+            j.records = records[at : at + n]
+            at += n
             j.done.set()
 
     def stats(self) -> dict[str, dict[int, int]]:
@@ -156,6 +166,6 @@ class BatchedPredictor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._predictor, name)
 
-    def predict(self, faces: Any, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
-        return self.batcher.predict(faces, timings)
+    def predict(self, faces: Any, timings: dict[str, float] | None = None, views: int = 1) -> list[dict[str, Any]]:
+        return self.batcher.predict(faces, timings, views)
 

@@ -88,3 +88,26 @@ def test_expression_logit_adjustment_moves_rare_classes_by_the_prior(
         package_model(trained_ckpt, tmp_path / "nodata", expr_logit_adjust=0.5)
     with pytest.raises(ValueError, match=r"must lie in \[0, 2\]"):
         package_model(trained_ckpt, tmp_path / "big", data=data, expr_logit_adjust=5.0)
+
+
+def test_package_records_align_views_for_the_runtime(trained_ckpt: Path, tmp_path: Path) -> None:
+    from edge_affect.runtime.detect import YuNetDetector
+    from edge_affect.runtime.pipeline import FacePipeline
+    from edge_affect.runtime.predictor import load
+
+    card = package_model(trained_ckpt, tmp_path / "pkg", align_views=2)
+    assert card["align_views"] == 2
+    det = YuNetDetector()
+    try:
+        with load(tmp_path / "pkg" / "model.onnx") as p:
+            assert p.meta.extra["align_views"] == 2
+            assert FacePipeline(p, det, track=False).views == 2  # the model's own default
+            assert FacePipeline(p, det, track=False, views=1).views == 1  # a setting overrides it
+    finally:
+        det.close()
+    again = package_model(tmp_path / "pkg" / "model.safetensors", tmp_path / "again")
+    assert again["align_views"] == 2  # re-packaging keeps it
+    assert package_model(trained_ckpt, tmp_path / "plain")["align_views"] == 1
+    with pytest.raises(ValueError, match=r"--align-views 3: expected one of \[1, 2, 4\]"):
+        package_model(trained_ckpt, tmp_path / "bad", align_views=3)
+    assert not (tmp_path / "bad").exists()

@@ -320,6 +320,9 @@ def test_metrics_are_prometheus_text(server: Any) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     server.request("GET", "/metrics", auth=False)  # one 401 to count
+    assert server.json("POST", "/v1/predict", ASTRONAUT.read_bytes())[0] == 200  # and one prediction
+    assert server.json("GET", "/healthz")[0] == 200
+    server.events(_start(server, "astronaut_clip.mp4")["id"])  # and one stream run to its end
     status, headers, body = server.request("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
