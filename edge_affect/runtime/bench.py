@@ -164,10 +164,12 @@ def pipeline_policies(
     detect_every: int | None = None,
     track_policy: str | None = None,
     pickup: str | None = None,
+    views: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The settings compared by ``bench --pipeline``: the old behaviour (detect every frame at 640) first,
-    as the reference; then the new policy without motion pickup (new faces wait for the next full
-    detection); then the new policy (last)."""
+    """The settings compared by ``bench --pipeline``: the old behaviour (detect every frame at 640, one view)
+    first, as the reference; then the new policy without motion pickup (new faces wait for the next full
+    detection); then the new policy (last). ``views``: views per face of all but the reference (None: the
+    model's)."""
     from edge_affect.runtime.pipeline import (
         DEFAULT_DET_SIZE,
         DEFAULT_DETECT_EVERY,
@@ -179,7 +181,7 @@ def pipeline_policies(
     n = detect_every or DEFAULT_DETECT_EVERY
     policy = track_policy or DEFAULT_TRACK_POLICY
     pick = pickup or DEFAULT_PICKUP
-    new = {"det_size": size, "detect_every": n, "track_policy": policy}
+    new = {"det_size": size, "detect_every": n, "track_policy": policy, "views": views}
     pols = {
         "old: every frame @640": {
             "det_size": 640,
@@ -187,12 +189,14 @@ def pipeline_policies(
             "filter_landmarks": False,
             "hold": False,
             "smooth": False,
+            "views": 1,
         }
     }
     if pick != "none":
         pols[f"@{size}, detect every {n}, {policy}, no pickup"] = {**new, "pickup": "none"}
-    pols[f"every frame @{size}, filtered, smoothed"] = {"det_size": size, "detect_every": 1}
-    pols[f"new: @{size}, detect every {n}, {policy}, pickup {pick}"] = {**new, "pickup": pick}
+    pols[f"every frame @{size}, filtered, smoothed"] = {"det_size": size, "detect_every": 1, "views": views}
+    shown = f", {views} views" if views and views > 1 else ""
+    pols[f"new: @{size}, detect every {n}, {policy}, pickup {pick}{shown}"] = {**new, "pickup": pick}
     return pols
 
 

@@ -371,6 +371,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge_affect.runtime.bench import bench_stages
 
     batches = args.batch if isinstance(args.batch, list) else _parse_batches(args.batch)
+    if args.views is not None:
+        raise ValueError(
+            f"--views {args.views}: applies to --pipeline VIDEO (faces found and aligned in frames); the stage "
+            "timings time one crop per face"
+        )
     if args.iters < 1:
         raise ValueError(f"--iters {args.iters}: expected ≥ 1")
     if args.source is not None and not Path(args.source).is_file():
@@ -414,7 +419,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 
     if not Path(args.pipeline).is_file():
         raise FileNotFoundError(f"--pipeline {args.pipeline} does not exist, expected a video file")
-    policies = pipeline_policies(args.det_size, args.detect_every, args.track_policy, args.pickup)
+    policies = pipeline_policies(args.det_size, args.detect_every, args.track_policy, args.pickup, args.views)
     predictor = _load(args)
     try:
         res = bench_pipeline(predictor, args.pipeline, policies, rounds=args.rounds, prefetch=args.prefetch)

@@ -120,3 +120,13 @@ def test_metadata_align_views_is_checked() -> None:
     for bad in (3, True, "2", 2.0):
         with pytest.raises(ValueError, match=r"align_views must be one of \[1, 2, 4\]"):
             ArtifactMeta(preprocess=Preprocess(input_size=48), extra={"align_views": bad})
+
+
+def test_bench_pipeline_compares_with_one_view_as_the_reference() -> None:
+    from edge_affect.runtime.bench import pipeline_policies
+
+    pols = pipeline_policies(views=2)
+    ref, *others = pols.values()
+    assert ref["views"] == 1 and all(p["views"] == 2 for p in others)
+    assert list(pols)[-1].endswith(", 2 views")
+    assert all(p["views"] is None for p in list(pipeline_policies().values())[1:])  # the model's own

@@ -164,6 +164,8 @@ def test_single_image_to_stdout_and_png_overlay(artifacts: dict[str, Path], tmp_
         (["run", "{onnx}", "--source", "{clip}", "--overlay", "{tmp}/o.png"], "one image needs a single-image source"),
         (["run", "{onnx}", "--source", "{clip}", "--backend", "tensorrt"], "backend 'tensorrt' runs"),
         (["bench", "{onnx}", "--batch", "1,x"], "expected comma-separated integers"),
+        (["bench", "{onnx}", "--views", "2"], "--views 2: applies to --pipeline VIDEO"),
+        (["run", "{onnx}", "--source", "{clip}", "--views", "3"], "invalid choice: 3"),
     ],
 )
 def test_user_errors_are_one_line(
