@@ -11,7 +11,8 @@
 #   STAGE=blur bash scripts/default_model.sh         # 3e: v3 fine-tuned with blur augmentation (configs/ferplus-v3e.toml)
 #   CONFIG=configs/ferplus-v3f.toml RUN=runs/ferplus-v3f STAGE=blur ...  # 3f: blur on half the faces
 #   STAGE=scratch bash scripts/default_model.sh      # 5a: edge_gray48_mid from scratch (configs/ferplus-mid.toml, ~2.3 h)
-#   STAGE=scratch2 bash scripts/default_model.sh     # 5b: 5a's best.pt, a second cosine cycle (configs/ferplus-mid2.toml, ~1.3 h)
+#   STAGE=scratch2 bash scripts/default_model.sh     # 5b: 5a's best.pt, a second cosine cycle (configs/ferplus-mid2.toml, ~1.6 h)
+#   STAGE=scratch3 bash scripts/default_model.sh     # 5c: 5b's best.pt, v3's consistency fine-tune (configs/ferplus-mid3.toml)
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers
@@ -33,6 +34,7 @@ if [ "$STAGE" = width ]; then CONFIG=${CONFIG:-configs/ferplus-v3w.toml}; RUN=${
 if [ "$STAGE" = blur ]; then CONFIG=${CONFIG:-configs/ferplus-v3e.toml}; RUN=${RUN:-runs/ferplus-v3e}; fi
 if [ "$STAGE" = scratch ]; then CONFIG=${CONFIG:-configs/ferplus-mid.toml}; RUN=${RUN:-runs/ferplus-mid}; fi
 if [ "$STAGE" = scratch2 ]; then CONFIG=${CONFIG:-configs/ferplus-mid2.toml}; RUN=${RUN:-runs/ferplus-mid2}; fi
+if [ "$STAGE" = scratch3 ]; then CONFIG=${CONFIG:-configs/ferplus-mid3.toml}; RUN=${RUN:-runs/ferplus-mid3}; fi
 CONFIG=${CONFIG:-configs/ferplus-v3c.toml}
 RUN=${RUN:-runs/ferplus-v3c}
 KD=${KD:-0}
@@ -79,6 +81,11 @@ if [ "$STAGE" = scratch ]; then  # from scratch: no weights to fetch
 fi
 if [ "$STAGE" = scratch2 ]; then  # from stage 5a's best.pt
   [ -f runs/ferplus-mid/best.pt ] || { echo "stage scratch2 needs runs/ferplus-mid/best.pt: run STAGE=scratch first" >&2; exit 2; }
+  train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
+  exit 0
+fi
+if [ "$STAGE" = scratch3 ]; then  # from stage 5b's best.pt
+  [ -f runs/ferplus-mid2/best.pt ] || { echo "stage scratch3 needs runs/ferplus-mid2/best.pt: run STAGE=scratch2 first" >&2; exit 2; }
   train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
   exit 0
 fi
