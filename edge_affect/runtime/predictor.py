@@ -59,6 +59,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free
 
 
+def check_views(views: Any, crops: int) -> None:
+    """Refuse (one-line ``ValueError``) a ``views`` count that is not a whole number of views per face of ``crops``."""
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1 or crops % views:
+        raise ValueError(
+            f"predict: views {views!r} for {crops} crops, expected a whole number of views per face "
+            "(a positive integer that divides the number of crops)"
+        )
+
+
 def failed_record(status: str, error: str) -> dict[str, Any]:
     """The prediction fields of a face that has no valid prediction (values are ``None``)."""
     return {
@@ -274,11 +283,7 @@ class Predictor:
         predicts each face.
         """
         items = as_face_list(faces, "predict")
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1 or len(items) % views:
-            raise ValueError(
-                f"predict: views {views!r} for {len(items)} crops, expected a whole number of views per face "
-                "(a positive integer that divides the number of crops)"
-            )
+        check_views(views, len(items))
         if not self._warned_not_crop:
             why = next((w for f in items if (w := not_a_face_crop(np.shape(f)))), "")
             if why:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from edge_affect.runtime.predictor import Predictor
+from edge_affect.runtime.predictor import Predictor, check_views
 from edge_affect.runtime.preprocess import as_face_list
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ class DynamicBatcher:
         ``timings`` receives ``batch_wait`` (queued until its batch ran) and the batch's ``preprocess``,
         ``infer`` and ``post`` seconds."""
         items = as_face_list(faces, "predict")
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1 or len(items) % views:
-            raise ValueError(
-                f"predict: views {views!r} for {len(items)} crops, expected a whole number of views per face "
-                "(a positive integer that divides the number of crops)"
-            )
+        check_views(views, len(items))
         if self._closed:
             raise RuntimeError("the predict batcher is closed")
         job = _Job(items, views)
@@ -168,4 +164,3 @@ class BatchedPredictor:
 
     def predict(self, faces: Any, timings: dict[str, float] | None = None, views: int = 1) -> list[dict[str, Any]]:
         return self.batcher.predict(faces, timings, views)
-
