@@ -58,9 +58,8 @@ def view_crops(
 
 
 def scheme_label(predictor: Any, crops: np.ndarray, names: list[str]) -> int:
-    """Arg-max of the expression probabilities averaged over ``crops``."""
-    outs = predictor.predict(crops)
-    return int(np.argmax(np.mean([[o["expression_probs"][n] for n in names] for o in outs], axis=0)))
+    """Arg-max of the expression probabilities averaged over ``crops`` (the runtime's averaging of views)."""
+    return names.index(predictor.predict(crops, views=len(crops))[0]["expression"])
 
 
 def measure(
@@ -160,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"bench_align_views: error: {flag} {path}: no such file", file=sys.stderr)
             return 2
+    if args.faces_rest and args.faces_offset:
+        print(
+            f"bench_align_views: error: --faces-rest with --faces-offset {args.faces_offset}, expected one of them "
+            "(the rest faces are the ones no offset takes)",
+            file=sys.stderr,
+        )
+        return 2
     if not 0 <= args.faces_offset < 1:
         print(
             f"bench_align_views: error: --faces-offset {args.faces_offset}, expected a fraction in [0, 1)",
@@ -189,7 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         detector = YuNetDetector()
         for px in args.face_px:
             res = measure(
-                predictor, detector, faces, args.faces_limit, px, args.sigma, args.draws, args.seed, args.faces_offset, args.faces_rest
+                predictor,
+                detector,
+                faces,
+                args.faces_limit,
+                px,
+                args.sigma,
+                args.draws,
+                args.seed,
+                args.faces_offset,
+                args.faces_rest,
             )
             results["sizes"].append(res)
             for k, r in res["schemes"].items():

@@ -122,6 +122,8 @@ def face_set_noise(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_affect.artifact import ALIGN_VIEWS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "video"), help="folder of real clips")
     ap.add_argument("--artifact", default=None, help="model (default: the shipped default model's ONNX)")
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--views",
         type=int,
-        choices=(1, 2, 4),
+        choices=ALIGN_VIEWS,
         default=None,
         help="views of each alignment averaged per face (default: the model's align_views, as the runtime does)",
     )

@@ -560,6 +560,8 @@ def latency_ratios(models: list[dict[str, Any]], peer: dict[str, Any]) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_affect.artifact import ALIGN_VIEWS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument(
         "--data",
@@ -574,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ours-views",
         action="append",
         type=int,
-        choices=(1, 2, 4),
+        choices=ALIGN_VIEWS,
         default=[],
         help="views averaged per face for each --ours, in order (default: the artifact's align_views, else 1)",
     )

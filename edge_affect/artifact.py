@@ -147,6 +147,11 @@ def align_antialias(extra: dict[str, Any]) -> bool:
 ALIGN_VIEWS = (1, 2, 4)
 
 
+def is_align_views(value: Any) -> bool:
+    """Whether ``value`` is a views count the runtime takes (an int in :data:`ALIGN_VIEWS`, not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int) and value in ALIGN_VIEWS
+
+
 def align_views(extra: dict[str, Any]) -> int:
     """How many views of each face's alignment the runtime averages for this model: ``align_views`` in its
     metadata (recorded by ``package --align-views``), else 1 (one crop)."""
@@ -198,7 +203,7 @@ class ArtifactMeta:
         if "align_antialias" in self.extra and not isinstance(self.extra["align_antialias"], bool):
             raise ValueError(f"align_antialias must be true or false, got {_short(self.extra['align_antialias'])}")
         views = self.extra.get("align_views", 1)
-        if isinstance(views, bool) or not isinstance(views, int) or views not in ALIGN_VIEWS:
+        if not is_align_views(views):
             raise ValueError(f"align_views must be one of {list(ALIGN_VIEWS)}, got {_short(views)}")
 
     def to_dict(self) -> dict[str, Any]:

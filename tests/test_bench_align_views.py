@@ -37,6 +37,8 @@ def test_runs_on_faces_and_refuses_bad_paths(tmp_path: Path, capsys, ferplus_lik
     assert "none.npz: no such file" in capsys.readouterr().err
     assert bench.main(["--faces", str(faces), "--faces-offset", "1.0"]) == 2
     assert "--faces-offset 1.0, expected a fraction in [0, 1)" in capsys.readouterr().err
+    assert bench.main(["--faces", str(faces), "--faces-rest", "--faces-offset", "0.5"]) == 2
+    assert "--faces-rest with --faces-offset 0.5, expected one of them" in capsys.readouterr().err
     kept = out.read_bytes()
     assert bench.main(["--faces", str(out), "--json", str(out)]) == 2  # never writes over its input
     assert out.read_bytes() == kept

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_affect.artifact import ALIGN_VIEWS
 from edge_affect.cliutil import float_range, hidden_alias, int_range
 from edge_affect.export.capture import CAPTURE_LOG
 from edge_affect.export.gates import DEFAULT_HOLDOUT
@@ -201,7 +202,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     k.add_argument(
         "--align-views",
         type=int,
-        choices=(1, 2, 4),
+        choices=ALIGN_VIEWS,
         default=None,
         help="views of each face's alignment the runtime averages for this model by default (N model runs per "
         "face; recorded in the metadata; run/serve --views overrides it; default: the checkpoint's, else 1)",

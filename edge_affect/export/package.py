@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_affect.artifact import ALIGN_VIEWS, atomic_write_text, sha256_file
+from edge_affect.artifact import ALIGN_VIEWS, atomic_write_text, is_align_views, sha256_file
 from edge_affect.config import check_evaluation
 from edge_affect.default import DEFAULT_FILES
 from edge_affect.fsutil import make_temp_dir, replace_dir
@@ -169,7 +169,7 @@ def package_model(
     from edge_affect.models import count_macs, count_params, load_checkpoint, save_safetensors
 
     checkpoint, out = Path(checkpoint), Path(out)
-    if align_views is not None and (isinstance(align_views, bool) or align_views not in ALIGN_VIEWS):
+    if align_views is not None and not is_align_views(align_views):
         raise ValueError(f"--align-views {align_views!r}: expected one of {list(ALIGN_VIEWS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out}: exists and is not an empty folder, expected a new output folder")

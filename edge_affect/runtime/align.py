@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_affect.artifact import ALIGN_VIEWS, is_align_views
 from edge_affect.runtime.detect import YuNetDetector, yunet_runner
 
 #: ArcFace 5-point template for a 112×112 crop (image-left eye, image-right eye, nose, mouth corners),
@@ -118,10 +119,8 @@ def view_offsets(views: int) -> list[tuple[float, float]]:
     """The (dx, dy) crop-px offsets of ``views`` views of one alignment: 1 = the crop itself; 2 = ±¼ px along
     the diagonal; 4 = the ±¼ px grid. Averaging the model over 2 views kept the shipped model's expression under
     N(0, 1 px) landmark noise on 96.5 % of 60-px faces instead of 94.7 % (``benchmarks/bench_align_views.py``)."""
-    from edge_affect.artifact import ALIGN_VIEWS
-
     q = VIEW_SHIFT_PX
-    if isinstance(views, bool) or not isinstance(views, int) or views not in ALIGN_VIEWS:
+    if not is_align_views(views):
         raise ValueError(f"views {views!r}: expected one of {list(ALIGN_VIEWS)}")
     if views == 1:
         return [(0.0, 0.0)]
@@ -146,8 +145,6 @@ def align_views(
     """``views``×size×size×C crops of the face whose 5 landmarks are given (:func:`align_face`'s alignment, moved
     by :func:`view_offsets`), to be predicted together and averaged (``Predictor.predict(..., views=...)``)."""
     m = align_matrix(landmarks, size, template)
-    if views == 1:
-        return warp_face(rgb, m, size, antialias)[None]
     return np.stack([warp_face(rgb, shifted(m, dx, dy), size, antialias) for dx, dy in view_offsets(views)])
 
 

@@ -280,16 +280,16 @@ class FacePipeline:
             return [_empty_record(STATUS_NO_FACE)]
         t1 = time.perf_counter()
         crops, slots = [], []
+        size, views = self.predictor.input_size, int(self.views)  # type: ignore[arg-type]
         for d in dets:
             try:
-                size, views = self.predictor.input_size, int(self.views)  # type: ignore[arg-type]
                 crops.append(view_crops(rgb, d.landmarks, size, self.template, self.antialias, views))
                 slots.append(None)
             except ValueError as e:
                 slots.append(failed_record(STATUS_BAD_CROP, str(e)))
         _add(timings, "align", time.perf_counter() - t1)
         preds = iter(
-            self.predictor.predict(np.concatenate(crops), timings=timings, views=int(self.views))  # type: ignore[arg-type]
+            self.predictor.predict(np.concatenate(crops), timings=timings, views=views)
             if crops
             else []
         )
