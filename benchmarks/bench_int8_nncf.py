@@ -36,7 +36,7 @@ def main() -> int:
     from edge_affect.export.gates import export_split
     from edge_affect.export.nncf_int8 import quantize_cpu_nncf
     from edge_affect.export.onnx_export import read_onnx_meta
-    from edge_affect.export.tensorrt_int8.sensitivity import node_macs
+    from edge_affect.export.precision import node_macs
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fp32", type=Path, default=None, help="FP32 ONNX (default: the shipped default model)")

@@ -18,7 +18,7 @@ import numpy as np
 from edge_affect.artifact import ArtifactMeta, atomic_write_bytes
 from edge_affect.export.cpu_int8 import assert_cpu_int8
 from edge_affect.export.onnx_export import read_onnx_meta, set_onnx_meta
-from edge_affect.export.tensorrt_int8.sensitivity import node_macs
+from edge_affect.export.precision import float_compute_nodes, mac_share, node_macs
 from edge_affect.formats import INT8_TARGET_CPU
 from edge_affect.schema import INPUT_NAME
 
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 MAX_REVERTED_GROUPS = 24
 #: Calibration frames per NNCF dataset item (statistics collection runs one item at a time).
 CALIB_BATCH = 32
-#: Ops whose arithmetic INT8 speeds up (what "kept in FP32" and the MAC share count).
-COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 
 
 def require_nncf() -> Any:
@@ -76,31 +74,6 @@ def top1(session: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
         expr = session.run(["expr"], {INPUT_NAME: x[i : i + batch]})[0]
         out.append(np.asarray(expr).argmax(1))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
-#: Ops that pass int8 values through unchanged in ONNX Runtime's QDQ fusion (a DequantizeLinear before them
-#: still feeds the compute op that follows in int8).
-PASS_THROUGH = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Relu", "Clip")
-
-
-def float_compute_nodes(model: Any, look_through: bool = True) -> list[str]:
-    """Conv/MatMul/Gemm nodes of a QDQ model whose activation input is not dequantized (``look_through``: also
-    through pass-through ops such as MaxPool or Reshape): they run in float."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def dequantized(tensor: str) -> bool:
-        for _ in range(8 if look_through else 1):
-            n = producer.get(tensor)
-            if n is None:
-                return False
-            if n.op_type == "DequantizeLinear":
-                return True
-            if n.op_type not in PASS_THROUGH:
-                return False
-            tensor = n.input[0]
-        return False
-
-    return [n.name for n in model.graph.node if n.op_type in COMPUTE_OPS and not dequantized(n.input[0])]
 
 
 def quantize_cpu_nncf(
@@ -161,9 +134,8 @@ def quantize_cpu_nncf(
     if max_drop is not None:
         info["max_drop_points"] = max_drop
     kept = float_compute_nodes(q)
-    total = sum(macs.values())
     info["kept_float"] = kept
-    info["kept_float_mac_share"] = round(sum(macs.get(n, 0) for n in kept) / total, 4) if total else None
+    info["kept_float_mac_share"] = mac_share(macs, kept)
     if gate is not None and len(gate):
         ref = top1(fp32_session, gate)
         drop = 100.0 * float(np.mean(top1(_Sessions()(q), gate) != ref))

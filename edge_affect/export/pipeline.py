@@ -38,6 +38,7 @@ from edge_affect.export.folder import replace_out as _replace_out
 from edge_affect.export.formats import ENGINE_SOURCE, FORMATS, OPSET, REPORT_JSON, REPORT_MD, format_of
 from edge_affect.export.gates import DEFAULT_HOLDOUT, DEFAULT_SEED
 from edge_affect.export.nncf_int8 import budget_markdown, check_max_drop
+from edge_affect.export.precision import precision_markdown
 from edge_affect.export.tensorrt_build import BatchRange, EngineOptions, check_dla
 from edge_affect.export.tensorrt_int8.steps import int8_markdown, sensitivity_markdown
 from edge_affect.fsutil import check_not_inputs, make_temp_dir
@@ -166,6 +167,7 @@ class ExportReport:
         lines += flips_markdown(self.comparisons)
         lines += sensitivity_markdown(self.int8_fallback)
         lines += budget_markdown(self.int8_budget)
+        lines += precision_markdown(self.artifacts)
         if self.calibration_figures:
             lines += [
                 "## INT8 on the calibration frames (shown beside, not gating: these frames set the scales)",
@@ -394,6 +396,7 @@ def export_all(req: ExportRequest) -> ExportReport:
                         "size_bytes": f.stat().st_size,
                         "sha256": sha256_file(f),
                     }
+        _record_kept_in_float(req, report, fp32_path, tmp)
         if source.keep_in(tmp) is not None:  # the sampled frames stay with the export (parity re-reads its gates)
             for d in (report.calibration, report.gate_frames):
                 if d.get("dir") == str(calib_dir):
@@ -407,6 +410,48 @@ def export_all(req: ExportRequest) -> ExportReport:
         source.discard()
     log.info("export to %s: %s", out, "PASS" if report.passed else "FAIL")
     return report
+
+
+def _record_kept_in_float(req: ExportRequest, report: ExportReport, fp32_path: Path, tmp: Path) -> None:
+    """Record in ``report.artifacts`` what each INT8 model written in ``tmp`` computes in float, read from its graph,
+    with why (``precision.kept_in_float``): every reason, not only the options that chose nodes."""
+    import onnx
+
+    from edge_affect.export.onnx_export import read_onnx_meta, stem_nodes
+    from edge_affect.export.precision import kept_in_float, node_macs
+
+    files = [(k, tmp / FORMATS[k].filename) for k in ("onnx-int8", "onnx-int8-cpu")]
+    files = [(k, p) for k, p in files if p.is_file()]
+    if not files:
+        return
+    fp32 = onnx.load(str(fp32_path))
+    macs = node_macs(fp32)
+    fb = report.int8_fallback
+    fb_option = "--int8-max-drop" if "max_drop_points" in fb else f"--int8-fallback {fb.get('k', '')}"
+    asked = {  # the first reason that names a node wins
+        "onnx-int8": [
+            ([] if req.int8_quantize_stem else stem_nodes(fp32), "the stem (FP16 unless --int8-quantize-stem)"),
+            (report.int8_package_fp16.get("kept_fp16", []), "the package's int8_keep_fp16"),
+            (req.int8_exclude, "--int8-exclude"),
+            (fb.get("kept_fp16", []), f"{fb_option} (sensitivity ranking)"),
+        ],
+        "onnx-int8-cpu": [(report.int8_budget.get("kept_float", []), "--int8-max-drop (NNCF accuracy control)")],
+    }
+    for key, path in files:
+        reasons: dict[str, str] = {}
+        for names, why in asked[key]:
+            for n in names:
+                reasons.setdefault(n, why)
+        quantizer = str(read_onnx_meta(path).extra.get("quantizer", ""))
+        record = kept_in_float(onnx.load(str(path)), macs, reasons, quantizer)
+        report.artifacts[path.name]["kept_in_float"] = record
+        log.info(
+            "%s: %d of %d compute ops in float (%.1f %% of the multiply-accumulates)",
+            path.name,
+            record["kept"],
+            record["compute_ops"],
+            100 * record["mac_share"],
+        )
 
 
 def _build_engines(

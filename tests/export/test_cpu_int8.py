@@ -70,6 +70,20 @@ def test_cpu_int8_structure(cpu_export):
             assert inits[w].data_type == onnx.TensorProto.INT8 and int(np.prod(scale.dims)) == inits[w].dims[0]
 
 
+def test_report_lists_what_the_cpu_model_keeps_in_float(cpu_export):
+    """The CPU INT8 model's record is read from its graph (ONNX Runtime's default recipe quantizes every compute
+    op, the stem included) and reaches the Markdown report."""
+    from edge_affect.export.precision import float_compute_nodes, mac_share, node_macs
+
+    out, rep = cpu_export
+    r = rep.artifacts["model.int8.cpu.onnx"]["kept_in_float"]
+    floats = float_compute_nodes(onnx.load(str(out / "model.int8.cpu.onnx")))
+    macs = node_macs(onnx.load(str(out / "model.onnx")))
+    assert r["kept"] == len(floats) and r["compute_ops"] == len(macs) > 20
+    assert r["mac_share"] == mac_share(macs, floats) < 0.05
+    assert f"| model.int8.cpu.onnx | {r['kept']} of {r['compute_ops']} |" in (out / "export_report.md").read_text()
+
+
 def test_onnx_runtime_fuses_integer_kernels(cpu_export):
     from edge_affect.export.cpu_int8 import integer_kernels
     from edge_affect.runtime.predictor import load

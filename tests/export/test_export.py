@@ -99,6 +99,33 @@ def test_fp16_and_int8_typing(exported):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in q.graph.initializer)  # FP16 elsewhere
 
 
+def test_report_lists_what_int8_keeps_in_float(exported):
+    """The TensorRT-shaped model's float compute ops are read from its graph: the stem (FP16 unless
+    --int8-quantize-stem) named as such, every other one as placed by ModelOpt; reasons cover each node once, the
+    MAC shares add up, and both reports carry it. A reason may name an op type."""
+    from edge_affect.export.onnx_export import stem_nodes
+    from edge_affect.export.precision import float_compute_nodes, kept_in_float, mac_share, node_macs
+
+    out, rep = exported
+    fp32 = onnx.load(str(out / "model.onnx"))
+    int8 = onnx.load(str(out / "model.int8.onnx"))
+    macs = node_macs(fp32)
+    floats = float_compute_nodes(int8)
+    r = rep.artifacts["model.int8.onnx"]["kept_in_float"]
+    assert r["kept"] == len(floats) > 1 and r["compute_ops"] == len(macs)
+    by = {g["why"]: g["nodes"] for g in r["by_reason"]}
+    assert by.pop("the stem (FP16 unless --int8-quantize-stem)") == stem_nodes(fp32)
+    assert list(by) == ["placed by the quantizer (nvidia-modelopt onnx ptq)"]
+    assert sorted([*stem_nodes(fp32), *by[next(iter(by))]]) == sorted(floats)
+    assert r["mac_share"] == mac_share(macs, floats) and 0 < r["mac_share"] < 0.5
+    assert json.loads((out / REPORT_JSON).read_text())["artifacts"]["model.int8.onnx"]["kept_in_float"] == r
+    md = (out / REPORT_MD).read_text()
+    assert "## Kept in higher precision in the INT8 models" in md and f"| model.int8.onnx | {r['kept']} of " in md
+    matmuls = [n.name for n in int8.graph.node if n.op_type == "MatMul" and n.name in floats]
+    again = kept_in_float(int8, macs, {"MatMul": "asked"})
+    assert {g["why"]: g["nodes"] for g in again["by_reason"]}.get("asked", []) == matmuls
+
+
 def test_parity_gates_on_export(exported):
     _, rep = exported
     by = {c.artifact: c for c in rep.comparisons}

@@ -20,7 +20,8 @@ def test_quantizers_bypassed_give_the_float_graph(exported):
 
     from edge_affect.calibration import load_calibration
     from edge_affect.export.onnx_export import read_onnx_meta, run_onnx, upcast_fp16
-    from edge_affect.export.tensorrt_int8.sensitivity import node_macs, quantized_inputs, without_quantizers
+    from edge_affect.export.precision import node_macs
+    from edge_affect.export.tensorrt_int8.sensitivity import quantized_inputs, without_quantizers
 
     out, rep = exported
     m = onnx.load(str(out / "model.int8.onnx"))

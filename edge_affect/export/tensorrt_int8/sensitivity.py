@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_affect.export.precision import node_macs
+
 log = logging.getLogger(__name__)
 
 # nodes that read a quantized tensor only for its shape: keeping them FP16 changes nothing
@@ -57,34 +59,6 @@ def without_quantizers(model: Any, nodes: list[str], pairs: dict[str, list[tuple
             for i, src in pairs[n.name]:
                 n.input[i] = src
     return m
-
-
-def node_macs(model: Any) -> dict[str, int]:
-    """Multiply-accumulates per Conv/MatMul/Gemm node of ``model`` for one frame (batch dimensions counted as 1),
-    from ONNX shape inference: what keeping a node in FP16 gives up of INT8's arithmetic."""
-    from onnx import numpy_helper, shape_inference
-
-    m = shape_inference.infer_shapes(model)
-    g = m.graph
-    shapes = {
-        v.name: [d.dim_value if d.dim_value > 0 else 1 for d in v.type.tensor_type.shape.dim]
-        for v in [*g.value_info, *g.input, *g.output]
-    }
-    shapes.update({t.name: list(numpy_helper.to_array(t).shape) for t in g.initializer})
-    macs: dict[str, int] = {}
-    for n in g.node:
-        if n.op_type not in ("Conv", "MatMul", "Gemm") or len(n.input) < 2:
-            continue
-        a, b, o = shapes.get(n.input[0]), shapes.get(n.input[1]), shapes.get(n.output[0])
-        if not (a and b and o):
-            continue
-        if n.op_type == "Conv":
-            k = int(np.prod(b[1:]))  # input channels per group × kernel
-        else:
-            trans_a = any(at.name == "transA" and at.i for at in n.attribute)
-            k = a[-2] if trans_a else a[-1]
-        macs[n.name] = int(np.prod(o)) * int(k)
-    return macs
 
 
 def distance_to(model: Any, calib: np.ndarray, ref: dict[str, np.ndarray]) -> float:

@@ -123,16 +123,14 @@ def package_fp16_record(meta: Any, fp32_path: Path) -> dict[str, Any]:
     import onnx
 
     from edge_affect.export.package import INT8_KEEP_FP16, check_graph_nodes
-    from edge_affect.export.tensorrt_int8.sensitivity import node_macs
+    from edge_affect.export.precision import mac_share, node_macs
 
     nodes = package_fp16_nodes(meta)
     if not nodes:
         return {}
     # named for what they are (the package's list), not as an --int8-exclude the user never gave
     check_graph_nodes(fp32_path, nodes, f"the package's {INT8_KEEP_FP16}")
-    macs = node_macs(onnx.load(str(fp32_path)))
-    total = sum(macs.values()) or 1
-    return {"kept_fp16": nodes, "kept_fp16_mac_share": round(sum(macs.get(n, 0) for n in nodes) / total, 4)}
+    return {"kept_fp16": nodes, "kept_fp16_mac_share": mac_share(node_macs(onnx.load(str(fp32_path))), nodes)}
 
 
 def ranking_record(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
