@@ -13,6 +13,7 @@
 #   STAGE=scratch bash scripts/default_model.sh      # 5a: edge_gray48_mid from scratch (configs/ferplus-mid.toml, ~2.3 h)
 #   STAGE=scratch2 bash scripts/default_model.sh     # 5b: 5a's best.pt, a second cosine cycle (configs/ferplus-mid2.toml, ~1.6 h)
 #   STAGE=scratch3 bash scripts/default_model.sh     # 5c: 5b's best.pt, v3's consistency fine-tune (configs/ferplus-mid3.toml)
+#   STAGE=distill4 bash scripts/default_model.sh     # 5d: 5c's best.pt distilled from v3 + 5b + 5c (configs/ferplus-mid4.toml)
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers
@@ -35,6 +36,7 @@ if [ "$STAGE" = blur ]; then CONFIG=${CONFIG:-configs/ferplus-v3e.toml}; RUN=${R
 if [ "$STAGE" = scratch ]; then CONFIG=${CONFIG:-configs/ferplus-mid.toml}; RUN=${RUN:-runs/ferplus-mid}; fi
 if [ "$STAGE" = scratch2 ]; then CONFIG=${CONFIG:-configs/ferplus-mid2.toml}; RUN=${RUN:-runs/ferplus-mid2}; fi
 if [ "$STAGE" = scratch3 ]; then CONFIG=${CONFIG:-configs/ferplus-mid3.toml}; RUN=${RUN:-runs/ferplus-mid3}; fi
+if [ "$STAGE" = distill4 ]; then CONFIG=${CONFIG:-configs/ferplus-mid4.toml}; RUN=${RUN:-runs/ferplus-mid4}; fi
 CONFIG=${CONFIG:-configs/ferplus-v3c.toml}
 RUN=${RUN:-runs/ferplus-v3c}
 KD=${KD:-0}
@@ -87,6 +89,20 @@ fi
 if [ "$STAGE" = scratch3 ]; then  # from stage 5b's best.pt
   [ -f runs/ferplus-mid2/best.pt ] || { echo "stage scratch3 needs runs/ferplus-mid2/best.pt: run STAGE=scratch2 first" >&2; exit 2; }
   train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
+  exit 0
+fi
+if [ "$STAGE" = distill4 ]; then  # 5c's best.pt on votes + the teachers v3, 5b and 5c (committed in teachers/)
+  for t in 5b:runs/ferplus-mid2 5c:runs/ferplus-mid3; do
+    f=teachers/ferplus-${t%%:*}-edge_gray48_mid.npz
+    [ -f "$f" ] || $ea distill teach "${t#*:}/best.pt" --data runs/ferplus --out "$f"
+  done
+  f=teachers/ferplus-v3-edge_gray48_slim.npz
+  [ -f "$f" ] || { v3_weights; $ea distill teach runs/v3-weights/model.safetensors --data runs/ferplus --out "$f"; }
+  [ -f runs/ferplus-mid3/best.pt ] || { echo "stage distill4 needs runs/ferplus-mid3/best.pt: run STAGE=scratch3 first" >&2; exit 2; }
+  [ -d runs/ferplus-kd5 ] || $ea distill mix runs/ferplus --teacher teachers/ferplus-v3-edge_gray48_slim.npz \
+    --teacher teachers/ferplus-5b-edge_gray48_mid.npz --teacher teachers/ferplus-5c-edge_gray48_mid.npz \
+    --weight 0.5 --out runs/ferplus-kd5
+  train "$CONFIG" runs/ferplus-kd5 "$RUN" runs/cache-ferplus-kd5
   exit 0
 fi
 if stage ablation && [ "$STAGE" != all ]; then  # the student's recipe on the votes alone
