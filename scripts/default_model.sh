@@ -92,13 +92,13 @@ if [ "$STAGE" = scratch3 ]; then  # from stage 5b's best.pt
   exit 0
 fi
 if [ "$STAGE" = distill4 ]; then  # 5c's best.pt on votes + the teachers v3, 5b and 5c (committed in teachers/)
+  [ -f runs/ferplus-mid3/best.pt ] || { echo "stage distill4 needs runs/ferplus-mid3/best.pt: run STAGE=scratch3 first" >&2; exit 2; }
   for t in 5b:runs/ferplus-mid2 5c:runs/ferplus-mid3; do
     f=teachers/ferplus-${t%%:*}-edge_gray48_mid.npz
     [ -f "$f" ] || $ea distill teach "${t#*:}/best.pt" --data runs/ferplus --out "$f"
   done
   f=teachers/ferplus-v3-edge_gray48_slim.npz
   [ -f "$f" ] || { v3_weights; $ea distill teach runs/v3-weights/model.safetensors --data runs/ferplus --out "$f"; }
-  [ -f runs/ferplus-mid3/best.pt ] || { echo "stage distill4 needs runs/ferplus-mid3/best.pt: run STAGE=scratch3 first" >&2; exit 2; }
   [ -d runs/ferplus-kd5 ] || $ea distill mix runs/ferplus --teacher teachers/ferplus-v3-edge_gray48_slim.npz \
     --teacher teachers/ferplus-5b-edge_gray48_mid.npz --teacher teachers/ferplus-5c-edge_gray48_mid.npz \
     --weight 0.5 --out runs/ferplus-kd5

@@ -144,7 +144,7 @@ def quantize_cpu_nncf(
             raise ValueError(
                 f"--int8-max-drop {max_drop:g}: unreachable, the CPU INT8 model still disagrees with FP32 on "
                 f"{drop:.2f} points of the {len(gate)} gate frames with {len(kept)} compute ops "
-                f"({100 * (info['kept_float_mac_share'] or 0):.0f} % of MACs) left in FP32 (at most {max_groups} "
+                f"({100 * info['kept_float_mac_share']:.0f} % of MACs) left in FP32 (at most {max_groups} "
                 "groups returned to FP32); expected a larger budget, or ship FP32/FP16"
             )
     m = ArtifactMeta.from_dict(read_onnx_meta(src).to_dict())
@@ -162,9 +162,9 @@ def quantize_cpu_nncf(
     assert_cpu_int8(q, allow_float=float_compute_nodes(q, look_through=False))  # the check reads direct inputs
     atomic_write_bytes(dst, q.SerializeToString())
     log.info(
-        "NNCF INT8: %d compute ops kept in FP32 (%s of MACs)%s",
+        "NNCF INT8: %d compute ops kept in FP32 (%.1f %% of MACs)%s",
         len(kept),
-        f"{100 * info['kept_float_mac_share']:.1f} %" if info["kept_float_mac_share"] is not None else "?",
+        100 * info["kept_float_mac_share"],
         f", {info['drop_points']:.2f} points top-1 disagreement on the gate frames" if "drop_points" in info else "",
     )
     return info
@@ -174,17 +174,14 @@ def budget_markdown(info: dict[str, Any]) -> list[str]:
     """The export report's section on ``--int8-max-drop`` (empty without a budget)."""
     if not info:
         return []
-    share = info.get("kept_float_mac_share")
     lines = [
         f"## INT8 accuracy budget (CPU model, {info.get('quantizer', 'NNCF quantize_with_accuracy_control')})",
         "",
         f"- budget: {info['max_drop_points']:g} points of top-1 disagreement with FP32 on the {info['gate_frames']} "
         f"gate frames; measured: {info['drop_points']:.2f} points. These frames chose what stays in FP32, so the "
         "CPU INT8 gate above is not an independent check; rerun `edge-affect parity DIR --eval-data ROOT` on other data.",
-        f"- kept in FP32: {len(info['kept_float'])} compute ops"
-        + (f", {100 * share:.1f} % of the multiply-accumulates" if share is not None else ""),
+        f"- kept in FP32: {len(info['kept_float'])} compute ops, {100 * info['kept_float_mac_share']:.1f} % of the "
+        'multiply-accumulates (named under "Kept in higher precision" below)',
+        "",
     ]
-    lines += [f"  - `{n}`" for n in info["kept_float"][:24]]
-    if len(info["kept_float"]) > 24:
-        lines.append(f"  - … {len(info['kept_float']) - 24} more (export_report.json)")
-    return [*lines, ""]
+    return lines

@@ -435,15 +435,19 @@ def _record_kept_in_float(req: ExportRequest, report: ExportReport, fp32_path: P
             (req.int8_exclude, "--int8-exclude"),
             (fb.get("kept_fp16", []), f"{fb_option} (sensitivity ranking)"),
         ],
-        "onnx-int8-cpu": [(report.int8_budget.get("kept_float", []), "--int8-max-drop (NNCF accuracy control)")],
+        # NNCF's record holds every float op of its result, its own placement included: named together
+        "onnx-int8-cpu": [
+            (report.int8_budget.get("kept_float", []), "--int8-max-drop (NNCF accuracy control and its own placement)")
+        ],
     }
     for key, path in files:
         reasons: dict[str, str] = {}
         for names, why in asked[key]:
             for n in names:
                 reasons.setdefault(n, why)
-        quantizer = str(read_onnx_meta(path).extra.get("quantizer", ""))
-        record = kept_in_float(onnx.load(str(path)), macs, reasons, quantizer)
+        model = onnx.load(str(path))
+        quantizer = str(read_onnx_meta(model).extra.get("quantizer", ""))
+        record = kept_in_float(model, macs, reasons, quantizer)
         report.artifacts[path.name]["kept_in_float"] = record
         log.info(
             "%s: %d of %d compute ops in float (%.1f %% of the multiply-accumulates)",
