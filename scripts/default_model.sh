@@ -14,6 +14,7 @@
 #   STAGE=scratch2 bash scripts/default_model.sh     # 5b: 5a's best.pt, a second cosine cycle (configs/ferplus-mid2.toml, ~1.6 h)
 #   STAGE=scratch3 bash scripts/default_model.sh     # 5c: 5b's best.pt, v3's consistency fine-tune (configs/ferplus-mid3.toml)
 #   STAGE=distill4 bash scripts/default_model.sh     # 5d: 5c's best.pt distilled from v3 + 5b + 5c (configs/ferplus-mid4.toml)
+#   STAGE=distill6 bash scripts/default_model.sh     # 6a: v3's network from scratch on votes + v3/5b/5c teachers (configs/ferplus-kd6.toml)
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers
@@ -37,6 +38,7 @@ if [ "$STAGE" = scratch ]; then CONFIG=${CONFIG:-configs/ferplus-mid.toml}; RUN=
 if [ "$STAGE" = scratch2 ]; then CONFIG=${CONFIG:-configs/ferplus-mid2.toml}; RUN=${RUN:-runs/ferplus-mid2}; fi
 if [ "$STAGE" = scratch3 ]; then CONFIG=${CONFIG:-configs/ferplus-mid3.toml}; RUN=${RUN:-runs/ferplus-mid3}; fi
 if [ "$STAGE" = distill4 ]; then CONFIG=${CONFIG:-configs/ferplus-mid4.toml}; RUN=${RUN:-runs/ferplus-mid4}; fi
+if [ "$STAGE" = distill6 ]; then CONFIG=${CONFIG:-configs/ferplus-kd6.toml}; RUN=${RUN:-runs/ferplus-kd6}; fi
 CONFIG=${CONFIG:-configs/ferplus-v3c.toml}
 RUN=${RUN:-runs/ferplus-v3c}
 KD=${KD:-0}
@@ -91,8 +93,9 @@ if [ "$STAGE" = scratch3 ]; then  # from stage 5b's best.pt
   train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
   exit 0
 fi
-if [ "$STAGE" = distill4 ]; then  # 5c's best.pt on votes + the teachers v3, 5b and 5c (committed in teachers/)
-  [ -f runs/ferplus-mid3/best.pt ] || { echo "stage distill4 needs runs/ferplus-mid3/best.pt: run STAGE=scratch3 first" >&2; exit 2; }
+if [ "$STAGE" = distill4 ] || [ "$STAGE" = distill6 ]; then  # votes + the teachers v3, 5b and 5c (committed in teachers/)
+  # 5d starts from 5c's best.pt; 6a from scratch
+  [ "$STAGE" = distill6 ] || [ -f runs/ferplus-mid3/best.pt ] || { echo "stage distill4 needs runs/ferplus-mid3/best.pt: run STAGE=scratch3 first" >&2; exit 2; }
   for t in 5b:runs/ferplus-mid2 5c:runs/ferplus-mid3; do
     f=teachers/ferplus-${t%%:*}-edge_gray48_mid.npz
     [ -f "$f" ] || $ea distill teach "${t#*:}/best.pt" --data runs/ferplus --out "$f"
