@@ -14,6 +14,7 @@
 #   STAGE=scratch2 bash scripts/default_model.sh     # 5b: 5a's best.pt, a second cosine cycle (configs/ferplus-mid2.toml, ~1.6 h)
 #   STAGE=scratch3 bash scripts/default_model.sh     # 5c: 5b's best.pt, v3's consistency fine-tune (configs/ferplus-mid3.toml)
 #   STAGE=distill4 bash scripts/default_model.sh     # 5d: 5c's best.pt distilled from v3 + 5b + 5c (configs/ferplus-mid4.toml)
+#   STAGE=antialias bash scripts/default_model.sh    # 7a: v3 in the anti-aliased layout, v3's recipe (configs/ferplus-v3aa.toml)
 #   STAGE=distill6 bash scripts/default_model.sh     # 6a: v3's network from scratch on votes + v3/5b/5c teachers (configs/ferplus-kd6.toml)
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
@@ -34,6 +35,7 @@ DATA=${DATA:-../shared/data}
 STAGE=${STAGE:-all}
 if [ "$STAGE" = width ]; then CONFIG=${CONFIG:-configs/ferplus-v3w.toml}; RUN=${RUN:-runs/ferplus-v3w}; fi
 if [ "$STAGE" = blur ]; then CONFIG=${CONFIG:-configs/ferplus-v3e.toml}; RUN=${RUN:-runs/ferplus-v3e}; fi
+if [ "$STAGE" = antialias ]; then CONFIG=${CONFIG:-configs/ferplus-v3aa.toml}; RUN=${RUN:-runs/ferplus-v3aa}; fi
 if [ "$STAGE" = scratch ]; then CONFIG=${CONFIG:-configs/ferplus-mid.toml}; RUN=${RUN:-runs/ferplus-mid}; fi
 if [ "$STAGE" = scratch2 ]; then CONFIG=${CONFIG:-configs/ferplus-mid2.toml}; RUN=${RUN:-runs/ferplus-mid2}; fi
 if [ "$STAGE" = scratch3 ]; then CONFIG=${CONFIG:-configs/ferplus-mid3.toml}; RUN=${RUN:-runs/ferplus-mid3}; fi
@@ -74,7 +76,7 @@ shipped_weights() {  # shipped_weights COMMIT DIR: the default model's weights a
 }
 v2_weights() { shipped_weights "$V2_COMMIT" runs/v2-weights; }
 v3_weights() { shipped_weights "$V3_COMMIT" runs/v3-weights; }  # the width stage grows them
-if [ "$STAGE" = width ] || [ "$STAGE" = blur ]; then  # from v3's weights: grown (3d) or as they are (3e)
+if [ "$STAGE" = width ] || [ "$STAGE" = blur ] || [ "$STAGE" = antialias ]; then  # from v3's weights: grown (3d), as they are (3e, 7a)
   v3_weights
   train "$CONFIG" runs/ferplus "$RUN" runs/cache-ferplus
   exit 0

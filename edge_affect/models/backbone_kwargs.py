@@ -15,6 +15,7 @@ BACKBONE_KWARGS: dict[str, str] = {
     "channels": "a list of 1 to 8 integers in [1, 2048] (per-stage widths, ResNets)",
     "act_layer": "one of " + ", ".join(repr(a) for a in ACTIVATIONS) + " (EfficientNet/MobileNet activations)",
     "squeeze_excite": "true or false (false: EfficientNet blocks without squeeze-excitation)",
+    "anti_alias": "true or false (true: ResNets low-pass before every subsampling, BlurPool and average-pool shortcuts)",
 }
 
 
@@ -46,8 +47,6 @@ def check_backbone_kwargs(kwargs: Any, where: str = "model config") -> None:
         raise ValueError(
             f"{where}: backbone_kwargs act_layer {kwargs['act_layer']!r:.40} must be {BACKBONE_KWARGS['act_layer']}"
         )
-    if "squeeze_excite" in kwargs and not isinstance(kwargs["squeeze_excite"], bool):
-        raise ValueError(
-            f"{where}: backbone_kwargs squeeze_excite {kwargs['squeeze_excite']!r:.40} must be "
-            f"{BACKBONE_KWARGS['squeeze_excite']}"
-        )
+    for flag in ("squeeze_excite", "anti_alias"):
+        if flag in kwargs and not isinstance(kwargs[flag], bool):
+            raise ValueError(f"{where}: backbone_kwargs {flag} {kwargs[flag]!r:.40} must be {BACKBONE_KWARGS[flag]}")

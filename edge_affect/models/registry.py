@@ -273,6 +273,18 @@ def edge_gray48_slim() -> ModelConfig:
 
 
 @register_model
+def edge_gray48_slim_aa() -> ModelConfig:
+    """``edge_gray48_slim`` anti-aliased (issue 19 item 3): every subsampling of its ResNet stages low-passes first
+    (``backbone_kwargs`` ``anti_alias``: BlurPool after the stem's max-pool and each first block's conv1, average
+    pooling before each 1×1 shortcut; Zhang 2019), so that a sub-pixel move of the aligned crop, what a detector's
+    landmark noise does, moves the features less. The weights have ``edge_gray48_slim``'s shapes (v3's load as
+    they are); the two stride-2 3×3 convolutions run at stride 1, 26 M MACs against 22 M."""
+    cfg = edge_gray48_slim()
+    cfg.backbone_kwargs = {**cfg.backbone_kwargs, "anti_alias": True}
+    return cfg
+
+
+@register_model
 def edge_gray48_mid() -> ModelConfig:
     """The width step after v3 (issue 19): ``edge_gray48`` at three quarters of the convolution width,
     ResNet-18 stages 1-3 with 48/96/192 channels (3×3 = 9 image tokens), 2.3 M parameters, 40 M MACs.

@@ -110,6 +110,14 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
         # timm's EfficientNet builder calls se_layer(channels, rd_ratio=...) where a block asks for SE;
         # nn.Identity takes and ignores those arguments, so the block keeps its convolutions and loses the SE
         kwargs["se_layer"] = nn.Identity
+    anti_alias = kwargs.pop("anti_alias", False)
+    if anti_alias:
+        # Zhang 2019, "Making convolutional networks shift-invariant again": each stride-2 step of a ResNet
+        # becomes its stride-1 version followed by a fixed 3×3 binomial blur subsampled by 2 (the stem's max-pool
+        # and each first block's conv1); the shortcuts are made to average-pool first below
+        from timm.layers import BlurPool2d
+
+        kwargs["aa_layer"] = BlurPool2d
     if cfg.drop_path > 0:
         kwargs["drop_path_rate"] = cfg.drop_path
     if cfg.pretrained:
@@ -131,6 +139,8 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
         ) from None
     except TypeError as e:
         raise ValueError(f"backbone {cfg.backbone!r} does not take backbone_kwargs {sorted(kwargs)}: {e}") from None
+    if anti_alias:
+        _pool_shortcuts(backbone)
     # Some feature wrappers (EfficientNetFeatures, MobileNetV3Features) keep the stages after the one we
     # read; drop them so no parameter goes unused (DDP requires it, and checkpoints stay lean).
     last = backbone.feature_info.module_name()[-1]
@@ -138,6 +148,25 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
     if last.startswith("blocks.") and isinstance(blocks, nn.Sequential):
         backbone.blocks = blocks[: int(last.split(".")[1]) + 1]
     return backbone
+
+
+class PooledShortcut(nn.Sequential):
+    """A ResNet shortcut (1×1 convolution, BatchNorm) that averages 2×2 pixels before its convolution, which runs
+    at stride 1, instead of reading every other pixel at stride 2: the anti-aliased shortcut. Its children are
+    the plain shortcut's, under the same names, so a plain ResNet's weights load into it as they are."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.avg_pool2d(x, 2, ceil_mode=True, count_include_pad=False))
+
+
+def _pool_shortcuts(backbone: nn.Module) -> None:
+    """Make each stride-2 1×1 shortcut of ``backbone`` (timm ResNet ``downsample``) a :class:`PooledShortcut`."""
+    for block in backbone.modules():
+        down = getattr(block, "downsample", None)
+        if isinstance(down, nn.Sequential) and len(down) == 2 and isinstance(down[0], nn.Conv2d):
+            if tuple(down[0].stride) == (2, 2) and tuple(down[0].kernel_size) == (1, 1):
+                down[0].stride = (1, 1)
+                down.__class__ = PooledShortcut
 
 
 class GrayStemConv2d(nn.Conv2d):

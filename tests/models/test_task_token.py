@@ -195,3 +195,38 @@ def test_gray_stem_reads_one_channel(tmp_path) -> None:
         assert not any(n.op_type in ("ReduceMean", "BatchNormalization") for n in graph.node), exporter
         ref, got = run_torch(gray, x.numpy()), run_onnx(path, x.numpy())
         assert all(float(abs(ref[k] - got[k]).max()) <= 1e-4 for k in ref), exporter
+
+
+def test_anti_aliased_resnet_takes_plain_weights_and_moves_less_under_shifts(tmp_path) -> None:
+    """``edge_gray48_slim_aa`` (``backbone_kwargs`` ``anti_alias``) holds the plain layout's weights under the same
+    names and shapes (v3's load as they are), costs more MACs (stride-1 convolutions before each blur), and with
+    the same weights its features move several times less under a 1-px shift of a smooth image; its ONNX graph
+    matches PyTorch to 1e-4."""
+    pytest.importorskip("onnx", reason="ONNX export needs the export extra")
+    from torch import nn
+
+    from edge_affect.export.onnx_export import export_onnx, run_onnx, run_torch
+    from edge_affect.models.checkpoint import model_meta
+    from edge_affect.models.task_token import PooledShortcut
+
+    torch.manual_seed(0)
+    plain = create_model("edge_gray48_slim").eval()
+    aa = create_model("edge_gray48_slim_aa").eval()
+    assert {k: v.shape for k, v in aa.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    aa.load_state_dict(plain.state_dict(), strict=True)
+    assert sum(isinstance(m, PooledShortcut) for m in aa.modules()) == 2  # layers 2 and 3 (layer 1 keeps stride 1)
+    assert not any(isinstance(m, PooledShortcut) for m in plain.modules())
+    assert 1.1 < count_macs(aa) / count_macs(plain) < 1.3
+    smooth = nn.functional.interpolate(torch.rand(8, 1, 14, 14), size=(52, 52), mode="bicubic", align_corners=False)
+    img = smooth.clamp(0, 1).mul(2).sub(1).repeat(1, 3, 1, 1)
+    x0, x1 = img[..., 2:50, 2:50], img[..., 2:50, 3:51]  # the same image moved by one pixel
+    with torch.no_grad():
+        moved = {
+            name: float((m.backbone(x1)[-1] - (f := m.backbone(x0)[-1])).norm() / f.norm())
+            for name, m in (("plain", plain), ("aa", aa))
+        }
+    assert moved["aa"] < moved["plain"] / 3, moved
+    path = tmp_path / "aa.onnx"
+    export_onnx(aa, model_meta(aa), path, sample=x0.numpy())
+    ref, got = run_torch(aa, x0.numpy()), run_onnx(path, x0.numpy())
+    assert all(float(abs(ref[k] - got[k]).max()) <= 1e-4 for k in ref)

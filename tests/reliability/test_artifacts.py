@@ -429,13 +429,14 @@ def test_checkpoint_file_errors(tiny_pt: Path, tmp_path: Path) -> None:
         (
             {"model_config.backbone_kwargs": {"feature_index": -2, "pretrained_cfg_overlay": {"file": "/etc/passwd"}}},
             r"backbone_kwargs \['pretrained_cfg_overlay'\] are not allowed \(allowed: feature_index, channels, act_layer, "
-            r"squeeze_excite\)",
+            r"squeeze_excite, anti_alias\)",
         ),
         ({"model_config.backbone_kwargs": {"checkpoint_path": "/tmp/x.pth"}}, r"\['checkpoint_path'\] are not allowed"),
         ({"model_config.backbone_kwargs": {"feature_index": "2"}}, "feature_index '2' must be an integer in"),
         ({"model_config.backbone_kwargs": {"channels": [10**6] * 4}}, r"channels .* must be a list of 1 to 8 integers"),
         ({"model_config.backbone_kwargs": {"act_layer": "gelu"}}, "act_layer 'gelu' must be one of 'relu', 'relu6'"),
         ({"model_config.backbone_kwargs": {"squeeze_excite": 0}}, "squeeze_excite 0 must be true or false"),
+        ({"model_config.backbone_kwargs": {"anti_alias": "yes"}}, "anti_alias 'yes' must be true or false"),
         ({"model_config.backbone_kwargs": [1]}, "backbone_kwargs must be dict"),
         ({"model_config.dim": "64"}, "model_config: dim must be int, got str '64'"),
         ({"model_config.heads": 0}, "heads 0 must be an integer >= 1"),
