@@ -29,20 +29,31 @@ MARKDOWN_NODES = 12
 
 def node_macs(model: Any) -> dict[str, int]:
     """Multiply-accumulates per Conv/MatMul/Gemm node of ``model`` for one frame (batch dimensions counted as 1),
-    from ONNX shape inference: what keeping a node in higher precision gives up of INT8's arithmetic."""
+    from ONNX shape inference: what keeping a node in higher precision gives up of INT8's arithmetic. Where
+    inference leaves a compute node's non-batch dimension unknown (a shape computed in the graph, e.g. the pads
+    of a reflect-padded blur), the shapes come from one ONNX Runtime run of a zero frame instead, so no node is
+    counted from a guessed size."""
+    import onnx
     from onnx import numpy_helper, shape_inference
 
     m = shape_inference.infer_shapes(model)
     g = m.graph
-    shapes = {
-        v.name: [d.dim_value if d.dim_value > 0 else 1 for d in v.type.tensor_type.shape.dim]
-        for v in [*g.value_info, *g.input, *g.output]
-    }
+    values = [*g.value_info, *g.input, *g.output]
+    dims = {v.name: list(v.type.tensor_type.shape.dim) for v in values}
+    compute = [n for n in g.node if n.op_type in COMPUTE_OPS and len(n.input) >= 2]
+    unknown = any(
+        t not in dims or any(d.dim_value <= 0 for d in dims[t][1:]) for n in compute for t in (n.input[0], n.output[0])
+    )
+    if unknown:
+        weights = {t.name for t in g.initializer}
+        needed = {t for n in compute for t in (*n.input[:2], n.output[0]) if t not in weights}
+        types = {v.name: v.type.tensor_type.elem_type for v in values}
+        shapes = _run_shapes(model, {t: types.get(t) or onnx.TensorProto.FLOAT for t in sorted(needed)})
+    else:
+        shapes = {k: [d.dim_value if d.dim_value > 0 else 1 for d in v] for k, v in dims.items()}
     shapes.update({t.name: list(numpy_helper.to_array(t).shape) for t in g.initializer})
     macs: dict[str, int] = {}
-    for n in g.node:
-        if n.op_type not in COMPUTE_OPS or len(n.input) < 2:
-            continue
+    for n in compute:
         a, b, o = shapes.get(n.input[0]), shapes.get(n.input[1]), shapes.get(n.output[0])
         if not (a and b and o):
             continue
@@ -53,6 +64,29 @@ def node_macs(model: Any) -> dict[str, int]:
             k = a[-2] if trans_a else a[-1]
         macs[n.name] = int(np.prod(o)) * int(k)
     return macs
+
+
+def _run_shapes(model: Any, tensors: dict[str, int]) -> dict[str, list[int]]:
+    """The shapes ``tensors`` (name → ONNX element type) take in one ONNX Runtime run of ``model`` on zero input,
+    each symbolic input dimension 1 (nothing optimised away: every named tensor is made a graph output)."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.helper.make_tensor_value_info(t, e, None) for t, e in tensors.items() if t not in have)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
+    feed = {
+        i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], dtype.get(i.type, np.float32))
+        for i in sess.get_inputs()
+    }
+    names = [o.name for o in sess.get_outputs()]
+    return {k: list(v.shape) for k, v in zip(names, sess.run(names, feed), strict=True) if k in tensors}
 
 
 def mac_share(macs: dict[str, int], nodes: Iterable[str]) -> float:

@@ -328,3 +328,24 @@ def test_int8_calibration_method_is_validated(exported, tmp_path):
             out / "model.onnx", tmp_path / "x.onnx", np.zeros((2, 3, 64, 64), np.float32), calibration_method="bogus"
         )
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["edge_gray48_slim", "edge_gray48_slim_aa"])
+def test_node_macs_are_the_models_own_count(tmp_path, name: str) -> None:
+    """The per-node multiply-accumulates the INT8 report shares are taken from sum to the model's own count
+    (``count_macs``), for the default layout (attention reshapes that shape inference leaves symbolic) and the
+    anti-aliased one (blur pads computed in the graph): no node is counted from a guessed size."""
+    import torch
+
+    from edge_affect.export.onnx_export import export_onnx
+    from edge_affect.export.precision import node_macs
+    from edge_affect.models import count_macs, create_model
+    from edge_affect.models.checkpoint import model_meta
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    path = tmp_path / f"{name}.onnx"
+    export_onnx(model, model_meta(model), path, sample=np.random.default_rng(0).random((2, 3, 48, 48), np.float32))
+    macs = node_macs(onnx.load(str(path)))
+    assert min(macs.values()) > 0
+    assert sum(macs.values()) == pytest.approx(count_macs(model), rel=1e-3)
