@@ -174,8 +174,10 @@ def fallback_for_budget(
 
     The search runs on the PTQ graph with each candidate's Q/DQ pairs bypassed (what ModelOpt's exclusion does to
     a node), then the graph is quantized again with them excluded and re-measured; when re-calibration moved it
-    back over the budget, the next node joins. A budget not met with every helpful node (at most ``max_nodes``) in
-    FP16 is a one-line ``ValueError``. Returns the record the report shows."""
+    back over the budget, the next node joins. Candidates go in ranking order: first the nodes whose FP16 alone
+    lowers the calibration distance, then the others (a node that does not help alone can tip a gate frame
+    together with the ones before it). A budget not met with every ranked node (at most ``max_nodes``) in FP16 is
+    a one-line ``ValueError``. Returns the record the report shows."""
     import onnx
 
     from edge_affect.export.onnx_export import run_onnx
@@ -189,7 +191,7 @@ def fallback_for_budget(
     chosen: list[str] = []
     if drop > max_drop + 1e-9 and max_nodes != 0:
         rows = rank_nodes(ptq, calib, ref)
-        candidates = [r["node"] for r in rows if r["gain"] > 0][:max_nodes]
+        candidates = [r["node"] for r in rows][:max_nodes]  # by distance: the helpful ones (gain > 0) first
         pairs = quantized_inputs(ptq)
         k = 0
         while drop > max_drop + 1e-9 and k < len(candidates):  # on the PTQ graph: no re-calibration per try
@@ -219,7 +221,7 @@ def fallback_for_budget(
         limit = "" if max_nodes is None else f", at most {max_nodes} allowed"
         raise ValueError(
             f"--int8-max-drop {max_drop:g}: unreachable for the TensorRT INT8 model, it still disagrees with FP32 on "
-            f"{drop:.2f} points of the {len(gate)} gate frames with {len(chosen)} nodes whose FP16 helps kept in FP16 "
+            f"{drop:.2f} points of the {len(gate)} gate frames with {len(chosen)} nodes kept in FP16 "
             f"({100 * record['kept_fp16_mac_share']:.0f} % of MACs{limit}); expected a larger budget, or ship FP16"
         )
     log.info(
