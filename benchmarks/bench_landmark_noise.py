@@ -90,11 +90,12 @@ def face_set_noise(
     ``edge_affect.artifact.align_antialias``) and averaged over ``views`` views (the model's:
     ``edge_affect.artifact.align_views``); faces YuNet does not find are counted, not measured."""
     from edge_affect.data.fer import ferplus_majority
+    from edge_affect.runtime.align import align_views
     from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
 
     images, _, _ = ferplus_majority(npz)
     idx = np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int)
-    spreads, heights, agree, missed = [], [], {s: [] for s in sigmas}, 0
+    spreads, heights, agree, missed, margins = [], [], {s: [] for s in sigmas}, 0, []
     for i in idx:
         frame = face_in_frame(images[i], face_px)
         got = redetection_noise(detector, frame, max(frame.shape[:2]))
@@ -104,6 +105,9 @@ def face_set_noise(
         spreads.append(got[0])
         heights.append(got[1])
         lm = detector.detect(frame, max_side=max(frame.shape[:2]))[0].landmarks.astype(np.float64)
+        ref = predictor.predict(align_views(frame, lm, predictor.input_size, template, antialias, views), views=views)
+        top = sorted(ref[0]["expression_probs"].values(), reverse=True)
+        margins.append(top[0] - top[1])  # how decided the face is without noise (draws no random numbers)
         noise = expression_under_noise(predictor, frame, lm, template, sigmas, draws, rng, antialias, views)
         for s, v in noise.items():
             agree[s].append(v)
@@ -118,7 +122,30 @@ def face_set_noise(
         "redetection_spread_pct_face": 100 * spread / h,
         "expression_agreement": {str(s): float(np.mean(v)) for s, v in agree.items()},
         "faces_all_draws_agree": {str(s): float(np.mean(np.asarray(v) == 1.0)) for s, v in agree.items()},
+        "agreement_by_margin": {str(s): by_margin(np.asarray(margins), np.asarray(v)) for s, v in agree.items()},
     }
+
+
+#: Bins of a face's margin without noise (its most probable expression's probability minus the second's).
+MARGIN_BINS = (0.0, 0.05, 0.1, 0.2, 0.4, 1.0)
+
+
+def by_margin(margins: np.ndarray, agreement: np.ndarray) -> list[dict[str, Any]]:
+    """Per bin of :data:`MARGIN_BINS`: faces, their mean agreement under the noise, and their share of all the
+    draws that changed the expression (where the flips come from: near ties or decided faces)."""
+    flips = float((1 - agreement).sum())
+    rows = []
+    for lo, hi in zip(MARGIN_BINS[:-1], MARGIN_BINS[1:], strict=True):
+        sel = (margins >= lo) & ((margins < hi) if hi < 1.0 else (margins <= hi))
+        rows.append(
+            {
+                "margin": [lo, hi],
+                "faces": int(sel.sum()),
+                "agreement": float(agreement[sel].mean()) if sel.any() else None,
+                "share_of_flips": float((1 - agreement[sel]).sum() / flips) if flips else 0.0,
+            }
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,6 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     header = ["clip", "faces", "face px", "re-detect spread px", "% face", "jitter raw px", "jitter pipeline px"]
     header += [f"same expr σ={s:g}px" for s in args.sigma]
     print(format_table(header, rows))
+    mid = str(float(args.sigma[len(args.sigma) // 2]))  # σ 1 px with the default 0.5 / 1 / 2
+    margin_rows = [
+        [
+            label,
+            f"{b['margin'][0]:g}-{b['margin'][1]:g}",
+            str(b["faces"]),
+            "-" if b["agreement"] is None else f"{100 * b['agreement']:.1f} %",
+            f"{100 * b['share_of_flips']:.0f} %",
+        ]
+        for label, res in results.get("face_sets", {}).items()
+        for b in res.get("agreement_by_margin", {}).get(mid, [])
+    ]
+    if margin_rows:
+        print(f"where the expression changes under σ = {mid} px: faces by their margin without noise (top minus second)")
+        print(format_table(["face set", "margin", "faces", "same expr", "share of changes"], margin_rows))
     if args.json:
         atomic_write_text(args.json, json.dumps(results, indent=1))
         print(f"results in {args.json}")
