@@ -90,8 +90,7 @@ def face_set_noise(
     ``edge_affect.artifact.align_antialias``) and averaged over ``views`` views (the model's:
     ``edge_affect.artifact.align_views``); faces YuNet does not find are counted, not measured."""
     from edge_affect.data.fer import ferplus_majority
-    from edge_affect.runtime.align import align_views
-    from edge_affect.runtime.steadiness import expression_under_noise, face_in_frame
+    from edge_affect.runtime.steadiness import aligned_prediction, expression_under_noise, face_in_frame
 
     images, _, _ = ferplus_majority(npz)
     idx = np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int)
@@ -105,10 +104,10 @@ def face_set_noise(
         spreads.append(got[0])
         heights.append(got[1])
         lm = detector.detect(frame, max_side=max(frame.shape[:2]))[0].landmarks.astype(np.float64)
-        ref = predictor.predict(align_views(frame, lm, predictor.input_size, template, antialias, views), views=views)
-        top = sorted(ref[0]["expression_probs"].values(), reverse=True)
+        ref = aligned_prediction(predictor, frame, lm, template, antialias, views)
+        top = sorted(ref["expression_probs"].values(), reverse=True)
         margins.append(top[0] - top[1])  # how decided the face is without noise (draws no random numbers)
-        noise = expression_under_noise(predictor, frame, lm, template, sigmas, draws, rng, antialias, views)
+        noise = expression_under_noise(predictor, frame, lm, template, sigmas, draws, rng, antialias, views, ref)
         for s, v in noise.items():
             agree[s].append(v)
     if not spreads:

@@ -70,16 +70,14 @@ def _run_shapes(model: Any, tensors: dict[str, int]) -> dict[str, list[int]]:
     """The shapes ``tensors`` (name → ONNX element type) take in one ONNX Runtime run of ``model`` on zero input,
     each symbolic input dimension 1 (nothing optimised away: every named tensor is made a graph output)."""
     import onnx
-    import onnxruntime as ort
+
+    from edge_affect.export.onnx_export import ort_session
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.helper.make_tensor_value_info(t, e, None) for t, e in tensors.items() if t not in have)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort_session(m.SerializeToString(), optimize=False)
     dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
     feed = {
         i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], dtype.get(i.type, np.float32))

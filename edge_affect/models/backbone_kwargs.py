@@ -15,7 +15,7 @@ BACKBONE_KWARGS: dict[str, str] = {
     "channels": "a list of 1 to 8 integers in [1, 2048] (per-stage widths, ResNets)",
     "act_layer": "one of " + ", ".join(repr(a) for a in ACTIVATIONS) + " (EfficientNet/MobileNet activations)",
     "squeeze_excite": "true or false (false: EfficientNet blocks without squeeze-excitation)",
-    "anti_alias": "true or false (true: ResNets low-pass before every subsampling, BlurPool and average-pool shortcuts)",
+    "anti_alias": "true or false (true: a fixed blur before every stride-2 step, timm's aa_layer; ResNet shortcuts average-pool)",
 }
 
 

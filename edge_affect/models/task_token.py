@@ -112,9 +112,10 @@ def _build_backbone(cfg: ModelConfig) -> nn.Module:
         kwargs["se_layer"] = nn.Identity
     anti_alias = kwargs.pop("anti_alias", False)
     if anti_alias:
-        # Zhang 2019, "Making convolutional networks shift-invariant again": each stride-2 step of a ResNet
-        # becomes its stride-1 version followed by a fixed 3×3 binomial blur subsampled by 2 (the stem's max-pool
-        # and each first block's conv1); the shortcuts are made to average-pool first below
+        # Zhang 2019, "Making convolutional networks shift-invariant again": each stride-2 step becomes its
+        # stride-1 version followed by a fixed 3×3 binomial blur subsampled by 2 (timm's aa_layer: in a ResNet the
+        # stem's max-pool and each first block's conv1, in EfficientNet/MobileNet blocks the stride-2 depthwise
+        # convolutions); a ResNet's 1×1 shortcuts are made to average-pool first below
         from timm.layers import BlurPool2d
 
         kwargs["aa_layer"] = BlurPool2d

@@ -83,6 +83,20 @@ def landmark_jitter(frames: Sequence[Sequence[dict[str, Any]]]) -> float | None:
     return float(np.median(moves)) if moves else None
 
 
+def aligned_prediction(
+    predictor: Any,
+    rgb: np.ndarray,
+    landmarks: np.ndarray,
+    template: np.ndarray | None,
+    antialias: bool = False,
+    views: int = 1,
+) -> dict[str, Any]:
+    """The record ``predictor`` gives the face with these 5 ``landmarks``, aligned as the runtime aligns it for
+    the model (``template``, ``antialias``, ``views``: see :func:`expression_under_noise`)."""
+    crops = align_views(rgb, landmarks, predictor.input_size, template, antialias, views)
+    return predictor.predict(crops, views=views)[0]
+
+
 def expression_under_noise(
     predictor: Any,
     rgb: np.ndarray,
@@ -93,13 +107,16 @@ def expression_under_noise(
     rng: np.random.Generator,
     antialias: bool = False,
     views: int = 1,
+    ref: dict[str, Any] | None = None,
 ) -> dict[float, float]:
     """Per σ (px), the share of ``draws`` alignments of the face with its 5 ``landmarks`` moved by N(0, σ) whose
     expression matches the one without noise (``template``: the model's alignment template, 112-px units;
     ``antialias``: the warp the runtime uses for the model, ``edge_affect.artifact.align_antialias``; ``views``:
-    how many views of each alignment the runtime averages, ``edge_affect.artifact.align_views``)."""
+    how many views of each alignment the runtime averages, ``edge_affect.artifact.align_views``; ``ref``: the
+    record without noise, :func:`aligned_prediction`, when the caller already has it)."""
     size = predictor.input_size
-    ref = predictor.predict(align_views(rgb, landmarks, size, template, antialias, views), views=views)[0]
+    if ref is None:
+        ref = aligned_prediction(predictor, rgb, landmarks, template, antialias, views)
     out = {}
     for s in sigmas:
         crops = [
