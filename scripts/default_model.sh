@@ -16,6 +16,7 @@
 #   STAGE=distill4 bash scripts/default_model.sh     # 5d: 5c's best.pt distilled from v3 + 5b + 5c (configs/ferplus-mid4.toml)
 #   STAGE=antialias bash scripts/default_model.sh    # 7a: v3 in the anti-aliased layout, v3's recipe (configs/ferplus-v3aa.toml)
 #   STAGE=distill6 bash scripts/default_model.sh     # 6a: v3's network from scratch on votes + v3/5b/5c teachers (configs/ferplus-kd6.toml)
+#   CONFIG=configs/ferplus-kd6.toml RUN=runs/ferplus-kd6 STAGE=ablation ...    # 6b: 6a without the teachers
 #   STAGE=all bash scripts/default_model.sh          # 3b and 4 in a row (1-2 first when KD=1)
 #   CONFIG=configs/ferplus-v3.toml KD=1 RUN=runs/ferplus-v3 STAGE=student ...  # 3a: distill mix + student (not shipped)
 #   CONFIG=configs/ferplus-v3.toml RUN=runs/ferplus-v3 STAGE=ablation ...      #     3a without the teachers
