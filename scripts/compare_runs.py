@@ -27,26 +27,27 @@ class RunError(ValueError):
 
 
 def read_run(run: Path, metric: str) -> list[dict]:
-    """The epochs of ``run`` as ``{"epoch", "value", "seconds"}``, the last record of an epoch kept (a resumed run
-    may write an epoch twice)."""
+    """The epochs of ``run`` as ``{"epoch", "value", "seconds"}``, in the file's order (the training loop rewrites the
+    file from its checkpoint on resume, so each epoch appears once)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise RunError(f"{path}: no such file (expected a run folder written by edge-affect train)")
-    by_epoch: dict[int, dict] = {}
+    epochs = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            epoch, value = int(rec["epoch"]), float(rec["val"][metric])
+            epochs.append(
+                {"epoch": int(rec["epoch"]), "value": float(rec["val"][metric]), "seconds": rec.get("epoch_seconds")}
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise RunError(
                 f"{path}:{n}: expected an epoch record with val.{metric} ({type(e).__name__}: {e})"
             ) from None
-        by_epoch[epoch] = {"epoch": epoch, "value": value, "seconds": rec.get("epoch_seconds")}
-    if not by_epoch:
+    if not epochs:
         raise RunError(f"{path}: no epoch records")
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return epochs
 
 
 def summarise(label: str, run: Path, epochs: list[dict]) -> dict:
