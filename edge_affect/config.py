@@ -221,6 +221,7 @@ class AugmentParams(Settings):
     landmark_jitter: _ranged(_Num, ge=0, le=0.1) | None = None
     blur: _ranged(_Num, ge=0, le=1) | None = None
     blur_prob: _ranged(_Num, ge=0, le=1) | None = None
+    noise: _ranged(_Num, ge=0, le=0.25) | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> AugmentParams:

@@ -5,7 +5,8 @@ rotation, horizontal flip; one ``affine_grid``/``grid_sample``), brightness/cont
 random grayscale, and optionally the misalignment a detector's landmark noise causes (``landmark_jitter``: the
 5 landmarks moved by Gaussian noise and the crop re-aligned by the least-squares similarity, as the runtime's
 alignment would cut it) and the low-pass of a face shrunk onto the crop (``blur``: a Gaussian of random σ, as the
-runtime's anti-aliased alignment applies to a large face). ``to_input``: the eval path, normalisation only, equal to
+runtime's anti-aliased alignment applies to a large face) and additive Gaussian pixel noise (``noise``: σ drawn per face,
+as a camera's sensor noise). ``to_input``: the eval path, normalisation only, equal to
 ``edge_affect.runtime.preprocess.normalize`` (tested to 1e-6). A horizontal flip keeps every label
 valid here: valence/arousal and expressions are symmetric, and the 12 ABAW AUs are scored bilaterally.
 """
@@ -95,6 +96,7 @@ class GpuAugment:
         landmark_jitter: float = 0.0,
         blur: float = 0.0,
         blur_prob: float = 1.0,
+        noise: float = 0.0,
         seed: int | None = None,
     ) -> None:
         lo, hi = scale
@@ -120,6 +122,8 @@ class GpuAugment:
             raise ValueError(f"blur={blur}, expected the largest Gaussian σ in crop pixels, in [0, 1]")
         if not 0 <= blur_prob <= 1:
             raise ValueError(f"blur_prob={blur_prob}, expected a probability in [0, 1]")
+        if not 0 <= noise <= 0.25:
+            raise ValueError(f"noise={noise}, expected the largest pixel-noise σ as a fraction of full scale, in [0, 0.25]")
         if not 0 < erase_area[0] <= erase_area[1] < 1:
             raise ValueError(f"erase_area={erase_area}, expected 0 < low <= high < 1 (fractions of the image)")
         self.pp = pp
@@ -135,6 +139,7 @@ class GpuAugment:
         self.landmark_jitter = float(landmark_jitter)
         self.blur = float(blur)
         self.blur_prob = float(blur_prob)
+        self.noise = float(noise)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.geometric = (
             self.scale != (1.0, 1.0)
@@ -204,6 +209,8 @@ class GpuAugment:
             x = self._blur(x, reps)
         if self.brightness or self.contrast or self.gray_prob:
             x = self._color(x, reps)
+        if self.noise:
+            x = self._noise(x, reps)
         mean, std = _mean_std(self.pp, dev)
         x = x.sub_(mean).div_(std)  # x is a fresh float tensor here, never the input
         if self.erase_prob:
@@ -229,6 +236,16 @@ class GpuAugment:
         y = F.conv2d(y, k[:, None, :, None], groups=b * c)  # along H
         y = F.conv2d(y, k[:, None, None, :], groups=b * c)  # along W
         return y.reshape(b, c, h, w)
+
+    def _noise(self, x: torch.Tensor, reps: int = 1) -> torch.Tensor:
+        """Additive Gaussian noise per pixel and channel, σ ~ U(0, ``noise``) of full scale per face (the same field
+        for the ``reps`` views of a face, so paired views still differ by landmark noise only); clamped to [0, 1].
+        Drawn on the CPU like every other draw, so a seed gives the same noise on any device."""
+        b, c, h, w = x.shape
+        n = b // reps
+        sigma = (self._rand(n) * self.noise).view(n, 1, 1, 1)
+        field = torch.randn(n, c, h, w, generator=self.generator) * sigma
+        return (x + field.repeat(reps, 1, 1, 1).to(x.device, x.dtype)).clamp_(0.0, 1.0)
 
     def erase_mask(self, n: int, h: int, w: int) -> torch.Tensor:
         """Random erasing (Zhong et al. 2020): with ``erase_prob`` per sample, a rectangle covering a

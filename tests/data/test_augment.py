@@ -245,3 +245,24 @@ def test_blur_prob_blurs_only_that_share_of_the_faces() -> None:
     assert np.abs(none - src).max() < 1e-6
     with pytest.raises(ValueError, match="blur_prob=1.5"):
         GpuAugment(pp, blur=0.5, blur_prob=1.5)
+
+
+def test_noise_is_gaussian_of_random_sigma_per_face() -> None:
+    """``noise``: each face gets additive Gaussian pixel noise of its own σ ~ U(0, noise) of full scale (measured
+    on mid-grey faces, where the [0, 1] clamp never bites), independent per pixel; both views of a ``pair`` get the
+    same noise field; 0 adds nothing; a σ above 0.25 is refused."""
+    pp, still = _blur_only()
+    x = torch.full((64, 48, 48, 3), 128, dtype=torch.uint8)
+    src = to_input(x, pp).numpy()
+    y = GpuAugment(pp, noise=0.04, seed=7, **still)(x).numpy()
+    sigma = (torch.rand(64, generator=torch.Generator().manual_seed(7)) * 0.04).numpy()
+    d = y - src
+    got = d.reshape(64, -1).std(1)
+    assert np.allclose(got, sigma, rtol=0.05, atol=5e-4), np.c_[got, sigma][:5]
+    assert np.abs(d.reshape(64, -1).mean(1)).max() < 3e-3  # zero-mean
+    assert abs(float(np.corrcoef(d[:, 0, :, :-1].ravel(), d[:, 0, :, 1:].ravel())[0, 1])) < 0.02  # white
+    a, b = GpuAugment(pp, noise=0.04, landmark_jitter=1e-7, seed=7, **still).pair(x)
+    assert float((a - b).abs().max()) < 1e-3 and float((a - torch.from_numpy(src)).abs().max()) > 0.02
+    assert np.array_equal(GpuAugment(pp, noise=0.0, seed=7, **still)(x).numpy(), src)
+    with pytest.raises(ValueError, match="noise=0.3"):
+        GpuAugment(pp, noise=0.3)

@@ -59,6 +59,7 @@ AUGMENT = [
     ({"flipp": True}, "c.toml.augment_params: unknown key 'flipp'; did you mean 'flip'? expected one of: scale, "),
     ({"gray_prob": 2}, "c.toml.augment_params: gray_prob 2: out of range, expected a number in [0, 1]"),
     ({"brightness": 1.0}, "c.toml.augment_params: brightness 1.0: out of range, expected a number in [0, 1)"),
+    ({"noise": 0.5}, "c.toml.augment_params: noise 0.5: out of range, expected a number in [0, 0.25]"),
     ({"scale": [0.9, 0.5]}, "c.toml: augment_params: scale [0.9, 0.5]: low above high, expected [low, high]"),
     ({"scale": [0.9]}, "c.toml.augment_params: scale must be tuple[float, float] | None, got list [0.9]"),
     ({"flip": 1}, "c.toml.augment_params: flip must be bool | None, got int 1"),
