@@ -11,7 +11,9 @@ fallback). Then FP32, the TensorRT-shaped Q/DQ model (run on ONNX Runtime, FP16 
 the CPU INT8 model and NNCF's plain INT8 of the same FP32 model on the same calibration frames (the other CPU route)
 are run on every frame of a synthetic set of another seed (default 1,500 faces, seed 7) that no step saw; the table
 gives top-1 expression agreement with FP32, the share of faces FP32 itself barely decides (its two most probable
-expressions within ``export.compare.NEAR_TIE_GAP`` = 0.05 of each other: "ties") and agreement on the other faces ("dec"). Steps
+expressions within ``export.compare.NEAR_TIE_GAP`` = 0.05 of each other: "ties") and agreement on the other faces ("dec"),
+and, as a yardstick, FP32's agreement with itself when N(0, 1/255) pixel noise is added to every face ("px 1/255":
+how far a camera's noise alone moves the same model). Steps
 whose outputs exist under ``--work`` are reused, so an interrupted run resumes. Wall-clock training time is printed
 for orientation only. ``--latency`` then times every listed model's FP32 and CPU INT8 ONNX side by side.
 
@@ -100,6 +102,16 @@ def _qdq_fused(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     from edge_affect.export.onnx_export import run_onnx, upcast_fp16
 
     return run_onnx(upcast_fp16(onnx.load(str(path))), x)  # a ModelProto, not emulated: optimised as given
+
+
+#: σ of the pixel noise FP32 is compared with itself under (``agree_fp32_pixel_noise``), as a fraction of full scale.
+PIXEL_NOISE = 1 / 255
+
+
+def _pixel_noise(shape: tuple[int, ...], pp, sigma: float) -> np.ndarray:
+    """N(0, ``sigma``) noise per pixel and channel on the [0, 1] image, in the model's normalised input units."""
+    std = np.asarray(pp.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return (np.random.default_rng(0).normal(size=shape).astype(np.float32) * sigma / std).astype(np.float32)
 
 
 def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray], where: np.ndarray | None = None) -> float:
@@ -225,6 +237,9 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
         _, runner = onnx_cpu_runner(path, precision)
         outs[path.name] = runner(x)
     outs["fused"] = _qdq_fused(export / "model.int8.onnx", x)
+    # the yardstick: FP32 against itself on the same faces under N(0, 1/255) pixel noise (a camera's, fixed seed)
+    _, fp32 = onnx_cpu_runner(export / "model.onnx", "fp32")
+    outs["pixel_noise"] = fp32(x + _pixel_noise(x.shape, meta.preprocess, PIXEL_NOISE))
     report = json.loads((export / "export_report.json").read_text())
     from edge_affect.export.compare import near_ties
 
@@ -243,6 +258,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
         "agree_qdq_fused": _agreement(outs["model.onnx"], outs["fused"]),
         "agree_cpu_int8": _agreement(outs["model.onnx"], outs["model.int8.cpu.onnx"]),
         "agree_cpu_int8_nncf": _agreement(outs["model.onnx"], outs[nncf_path.name]),
+        "agree_fp32_pixel_noise": _agreement(outs["model.onnx"], outs["pixel_noise"]),
         # how many faces FP32 itself barely decides, and agreement on the others (INT8 noise flips near ties)
         "near_tie_share": float(1 - decided.mean()),
         "agree_qdq_decided": _agreement(outs["model.onnx"], outs["model.int8.onnx"], decided),
@@ -358,7 +374,7 @@ def main() -> int:
 
     # a listed row measured otherwise (older Q/DQ evaluation, no near-tie figures) is measured again from its kept
     # export and replaces the old one; rows of models not listed stay as they are
-    done = {key(r) for r in rows if r.get("qdq_eval") == QDQ_EVAL and "near_tie_share" in r}
+    done = {key(r) for r in rows if r.get("qdq_eval") == QDQ_EVAL and "agree_fp32_pixel_noise" in r}
     # seed by seed, models interleaved: an interrupted run still holds old and new backbones side by side
     for seed in sorted({s for seeds in per_model.values() for s in seeds}):
         for model in [m for m, seeds in per_model.items() if seed in seeds]:
@@ -397,7 +413,7 @@ def main() -> int:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     print(
         f"\n{'model':11s} {'backbone':24s} {'layout':13s} {'seed':>4s} {'params M':>8s} {'MACs M':>6s} {'Q/DQ':>6s} "
-        f"{'fused':>6s} {'CPU INT8':>8s} {'NNCF':>6s} {'ties':>5s} {'Q/DQ dec':>8s} {'CPU dec':>7s}"
+        f"{'fused':>6s} {'CPU INT8':>8s} {'NNCF':>6s} {'ties':>5s} {'Q/DQ dec':>8s} {'CPU dec':>7s} {'px 1/255':>8s}"
     )
     for r in rows:
         acc = (
@@ -410,7 +426,8 @@ def main() -> int:
             f"{r['model']:11s} {r['backbone']:24s} {r.get('layout', '?'):13s} {r['seed']:4d} {r['params_m']:8.3f} "
             f"{r['macs_m']:6.1f} {r['agree_qdq']:6.3f} {r['agree_qdq_fused']:6.3f} {r['agree_cpu_int8']:8.3f} "
             f"{r.get('agree_cpu_int8_nncf', nan):6.3f} {r.get('near_tie_share', nan):5.2f} "
-            f"{r.get('agree_qdq_decided', nan):8.3f} {r.get('agree_cpu_int8_decided', nan):7.3f}{acc}"
+            f"{r.get('agree_qdq_decided', nan):8.3f} {r.get('agree_cpu_int8_decided', nan):7.3f} "
+            f"{r.get('agree_fp32_pixel_noise', nan):8.3f}{acc}"
         )
     return 0
 

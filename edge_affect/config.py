@@ -263,9 +263,10 @@ class TrainConfig(Settings):
     # channels, computing the same function (Net2WiderNet: edge_affect/models/widen.py)
     init_widen: StrictBool = False
     loss: LossConfig = Field(default_factory=LossConfig)
-    # weight of the alignment-consistency term (stability training, Zheng et al. 2016): each face is also seen
-    # re-aligned from landmarks moved by the detector's noise (augment_params.landmark_jitter), and the KL
-    # divergence between the two expression distributions is added to the loss; 0 = off
+    # weight of the consistency term (stability training, Zheng et al. 2016): each face is also seen re-aligned
+    # from landmarks moved by the detector's noise (augment_params.landmark_jitter) and/or with another pixel-noise
+    # field (augment_params.noise), and the KL divergence between the two expression distributions is added to
+    # the loss; 0 = off
     consistency: _ranged(_Num, ge=0, le=100) = 0.0
     skip_bad_rows: StrictBool = False
     # validation score that chooses best.pt: "p" (ABAW P = VA + EXPR + AU) or "expr_acc" (expression top-1
@@ -274,10 +275,11 @@ class TrainConfig(Settings):
 
     @model_validator(mode="after")
     def _consistency_needs_jitter(self) -> TrainConfig:
-        if self.consistency > 0 and not (self.augment and (self.augment_params.landmark_jitter or 0) > 0):
+        params = self.augment_params
+        if self.consistency > 0 and not (self.augment and max(params.landmark_jitter or 0, params.noise or 0) > 0):
             raise ValueError(
-                f"consistency {self.consistency} needs augment = true and augment_params.landmark_jitter > 0 "
-                "(the two views differ by landmark noise only)"
+                f"consistency {self.consistency} needs augment = true and augment_params.landmark_jitter > 0 or "
+                "augment_params.noise > 0 (the two views differ by landmark and pixel noise only)"
             )
         return self
 

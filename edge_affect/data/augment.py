@@ -185,12 +185,16 @@ class GpuAugment:
         return self._views(batch, pair=False)
 
     def pair(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two views of each face that differ only by a detector's landmark noise: the same random affine,
-        colour and erasing, and the second crop re-aligned from landmarks moved once more (``misalignment``).
-        For a consistency term (``TrainConfig.consistency``) that asks the prediction not to move with it."""
+        """Two views of each face that differ only as two frames of a still face do: by a detector's landmark noise
+        (with ``landmark_jitter``: the second crop re-aligned from landmarks moved once more, ``misalignment``) and by
+        sensor noise (with ``noise``: each view its own pixel-noise field, of the face's one σ); the same random
+        affine, blur, colour and erasing. For a consistency term (``TrainConfig.consistency``) that asks the
+        prediction not to move with them."""
         _check_batch(batch)
-        if self.landmark_jitter <= 0:
-            raise ValueError("GpuAugment.pair needs landmark_jitter > 0: the two views differ by landmark noise only")
+        if self.landmark_jitter <= 0 and self.noise <= 0:
+            raise ValueError(
+                "GpuAugment.pair needs landmark_jitter > 0 or noise > 0: the two views differ by those perturbations only"
+            )
         both = self._views(batch, pair=True)
         return both[: batch.shape[0]], both[batch.shape[0] :]
 
@@ -200,10 +204,13 @@ class GpuAugment:
         if self.geometric:
             theta = self.affine(n, x.shape[-1])
             if pair:
-                theta = torch.cat([theta, _compose(theta, self.misalignment(n, x.shape[-1]))])
+                second = _compose(theta, self.misalignment(n, x.shape[-1])) if self.landmark_jitter > 0 else theta
+                theta = torch.cat([theta, second])
                 x = torch.cat([x, x])
             grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        elif pair:
+            x = torch.cat([x, x])
         reps = 2 if pair else 1
         if self.blur and self.blur_prob:
             x = self._blur(x, reps)
@@ -238,14 +245,14 @@ class GpuAugment:
         return y.reshape(b, c, h, w)
 
     def _noise(self, x: torch.Tensor, reps: int = 1) -> torch.Tensor:
-        """Additive Gaussian noise per pixel and channel, σ ~ U(0, ``noise``) of full scale per face (the same field
-        for the ``reps`` views of a face, so paired views still differ by landmark noise only); clamped to [0, 1].
+        """Additive Gaussian noise per pixel and channel, σ ~ U(0, ``noise``) of full scale per face (the same σ for
+        the ``reps`` views of a face, each view its own field, as two frames' sensor noise); clamped to [0, 1].
         Drawn on the CPU like every other draw, so a seed gives the same noise on any device."""
         b, c, h, w = x.shape
         n = b // reps
-        sigma = (self._rand(n) * self.noise).view(n, 1, 1, 1)
-        field = torch.randn(n, c, h, w, generator=self.generator) * sigma
-        return (x + field.repeat(reps, 1, 1, 1).to(x.device, x.dtype)).clamp_(0.0, 1.0)
+        sigma = (self._rand(n) * self.noise).repeat(reps).view(b, 1, 1, 1)
+        field = torch.randn(b, c, h, w, generator=self.generator) * sigma
+        return (x + field.to(x.device, x.dtype)).clamp_(0.0, 1.0)
 
     def erase_mask(self, n: int, h: int, w: int) -> torch.Tensor:
         """Random erasing (Zhong et al. 2020): with ``erase_prob`` per sample, a rectangle covering a

@@ -525,7 +525,7 @@ def _train(
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             with torch.no_grad():
-                if cfg.consistency > 0:  # two views per face, differing by landmark noise only
+                if cfg.consistency > 0:  # two views per face, differing by landmark and/or pixel noise only
                     x = torch.cat(augment.pair(batch["image"]))
                 else:
                     x = augment(batch["image"]) if augment is not None else to_input(batch["image"], pp)

@@ -191,7 +191,7 @@ def test_pair_views_differ_by_landmark_noise_only() -> None:
     a, b = GpuAugment(pp, landmark_jitter=0.02, gray_prob=0.5, seed=3, **kw).pair(_batch())
     d = (a - b).abs().mean((1, 2, 3))
     assert bool((d > 1e-3).all()) and float(d.mean()) < float((a - a.roll(1, 0)).abs().mean())
-    with pytest.raises(ValueError, match="landmark_jitter > 0"):
+    with pytest.raises(ValueError, match="landmark_jitter > 0 or noise > 0"):
         GpuAugment(pp, seed=0).pair(_batch())
 
 
@@ -250,7 +250,7 @@ def test_blur_prob_blurs_only_that_share_of_the_faces() -> None:
 def test_noise_is_gaussian_of_random_sigma_per_face() -> None:
     """``noise``: each face gets additive Gaussian pixel noise of its own σ ~ U(0, noise) of full scale (measured
     on mid-grey faces, where the [0, 1] clamp never bites), independent per pixel; both views of a ``pair`` get the
-    same noise field; 0 adds nothing; a σ above 0.25 is refused."""
+    same σ and each its own field (two frames' sensor noise); 0 adds nothing; a σ above 0.25 is refused."""
     pp, still = _blur_only()
     x = torch.full((64, 48, 48, 3), 128, dtype=torch.uint8)
     src = to_input(x, pp).numpy()
@@ -261,8 +261,8 @@ def test_noise_is_gaussian_of_random_sigma_per_face() -> None:
     assert np.allclose(got, sigma, rtol=0.05, atol=5e-4), np.c_[got, sigma][:5]
     assert np.abs(d.reshape(64, -1).mean(1)).max() < 3e-3  # zero-mean
     assert abs(float(np.corrcoef(d[:, 0, :, :-1].ravel(), d[:, 0, :, 1:].ravel())[0, 1])) < 0.02  # white
-    a, b = GpuAugment(pp, noise=0.04, landmark_jitter=1e-7, seed=7, **still).pair(x)
-    assert float((a - b).abs().max()) < 1e-3 and float((a - torch.from_numpy(src)).abs().max()) > 0.02
+    a, b = GpuAugment(pp, noise=0.04, seed=7, **still).pair(x)  # one σ per face, a field per view
+    assert np.allclose((a - b).numpy().reshape(64, -1).std(1), sigma * 2**0.5, rtol=0.05, atol=5e-4)
     assert np.array_equal(GpuAugment(pp, noise=0.0, seed=7, **still)(x).numpy(), src)
     with pytest.raises(ValueError, match="noise=0.3"):
         GpuAugment(pp, noise=0.3)

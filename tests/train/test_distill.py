@@ -114,3 +114,16 @@ def test_consistency_term_trains_and_is_recorded(ferlike: Path, tmp_path: Path) 
     assert rec["train_consistency"] > 0 and np.isfinite(rec["train_total"])
     with pytest.raises(ValueError, match="consistency 1.0 needs augment = true and augment_params.landmark_jitter"):
         TrainConfig(model="tiny", consistency=1.0)
+    # pixel noise alone also makes the two views differ (sensor noise, issue 22)
+    cfg = TrainConfig(
+        model="tiny",
+        epochs=1,
+        batch_size=32,
+        max_steps_per_epoch=2,
+        seed=4,
+        consistency=1.0,
+        augment_params=AugmentParams(noise=0.03),
+    )
+    train(cfg, ferlike, tmp_path / "run-noise", progress=False)
+    rec = json.loads((tmp_path / "run-noise" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["train_consistency"] > 0 and np.isfinite(rec["train_total"])
