@@ -104,16 +104,6 @@ def _qdq_fused(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return run_onnx(upcast_fp16(onnx.load(str(path))), x)  # a ModelProto, not emulated: optimised as given
 
 
-#: σ of the pixel noise FP32 is compared with itself under (``agree_fp32_pixel_noise``), as a fraction of full scale.
-PIXEL_NOISE = 1 / 255
-
-
-def _pixel_noise(shape: tuple[int, ...], pp, sigma: float) -> np.ndarray:
-    """N(0, ``sigma``) noise per pixel and channel on the [0, 1] image, in the model's normalised input units."""
-    std = np.asarray(pp.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return (np.random.default_rng(0).normal(size=shape).astype(np.float32) * sigma / std).astype(np.float32)
-
-
 def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray], where: np.ndarray | None = None) -> float:
     same = a["expr"].argmax(1) == b["expr"].argmax(1)
     return float(np.mean(same if where is None else same[where]))
@@ -237,9 +227,11 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
         _, runner = onnx_cpu_runner(path, precision)
         outs[path.name] = runner(x)
     outs["fused"] = _qdq_fused(export / "model.int8.onnx", x)
-    # the yardstick: FP32 against itself on the same faces under N(0, 1/255) pixel noise (a camera's, fixed seed)
+    # the yardstick: FP32 against itself on the same faces under N(0, 1/255) pixel noise (fixed seed), as parity gives it
+    from edge_affect.export.compare import sensor_noise
+
     _, fp32 = onnx_cpu_runner(export / "model.onnx", "fp32")
-    outs["pixel_noise"] = fp32(x + _pixel_noise(x.shape, meta.preprocess, PIXEL_NOISE))
+    outs["pixel_noise"] = fp32(x + sensor_noise(x.shape, meta.preprocess))
     report = json.loads((export / "export_report.json").read_text())
     from edge_affect.export.compare import near_ties
 

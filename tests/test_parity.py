@@ -98,6 +98,47 @@ def test_flips_are_counted_apart_on_near_ties():
     assert stats["expr_near_ties"] == ties.sum()
 
 
+def test_sensor_noise_is_one_grey_level_in_input_units_and_the_yardstick_counts_own_flips():
+    """``sensor_noise``: N(0, σ) on the [0, 1] image, ÷ std per channel, one field for the three channels of a gray
+    model's input, the same every call; ``sensor_noise_yardstick`` counts the reference's own top-1 flips under it,
+    and the report puts that count beside the INT8 flips."""
+    from edge_affect.export.compare import (
+        Comparison,
+        flips_markdown,
+        sensor_noise,
+        sensor_noise_yardstick,
+    )
+    from edge_affect.schema import Preprocess
+
+    rgb = Preprocess(input_size=32, mean=(0.5, 0.4, 0.3), std=(0.5, 0.25, 0.1))
+    a = sensor_noise((64, 3, 32, 32), rgb)
+    got = a.std(axis=(0, 2, 3)) * 255
+    assert a.dtype == np.float32 and np.allclose(got, [2, 4, 10], rtol=0.03), got
+    assert np.array_equal(a, sensor_noise((64, 3, 32, 32), rgb))
+    assert abs(np.corrcoef(a[:, 0].ravel(), a[:, 1].ravel())[0, 1]) < 0.02  # channels independent
+    g = sensor_noise((8, 3, 16, 16), Preprocess(input_size=16, color="gray"))
+    assert np.array_equal(g[:, 0], g[:, 1]) and np.array_equal(g[:, 0], g[:, 2])
+
+    ref = _ref()
+    x = np.zeros((len(ref["expr"]), 3, 16, 16), np.float32)
+    pp = Preprocess(input_size=16)
+
+    def run(z):  # a model whose first expression logit moves with the mean of its input
+        out = {k: v.copy() for k, v in ref.items()}
+        out["expr"][:, 0] += 3000 * z.mean(axis=(1, 2, 3))
+        return out
+
+    yard = sensor_noise_yardstick(run, ref, x, pp)
+    flipped = (run(x + sensor_noise(x.shape, pp))["expr"].argmax(1) != ref["expr"].argmax(1)).sum()
+    assert yard["n"] == len(x) and yard["expr_top1_flipped"] == flipped > 0
+    assert yard["expr_top1_agreement"] == pytest.approx(1 - flipped / len(x))
+    _, stats = compare_outputs(ref, _noisy(ref, 0.01), "int8", AU_THR)
+    c = Comparison("model.int8.onnx", "int8", "onnxruntime-cpu", len(x), [], stats)
+    text = "\n".join(flips_markdown([c], yardstick=yard))
+    assert f"PyTorch FP32 itself flips {flipped} of these {len(x)} gate frames when N(0, 1/255) pixel noise" in text
+    assert "itself flips" not in "\n".join(flips_markdown([c]))
+
+
 def test_int8_p_score_drop_with_labels():
     ref = _ref()
     labels = Labels(

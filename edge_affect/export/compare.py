@@ -28,7 +28,7 @@ from edge_affect.export.onnx_export import run_onnx
 from edge_affect.metrics import au_f1, expr_f1, mtl_score
 from edge_affect.metrics import ccc as _ccc
 from edge_affect.runtime.preprocess import decode_image, prepare_batch
-from edge_affect.schema import MISSING_AU, MISSING_EXPR, MISSING_VA, OUTPUT_NAMES
+from edge_affect.schema import MISSING_AU, MISSING_EXPR, MISSING_VA, OUTPUT_NAMES, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,36 @@ def near_ties(expr_logits: np.ndarray, gap: float = NEAR_TIE_GAP) -> np.ndarray:
 def _near_ties_of_probs(expr_probs: np.ndarray, gap: float = NEAR_TIE_GAP) -> np.ndarray:
     top = np.sort(expr_probs, axis=1)
     return top[:, -1] - top[:, -2] < gap
+
+
+#: σ, as a fraction of full scale, of the pixel noise the INT8 flips are set beside (``sensor_noise_yardstick``): one
+#: grey level of 8-bit video, less than a camera's sensor noise.
+SENSOR_NOISE = 1 / 255
+
+
+def sensor_noise(shape: tuple[int, ...], pp: Preprocess, sigma: float = SENSOR_NOISE, seed: int = 0) -> np.ndarray:
+    """N(0, ``sigma``) noise per pixel on the [0, 1] image, in the model's normalised input units (÷ ``pp.std`` per
+    channel; one field copied to the three channels of a ``gray`` model's input, as its camera image has one)."""
+    n, c, h, w = shape
+    rng = np.random.default_rng(seed)
+    field = rng.normal(size=(n, 1 if pp.color == "gray" else c, h, w)).astype(np.float32)
+    field = np.broadcast_to(field, shape) if pp.color == "gray" else field
+    return (field * (sigma / np.asarray(pp.std, dtype=np.float32).reshape(1, -1, 1, 1))).astype(np.float32)
+
+
+def sensor_noise_yardstick(
+    run: Runner, ref: dict[str, np.ndarray], x: np.ndarray, pp: Preprocess, sigma: float = SENSOR_NOISE
+) -> dict[str, Any]:
+    """How many of the frames ``x`` the FP32 model ``run`` (whose outputs on them are ``ref``) flips its own top-1
+    expression on when ``sensor_noise`` of ``sigma`` is added to them: the scale an INT8 model's flips are read
+    against (a model that barely decides its frames flips under a camera's noise as under INT8 rounding)."""
+    flips = ref["expr"].argmax(1) != run(x + sensor_noise(x.shape, pp, sigma))["expr"].argmax(1)
+    return {
+        "sigma": sigma,
+        "n": int(len(x)),
+        "expr_top1_flipped": int(flips.sum()),
+        "expr_top1_agreement": float(1 - flips.mean()) if len(x) else 1.0,
+    }
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -305,9 +335,12 @@ def comparisons_markdown(comps: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
-def flips_markdown(comps: list[Comparison], frames: str = "gate frames") -> list[str]:
+def flips_markdown(
+    comps: list[Comparison], frames: str = "gate frames", yardstick: dict[str, Any] | None = None
+) -> list[str]:
     """Lines saying how many expression predictions each artifact flipped on ``frames`` and, for the INT8 ones, how
-    many of those frames are near ties for the reference (``NEAR_TIE_GAP``) and how many flips fall outside them."""
+    many of those frames are near ties for the reference (``NEAR_TIE_GAP``) and how many flips fall outside them;
+    with ``yardstick`` (``sensor_noise_yardstick``), how many the reference flips under a camera's noise."""
     flips = [c for c in comps if "expr_top1_flipped" in c.stats]
     if not flips:
         return []
@@ -326,6 +359,13 @@ def flips_markdown(comps: list[Comparison], frames: str = "gate frames") -> list
             + ", ".join(f"{c.artifact} {int(c.stats['expr_top1_flipped_decided'])}" for c in ties)
             + ". Many near ties mean a briefly trained model (train longer, or see `--int8-max-drop`).",
         ]
+    if ties and yardstick:
+        lines += [
+            "",
+            f"For scale: PyTorch FP32 itself flips {yardstick['expr_top1_flipped']} of these {yardstick['n']} {frames} "
+            f"when N(0, {yardstick['sigma'] * 255:.3g}/255) pixel noise is added to them (one grey level; a camera's "
+            "sensor noise is typically a few).",
+        ]
     return [*lines, ""]
 
 
@@ -337,6 +377,8 @@ class ParityReport:
     data: str
     gates: Gates
     comparisons: list[Comparison]
+    # the reference's own flips on the same frames under one grey level of pixel noise (sensor_noise_yardstick)
+    noise_yardstick: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -349,11 +391,12 @@ class ParityReport:
             "gates": asdict(self.gates),
             "passed": self.passed,
             "comparisons": [c.to_dict() for c in self.comparisons],
+            "noise_yardstick": self.noise_yardstick,
         }
 
     def to_markdown(self) -> str:
         head = f"# Parity: {self.export_dir}\n\nData: {self.data}\n\nResult: {'PASS' if self.passed else 'FAIL'}\n\n"
-        flips = flips_markdown(self.comparisons, "frames")
+        flips = flips_markdown(self.comparisons, "frames", self.noise_yardstick)
         return head + "\n".join([comparisons_markdown(self.comparisons), *([""] + flips if flips else [])]) + "\n"
 
     def save(self, folder: str | Path, stem: str = "parity_report") -> tuple[Path, Path]:

@@ -13,6 +13,7 @@ from edge_affect.export.compare import (
     compare_artifact,
     load_eval_set,
     onnx_cpu_runner,
+    sensor_noise_yardstick,
 )
 from edge_affect.export.gates import recorded_gate_set
 from edge_affect.export.onnx_export import read_onnx_meta, run_torch
@@ -87,4 +88,7 @@ def run_parity(
                     gates,
                 )
             )
-    return ParityReport(str(d), ev.description, gates, comps)
+    yardstick = None
+    if any(c.precision == "int8" and not c.skipped for c in comps):  # INT8 flips read against a camera's noise
+        yardstick = sensor_noise_yardstick(lambda z: run_torch(model, z), ref, ev.x, meta.preprocess)
+    return ParityReport(str(d), ev.description, gates, comps, yardstick)

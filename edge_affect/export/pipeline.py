@@ -29,6 +29,7 @@ from edge_affect.export.compare import (
     comparisons_markdown,
     flips_markdown,
     onnx_cpu_runner,
+    sensor_noise_yardstick,
 )
 from edge_affect.export.folder import CARRY_OVER as CARRY_OVER  # public names, kept here too
 from edge_affect.export.folder import OTHER_EXPORT_FILES as OTHER_EXPORT_FILES
@@ -119,6 +120,8 @@ class ExportReport:
     int8_package_fp16: dict[str, Any] = field(default_factory=dict)
     # --int8-max-drop: the budget, the drop measured, the ops kept in FP32 and their MAC share (nncf_int8.py)
     int8_budget: dict[str, Any] = field(default_factory=dict)
+    # PyTorch FP32's own flips on the gate frames under one grey level of pixel noise (compare.sensor_noise_yardstick)
+    noise_yardstick: dict[str, Any] = field(default_factory=dict)
     engines_skipped: str = ""
     triton: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -164,7 +167,7 @@ class ExportReport:
         lines += [f"| {k} | {v:.2f} |" for k, v in self.timings_s.items()]
         lines += ["", "## Parity gates (vs PyTorch FP32, on the gate frames)", ""]
         lines += [comparisons_markdown(self.comparisons), ""]
-        lines += flips_markdown(self.comparisons)
+        lines += flips_markdown(self.comparisons, yardstick=self.noise_yardstick)
         lines += sensitivity_markdown(self.int8_fallback)
         lines += budget_markdown(self.int8_budget)
         lines += precision_markdown(self.artifacts)
@@ -370,6 +373,8 @@ def export_all(req: ExportRequest) -> ExportReport:
                     c = compare_artifact(*args, ref_calib, frames.calib_eval, meta.au_thresholds, req.gates)
                     report.calibration_figures.append(c)
                 timings[f"parity_{key}"] = time.perf_counter() - tk
+        if ref_calib is not None:  # an INT8 model was gated: its flips beside the reference's under a camera's noise
+            report.noise_yardstick = sensor_noise_yardstick(lambda z: run_torch(model, z), ref, ev.x, meta.preprocess)
         if report.qat and ptq_path is not None:  # before/after on the same gate frames, recorded, never gating
             backend, runner = onnx_cpu_runner(ptq_path, "int8")
             c = compare_artifact("PTQ before QAT", "int8", backend, runner, ref, ev, meta.au_thresholds, req.gates)

@@ -169,8 +169,14 @@ def test_int8_that_flips_held_out_predictions_fails_the_gate(trained_ckpt, calib
     assert 0 <= c.stats["expr_top1_flipped_decided"] <= c.stats["expr_top1_flipped"]
     assert 0 <= c.stats["expr_near_ties"] <= c.n
     assert "near ties for FP32" in (out / REPORT_MD).read_text()
+    # beside them: the FP32 model's own flips on the same frames under one grey level of pixel noise
+    yard = rep.noise_yardstick
+    assert yard["n"] == c.n and 0 <= yard["expr_top1_flipped"] <= c.n and yard["sigma"] == pytest.approx(1 / 255)
+    assert f"PyTorch FP32 itself flips {yard['expr_top1_flipped']} of these {c.n}" in (out / REPORT_MD).read_text()
+    assert json.loads((out / "export_report.json").read_text())["noise_yardstick"] == yard
     assert next(x for x in rep.comparisons if x.artifact == "model.onnx").passed
     assert main(["parity", str(out)]) == 1  # re-judged on the recorded held-out frames
     d = json.loads((out / "parity_report.json").read_text())
     assert "held-out" in d["data"] and not d["passed"]
+    assert d["noise_yardstick"] == yard  # the same frames, noise and model: the same count
     assert "near ties for FP32" in (out / "parity_report.md").read_text()  # parity tells them apart too
