@@ -247,11 +247,13 @@ class GpuAugment:
     def _noise(self, x: torch.Tensor, reps: int = 1) -> torch.Tensor:
         """Additive Gaussian noise per pixel and channel, σ ~ U(0, ``noise``) of full scale per face (the same σ for
         the ``reps`` views of a face, each view its own field, as two frames' sensor noise); clamped to [0, 1].
-        Drawn on the CPU like every other draw, so a seed gives the same noise on any device."""
+        A ``gray`` model gets one field copied to its three channels, as its camera image has one channel. Drawn on
+        the CPU like every other draw, so a seed gives the same noise on any device."""
         b, c, h, w = x.shape
         n = b // reps
         sigma = (self._rand(n) * self.noise).repeat(reps).view(b, 1, 1, 1)
-        field = torch.randn(b, c, h, w, generator=self.generator) * sigma
+        gray = self.pp.color == "gray"
+        field = (torch.randn(b, 1 if gray else c, h, w, generator=self.generator) * sigma).expand(b, c, h, w)
         return (x + field.to(x.device, x.dtype)).clamp_(0.0, 1.0)
 
     def erase_mask(self, n: int, h: int, w: int) -> torch.Tensor:

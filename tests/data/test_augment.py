@@ -264,5 +264,8 @@ def test_noise_is_gaussian_of_random_sigma_per_face() -> None:
     a, b = GpuAugment(pp, noise=0.04, seed=7, **still).pair(x)  # one σ per face, a field per view
     assert np.allclose((a - b).numpy().reshape(64, -1).std(1), sigma * 2**0.5, rtol=0.05, atol=5e-4)
     assert np.array_equal(GpuAugment(pp, noise=0.0, seed=7, **still)(x).numpy(), src)
+    gray = Preprocess(input_size=32, color="gray", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    g = GpuAugment(gray, noise=0.04, seed=7, **still)(x).numpy()
+    assert np.array_equal(g[:, 0], g[:, 1]) and np.array_equal(g[:, 0], g[:, 2]) and np.abs(g - src).max() > 0.02
     with pytest.raises(ValueError, match="noise=0.3"):
         GpuAugment(pp, noise=0.3)

@@ -26,7 +26,12 @@ def qat_export(trained_ckpt, calib_dir, synth_root, tmp_path_factory):
 
 def test_qdq_graph_runs_the_int8_graph(exported):
     """Untrained, the PyTorch graph computes what ONNX Runtime computes (graph optimisations off: its fused int8
-    kernels sum in another order) and writes back the very same initializers."""
+    kernels sum in another order), node by node, and writes back the very same initializers.
+
+    Node by node: every node is fed ONNX Runtime's own inputs, so a float difference in the last bit cannot cascade.
+    End to end it can: such a difference lands a value on the other side of an int8 rounding step, which then spreads
+    through the frame (how many frames it reaches depends on the CPU's kernels: 9 of 16 agreed to 1e-4 on one
+    machine, none on a 2-core AMD EPYC with AVX512-BF16), so end to end only a bound is asserted."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -34,24 +39,70 @@ def test_qdq_graph_runs_the_int8_graph(exported):
 
     from edge_affect.calibration import load_calibration
     from edge_affect.export.onnx_export import read_onnx_meta, upcast_fp16
-    from edge_affect.export.tensorrt_int8.qdq_torch import QdqGraph
+    from edge_affect.export.tensorrt_int8.qdq_torch import QdqGraph, fake_quant
 
     out, rep = exported
     src = onnx.load(str(out / "model.int8.onnx"))
     master = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(out / "model.onnx")).graph.initializer}
     g = QdqGraph(src, learn_act_scales=True, master=master)
     x = load_calibration(rep.calibration["dir"], read_onnx_meta(src).preprocess)[:16]
-    with torch.no_grad():
-        got = {k: v.numpy() for k, v in g(torch.from_numpy(x)).items()}
+    # ONNX Runtime's value of every tensor (each node output made a graph output, with its inferred type)
+    up = onnx.shape_inference.infer_shapes(upcast_fp16(src))
+    typed = {v.name: v for v in up.graph.value_info}
+    outs = [o.name for o in up.graph.output]
+    up.graph.output.extend([typed[o] for n in up.graph.node for o in n.output if o in typed and o not in outs])
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(upcast_fp16(src).SerializeToString(), so, providers=["CPUExecutionProvider"])
-    ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": x}), strict=True))
-    # a float difference in the last bit can land a value on the other side of an int8 rounding step, which then
-    # spreads through the frame: a majority of frames agree to 1e-4 (9 of 16 measured now, at least 12 when the test
-    # was written: how many frames sit near a rounding step depends on the weights and frames), none by more than 0.1
-    diff = np.max([np.abs(got[k] - v).reshape(len(x), -1).max(1) for k, v in ref.items()], axis=0)
-    assert (diff <= 1e-4).mean() >= 0.5 and diff.max() < 0.1, diff
+    sess = ort.InferenceSession(up.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    ref = dict(zip(names, sess.run(None, {"image": x}), strict=True))
+
+    def val(name):
+        if name in ref:
+            return torch.from_numpy(np.asarray(ref[name]))
+        if name == "image":
+            return torch.from_numpy(x)
+        return g._param(name) if name in g.params else g.consts[name]
+
+    checked, worst, step_flips, quantized = 0, 0.0, 0, 0
+    pending = {}
+    with torch.no_grad():
+        for op_type, fn, inputs, outputs, at in g.plan:
+            if op_type == "QuantizeLinear":
+                kind, key, axis = g.quant[outputs[0]]
+                scale = g.weight_scale(key, axis) if kind == "weight" else g.log_scales[key].exp()
+                pending[outputs[0]] = (val(inputs[0]), scale, axis if scale.numel() > 1 else None)
+                continue
+            if op_type == "DequantizeLinear":
+                got, want = fake_quant(*pending[inputs[0]]), val(outputs[0])
+                _, scale, axis = pending[inputs[0]]
+                if axis is not None and got.ndim > 1:  # per channel: the scales along the quantized axis
+                    shape = [1] * got.ndim
+                    shape[axis % got.ndim] = -1
+                    scale = scale.reshape(shape)
+                steps = (got - want).abs() / scale
+                assert float(steps.max()) <= 1.0 + 1e-3, (outputs[0], float(steps.max()))  # at most one step apart
+                step_flips += int((steps > 0.5).sum())
+                quantized += got.numel()
+                continue
+            if not all(o in ref for o in outputs):
+                continue
+            res = fn([val(i) for i in inputs], at)
+            for name, v in zip(outputs, res if isinstance(res, tuple) else (res,), strict=False):
+                want = np.asarray(ref[name])
+                if not np.issubdtype(want.dtype, np.floating):
+                    assert np.array_equal(np.asarray(v), want), name
+                    continue
+                err = float(np.abs(np.asarray(v, dtype=np.float64) - want).max(initial=0.0))
+                tol = 1e-4 * (1.0 + float(np.abs(want).max(initial=0.0)))
+                assert err <= tol, (op_type, name, err, tol)
+                worst, checked = max(worst, err), checked + 1
+    assert checked > 20 and quantized > 0
+    assert step_flips <= 1e-3 * quantized, (step_flips, quantized)  # a rounding tie read differently, rarely
+    with torch.no_grad():
+        got = {k: v.numpy() for k, v in g(torch.from_numpy(x)).items()}
+    diff = np.max([np.abs(got[k] - ref[k]).reshape(len(x), -1).max(1) for k in g.outputs], axis=0)
+    assert diff.max() < 0.1, diff  # end to end, the cascades of such steps stay small
     back = {t.name: numpy_helper.to_array(t) for t in g.write_back().graph.initializer}
     for t in src.graph.initializer:
         assert np.array_equal(back[t.name], numpy_helper.to_array(t)), t.name  # scales reproduced exactly
