@@ -123,14 +123,12 @@ def table(rows: list[dict], avg: list[dict], select_seed: int | None) -> str:
 
 
 def plot(rows: list[dict], path: Path, select_seed: int | None) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edge_affect.artifact import atomic_write_bytes
+    from edge_affect.artifact import atomic_write_figure
 
     judged = [
         r
@@ -163,10 +161,7 @@ def plot(rows: list[dict], path: Path, select_seed: int | None) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,14 +66,12 @@ def summarise(label: str, run: Path, epochs: list[dict]) -> dict:
 
 
 def plot(rows: list[dict], metric: str, path: Path) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edge_affect.artifact import atomic_write_bytes
+    from edge_affect.artifact import atomic_write_figure
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in rows:
@@ -87,10 +85,7 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -255,7 +255,7 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edge_affect.artifact import atomic_write_bytes
+    from edge_affect.artifact import atomic_write_figure
 
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -276,12 +276,7 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
     ax[2].set_xlabel("epoch")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)
 
 
 #: Files that make a folder a training run: ``train`` without ``resume`` refuses such a folder.
