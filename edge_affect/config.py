@@ -268,6 +268,10 @@ class TrainConfig(Settings):
     # field (augment_params.noise), and the KL divergence between the two expression distributions is added to
     # the loss; 0 = off
     consistency: _ranged(_Num, ge=0, le=100) = 0.0
+    # pseudo-quantization noise (edge_affect/train/quant_noise.py): in training, each backbone convolution's input
+    # but the stem's gets uniform noise of this many per-tensor INT8 steps (max|x| / 127); 0 = off. The exported
+    # graph is unchanged and still quantized after training.
+    quant_noise: _ranged(_Num, ge=0, le=8) = 0.0
     skip_bad_rows: StrictBool = False
     # validation score that chooses best.pt: "p" (ABAW P = VA + EXPR + AU) or "expr_acc" (expression top-1
     # accuracy against the hard/majority label, e.g. FER+ majority accuracy)

@@ -35,6 +35,7 @@ from edge_affect.models.checkpoint import read_checkpoint
 from edge_affect.models.widen import widen_state_dict
 from edge_affect.schema import MISSING_AU, MISSING_VA, TASKS
 from edge_affect.train import distributed as dist_utils
+from edge_affect.train.quant_noise import add_quant_noise
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +436,8 @@ def _train(
     check_select_on(cfg.select_on, val_cache)
     if cfg.init_from:
         init_weights(model, cfg.init_from, partial=cfg.init_from_partial, widen=cfg.init_widen)
+    if cfg.quant_noise > 0:
+        add_quant_noise(model, cfg.quant_noise)
     model.to(info.device)
     precision = train_precision(info.device, cfg.amp)
     channels_last = cfg.channels_last and (info.device.type == "cuda" or precision == "bf16")
