@@ -303,7 +303,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-
 def atomic_write_figure(path: str | Path, fig: Any, dpi: int = 100) -> None:
     """Save a matplotlib figure as PNG to ``path`` through ``atomic_write_bytes`` (never half-written), then close it."""
     import io
@@ -314,6 +313,7 @@ def atomic_write_figure(path: str | Path, fig: Any, dpi: int = 100) -> None:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
