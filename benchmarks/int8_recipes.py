@@ -12,7 +12,8 @@ set, the share of near ties, FP32's agreement with itself under N(0, 1/255) pixe
 camera's noise alone moves the same model) and the run's own validation expression accuracy, then each recipe's
 mean per model and test set. ``--select-seed`` names the test set that chose among the recipes (it is labelled so
 in the table and JSON; the others are judged). The plot puts INT8 agreement against the yardstick on the judged
-faces. Reads only; the PNG and JSON are written whole or not at all.
+faces, or with ``--x val_acc`` against each run's own validation expression accuracy (how much of the set it
+learned). Reads only; the PNG and JSON are written whole or not at all.
 """
 
 from __future__ import annotations
@@ -122,7 +123,14 @@ def table(rows: list[dict], avg: list[dict], select_seed: int | None) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, select_seed: int | None) -> None:
+#: What the plot's x axis can show: the row's key and the axis label.
+X_AXES = {
+    "yardstick": ("agree_fp32_pixel_noise", "FP32 with itself under N(0, 1/255) pixel noise"),
+    "val_acc": ("val_expr_acc", "own validation expression accuracy (best.pt)"),
+}
+
+
+def plot(rows: list[dict], path: Path, select_seed: int | None, x: str = "yardstick") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,13 +138,10 @@ def plot(rows: list[dict], path: Path, select_seed: int | None) -> None:
 
     from edge_affect.artifact import atomic_write_figure
 
-    judged = [
-        r
-        for r in rows
-        if r["test_seed"] != select_seed and all(isinstance(r[k], float) for k in ("agree_qdq", "agree_fp32_pixel_noise"))
-    ]
+    xkey, xlabel = X_AXES[x]
+    judged = [r for r in rows if r["test_seed"] != select_seed and all(isinstance(r[k], float) for k in ("agree_qdq", xkey))]
     if not judged:
-        raise RecipeError("no judged row has both INT8 agreement and the pixel-noise yardstick to plot")
+        raise RecipeError(f"no judged row has both INT8 agreement and {xkey} to plot")
     fig, ax = plt.subplots(figsize=(6.5, 5))
     recipes = list(dict.fromkeys(r["recipe"] for r in judged))
     markers = {m: k for m, k in zip(sorted({r["model"] for r in judged}), "os^Dv", strict=False)}
@@ -145,16 +150,17 @@ def plot(rows: list[dict], path: Path, select_seed: int | None) -> None:
             rs = [r for r in judged if r["recipe"] == recipe and r["model"] == model]
             if rs:
                 ax.scatter(
-                    [r["agree_fp32_pixel_noise"] for r in rs],
+                    [r[xkey] for r in rs],
                     [r["agree_qdq"] for r in rs],
                     color=f"C{i}",
                     marker=marker,
                     label=f"{model}, {recipe}",
                 )
-    lo = min(min(r["agree_fp32_pixel_noise"], r["agree_qdq"]) for r in judged) - 0.01
-    ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls=":", label="INT8 flips = pixel-noise flips")
+    if x == "yardstick":
+        lo = min(min(r[xkey], r["agree_qdq"]) for r in judged) - 0.01
+        ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls=":", label="INT8 flips = pixel-noise flips")
     ax.axhline(0.97, color="red", lw=0.8, ls="--", label="97 % (issue 22)")
-    ax.set_xlabel("FP32 with itself under N(0, 1/255) pixel noise")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("TensorRT-shaped INT8 with FP32")
     seeds = sorted({r["test_seed"] for r in judged})
     ax.set_title(f"top-1 expression agreement, synthetic faces of seed {', '.join(map(str, seeds))}", fontsize=9)
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select-seed", type=int, help="the test seed whose faces chose among the recipes")
     ap.add_argument("--png", type=Path, help="write the plot (judged faces) here")
     ap.add_argument("--json", type=Path, help="write the rows and means here")
+    ap.add_argument("--x", choices=sorted(X_AXES), default="yardstick", help="the plot's x axis (default: yardstick)")
     args = ap.parse_args(argv)
     rows: list[dict] = []
     try:
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         avg = means(rows)
         print(table(rows, avg, args.select_seed))
         if args.png:
-            plot(rows, args.png, args.select_seed)
+            plot(rows, args.png, args.select_seed, args.x)
             print(f"plot in {args.png}")
     except RecipeError as e:
         print(f"int8_recipes: {e}", file=sys.stderr)

@@ -44,6 +44,10 @@ def test_recipes_are_read_averaged_and_plotted(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "seed 11 (chooses)" in out and "seed 7 (judged)" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # against how much each run learned instead of the yardstick: a different figure from the same rows
+    png2 = tmp_path / "v.png"
+    assert recipes.main([*argv[:-1], str(png2), "--x", "val_acc"]) == 0
+    assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png2.read_bytes() != png.read_bytes()
 
 
 def test_refusals_are_one_line_and_write_nothing(tmp_path: Path, capsys) -> None:
