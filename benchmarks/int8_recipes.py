@@ -139,7 +139,9 @@ def plot(rows: list[dict], path: Path, select_seed: int | None, x: str = "yardst
     from edge_affect.artifact import atomic_write_figure
 
     xkey, xlabel = X_AXES[x]
-    judged = [r for r in rows if r["test_seed"] != select_seed and all(isinstance(r[k], float) for k in ("agree_qdq", xkey))]
+    judged = [
+        r for r in rows if r["test_seed"] != select_seed and all(isinstance(r[k], float) for k in ("agree_qdq", xkey))
+    ]
     if not judged:
         raise RecipeError(f"no judged row has both INT8 agreement and {xkey} to plot")
     fig, ax = plt.subplots(figsize=(6.5, 5))
