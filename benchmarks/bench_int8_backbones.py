@@ -164,6 +164,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
     # otherwise the last epoch, since the training run's validation split may be the judged set
     ckpt = work / "train" / ("best.pt" if synthetic else "last.pt")
     t0 = time.perf_counter()
+    train_s = None  # None: the run was found trained (here earlier, or on another machine), not timed now
     if not _trained(work / "train", args.epochs):
         extra = ["--cache-dir", str(args.cache_dir)] if args.cache_dir else []
         if (work / "train" / "last.pt").is_file():
@@ -187,7 +188,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
                 *extra,
             ]
         )
-    train_s = time.perf_counter() - t0
+        train_s = round(time.perf_counter() - t0, 1)
     calib = work / "calib"
     if not (calib / "manifest.json").is_file():
         _run(
@@ -255,7 +256,7 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
         "near_tie_share": float(1 - decided.mean()),
         "agree_qdq_decided": _agreement(outs["model.onnx"], outs["model.int8.onnx"], decided),
         "agree_cpu_int8_decided": _agreement(outs["model.onnx"], outs["model.int8.cpu.onnx"], decided),
-        "train_s": round(train_s, 1),
+        "train_s": train_s,
         "calibration": report.get("calibration"),
         "checkpoint": ckpt.name,
         **_own_validation(work / "train", ckpt),
