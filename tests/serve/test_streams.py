@@ -26,27 +26,30 @@ def test_stuck_subscriber_drops_and_counts(predictor: Any, clip_maker: Any, tmp_
     clip_maker(tmp_path / "c.mp4", frames=150, size=(160, 120))
     manager = StreamManager(predictor, allow_files=tmp_path)
 
-    async def scenario() -> tuple[Any, Any, list, list]:
+    async def scenario() -> tuple[Any, Any, list, list, list]:
         loop = asyncio.get_running_loop()
         stream = await loop.run_in_executor(None, manager.start, "c.mp4", loop)
-        stuck, _ = stream.subscribe_events(None)  # never read
-        while stream.running:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.1)  # the last call_soon_threadsafe hand-offs
+        # never read; the pipeline thread is already running, so the frames it published before this subscription
+        # come back as the replay (Last-Event-ID: -1) and the live queue starts right after them
+        stuck, early = stream.subscribe_events(-1)
+        assert await loop.run_in_executor(None, stream.join, 120.0), "the stream did not end within 120 s"
+        # every call_soon_threadsafe hand-off of the pipeline thread was queued before the join's own result: done now
         late, replay = stream.subscribe_events(99)  # Last-Event-ID: 99 → events 100.. from the kept history
-        return stream, stuck, replay, [late.queue.get_nowait()]
+        return stream, stuck, early, replay, [late.queue.get_nowait()]
 
-    stream, stuck, replay, late_items = asyncio.run(scenario())
+    stream, stuck, early, replay, late_items = asyncio.run(scenario())
     assert stream.state == "ended" and stream.frames == 150
+    assert [seq for seq, _ in early] == list(range(len(early)))
+    assert len(early) < 150 - EVENT_QUEUE, f"{len(early)} frames ran before the subscription: nothing left to drop"
     # the stuck client's queue: full (EVENT_QUEUE items, the last one the end marker), the rest dropped and counted
     items = []
     while not stuck.queue.empty():
         items.append(stuck.queue.get_nowait())
-    assert len(items) == EVENT_QUEUE
+    assert len(items) == EVENT_QUEUE and not isinstance(items[-1], tuple)
     frames = [i for i in items if isinstance(i, tuple)]
-    first_seq = frames[0][0]
-    assert [seq for seq, _ in frames] == list(range(first_seq, 150))  # the newest frames, in order
-    assert stuck.dropped == 150 - len(frames) > 0
+    assert [seq for seq, _ in frames] == list(range(150 - len(frames), 150))  # the newest frames, in order
+    # every frame after the replay was either kept or dropped and counted: none lost between replay and live
+    assert stuck.dropped == 150 - len(early) - len(frames) > 0
     assert [seq for seq, _ in replay] == list(range(100, 150)) and HISTORY >= 150
     assert not isinstance(late_items[0], tuple)  # an ended stream: a late subscriber gets the end at once
     stream.unsubscribe(stuck)
