@@ -253,7 +253,7 @@ def test_client_that_disconnects_mid_stream(server: Any, media: Path) -> None:
     assert len(events) == 3
     r.close()
     conn.close()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a hang guard, not a speed claim
     while time.monotonic() < deadline:
         info = server.json("GET", f"/v1/streams/{s['id']}")[1]
         metrics = server.request("GET", "/metrics")[2].decode()
@@ -279,7 +279,7 @@ def test_slow_client_never_slows_the_stream(server: Any) -> None:
         f"Authorization: Bearer {server.token}\r\n\r\n".encode()
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a hang guard, not a speed claim
         info = server.json("GET", f"/v1/streams/{s['id']}")[1]
         while info["state"] == "running" and time.monotonic() < deadline:
             time.sleep(0.2)

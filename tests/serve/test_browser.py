@@ -62,7 +62,7 @@ class Chromium:
         self._buf = b""
         self._id = 0
         self.session: str | None = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             pages = [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
             if pages or time.monotonic() > deadline:
@@ -127,25 +127,25 @@ def test_viewer_shows_a_face_label(server: Any, video_dir: Path, tmp_path: Path)
     clip = "single_face.mp4" if (video_dir / "single_face.mp4").is_file() else "astronaut_clip.mp4"
     browser = Chromium(f"http://127.0.0.1:{server.port}/?token={server.token}", tmp_path / "profile")
     try:
-        assert browser.wait_for("document.readyState === 'complete' && !!document.getElementById('source')", 20)
+        assert browser.wait_for("document.readyState === 'complete' && !!document.getElementById('source')", 120)
         browser.js(
             f"document.getElementById('source').value = {json.dumps(clip)};"
             "document.getElementById('start-btn').click(); true"
         )
         t0 = time.monotonic()
         labels = browser.wait_for(
-            "Array.from(document.querySelectorAll('.face-label')).map(e => e.textContent).join('\\n')", 20
+            "Array.from(document.querySelectorAll('.face-label')).map(e => e.textContent).join('\\n')", 120
         )
         seconds = time.monotonic() - t0
         status = browser.js("document.getElementById('status').textContent")
         # the overlay image has arrived (the MJPEG preview of the stream) before the screenshot
-        browser.wait_for("document.getElementById('preview').naturalWidth > 0", 10)
+        browser.wait_for("document.getElementById('preview').naturalWidth > 0", 60)
         shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
         (tmp_path / "viewer.png").write_bytes(shot)
         streams = browser.js("fetch('/v1/streams').then(r => r.json())")
     finally:
         browser.close()
-    assert labels, f"no face label within 20 s (status line: {status!r}; screenshot {tmp_path / 'viewer.png'})"
+    assert labels, f"no face label within 120 s (status line: {status!r}; screenshot {tmp_path / 'viewer.png'})"
     print(f"\nviewer: {clip} → {labels!r} after {seconds:.1f} s; screenshot {tmp_path / 'viewer.png'}")
     assert all(LABEL.match(line) for line in labels.splitlines()), labels
     assert streams["streams"] and any(s["source"] == clip for s in streams["streams"])
