@@ -163,9 +163,9 @@ def one_run(model: str, seed: int, args: argparse.Namespace, train_root: Path, t
     # synthetic: best.pt is chosen on the training set's own validation split (another seed is judged);
     # otherwise the last epoch, since the training run's validation split may be the judged set
     ckpt = work / "train" / ("best.pt" if synthetic else "last.pt")
-    t0 = time.perf_counter()
     train_s = None  # None: the run was found trained (here earlier, or on another machine), not timed now
     if not _trained(work / "train", args.epochs):
+        t0 = time.perf_counter()
         extra = ["--cache-dir", str(args.cache_dir)] if args.cache_dir else []
         if (work / "train" / "last.pt").is_file():
             extra.append("--resume")  # an interrupted run continues where it stopped

@@ -28,6 +28,9 @@ SHIPPED_CLIP = SAMPLES / "astronaut_clip.mp4"  # 30 frames, 320×240, the astron
 VIDEO_DIR = Path(os.environ.get("EDGE_AFFECT_VIDEO_DIR", ROOT.parent / "shared" / "data" / "video"))
 TOKEN = "test-token-0123456789abcdef"
 
+#: Waiting for ``serve`` to answer /healthz: a hang guard (model load on a busy machine), not a speed claim.
+START_WAIT_S = 300.0
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -49,7 +52,7 @@ class Server:
         env.pop("EDGE_AFFECT_TOKEN", None)
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        deadline = time.monotonic() + 300  # a hang guard (model load on a busy machine), not a speed claim
+        deadline = time.monotonic() + START_WAIT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.proc.returncode}: {log.read_text()[-2000:]}")
@@ -59,7 +62,7 @@ class Server:
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"serve did not answer /healthz within 300 s: {log.read_text()[-2000:]}")
+        raise RuntimeError(f"serve did not answer /healthz within {START_WAIT_S:.0f} s: {log.read_text()[-2000:]}")
 
     @property
     def pid(self) -> int:

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium; CI's .ci/run installs it)"
 )
 LABEL = re.compile(r"^Face #\d+: (Neutral|Anger|Disgust|Fear|Happiness|Sadness|Surprise|Other) \d+%$")
+#: Waits for the browser (start, page load, first face label): hang guards for a busy machine, not speed claims.
+LABEL_WAIT_S = 120.0
 
 
 class Chromium:
@@ -62,7 +64,7 @@ class Chromium:
         self._buf = b""
         self._id = 0
         self.session: str | None = None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + LABEL_WAIT_S
         while True:
             pages = [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
             if pages or time.monotonic() > deadline:
@@ -127,14 +129,14 @@ def test_viewer_shows_a_face_label(server: Any, video_dir: Path, tmp_path: Path)
     clip = "single_face.mp4" if (video_dir / "single_face.mp4").is_file() else "astronaut_clip.mp4"
     browser = Chromium(f"http://127.0.0.1:{server.port}/?token={server.token}", tmp_path / "profile")
     try:
-        assert browser.wait_for("document.readyState === 'complete' && !!document.getElementById('source')", 120)
+        assert browser.wait_for("document.readyState === 'complete' && !!document.getElementById('source')", LABEL_WAIT_S)
         browser.js(
             f"document.getElementById('source').value = {json.dumps(clip)};"
             "document.getElementById('start-btn').click(); true"
         )
         t0 = time.monotonic()
         labels = browser.wait_for(
-            "Array.from(document.querySelectorAll('.face-label')).map(e => e.textContent).join('\\n')", 120
+            "Array.from(document.querySelectorAll('.face-label')).map(e => e.textContent).join('\\n')", LABEL_WAIT_S
         )
         seconds = time.monotonic() - t0
         status = browser.js("document.getElementById('status').textContent")
@@ -145,7 +147,8 @@ def test_viewer_shows_a_face_label(server: Any, video_dir: Path, tmp_path: Path)
         streams = browser.js("fetch('/v1/streams').then(r => r.json())")
     finally:
         browser.close()
-    assert labels, f"no face label within 120 s (status line: {status!r}; screenshot {tmp_path / 'viewer.png'})"
+    shot_path = tmp_path / "viewer.png"
+    assert labels, f"no face label within {LABEL_WAIT_S:.0f} s (status line: {status!r}; screenshot {shot_path})"
     print(f"\nviewer: {clip} → {labels!r} after {seconds:.1f} s; screenshot {tmp_path / 'viewer.png'}")
     assert all(LABEL.match(line) for line in labels.splitlines()), labels
     assert streams["streams"] and any(s["source"] == clip for s in streams["streams"])
